@@ -1,0 +1,1 @@
+"""Plain library: catalogs to Parquet manifests. Never imports Prefect or torch."""

@@ -1,0 +1,14 @@
+"""Quarantine reason codes: why an input image did not reach locations.parquet.
+
+The synthetic survey's faults.json and the pipeline's quarantine table use the same codes.
+"""
+
+DECODE_ERROR = "decode_error"  # the image file does not decode (truncated or corrupt)
+EMPTY_FILE = "empty_file"  # zero bytes on disk
+OUTSIDE_NAV_SPAN = "outside_nav_span"  # image time before the first or after the last nav sample
+NO_NAV = "no_nav"  # inside the navigation time span but no pose for this image
+NAV_GAP = "nav_gap"  # nearest navigation samples further apart than max_interp_gap_s
+NAV_INVALID = "nav_invalid"  # the image's pose has NaN / missing coordinates
+NAV_JUMP = "nav_jump"  # the image's pose jumps away from its neighbours (GPS/USBL outlier)
+
+ALL = (DECODE_ERROR, EMPTY_FILE, OUTSIDE_NAV_SPAN, NO_NAV, NAV_GAP, NAV_INVALID, NAV_JUMP)

@@ -1,0 +1,1 @@
+"""Training objectives, one module each; every loss is a pure function of tensors."""
