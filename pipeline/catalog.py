@@ -1,0 +1,195 @@
+"""Catalogs: one YAML per site/campaign, validated with pydantic.
+
+Every error names the file, the key, what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAV_FORMATS = ("oplab-camera-csv", "oplab-nav-csv", "acfr-stereo-pose", "ifdo", "csv")
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be used; the message says where and what to do."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CsvColumns(_Strict):
+    """Column map for ``format: csv`` navigation (column names in the file, plus units)."""
+
+    time: str
+    time_unit: Literal["unix_s", "iso8601"] = "unix_s"
+    image: str | None = None  # image path column; without it images are matched by time
+    lat: str | None = None
+    lon: str | None = None
+    easting: str | None = None
+    northing: str | None = None
+    xy_crs: str | None = None  # EPSG of easting/northing when lat/lon are absent
+    depth: str
+    depth_positive: Literal["down", "up"] = "down"
+    altitude: str | None = None
+    heading: str | None = None
+    heading_unit: Literal["deg", "rad"] = "deg"
+    delimiter: str = ","
+
+
+class NavSource(_Strict):
+    format: Literal["oplab-camera-csv", "oplab-nav-csv", "acfr-stereo-pose", "ifdo", "csv"]
+    path: str
+    columns: CsvColumns | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _has_dive(cls, v: str) -> str:
+        if "{dive}" not in v:
+            raise ValueError(f"path template {v!r} must contain {{dive}}")
+        return v
+
+    @model_validator(mode="after")
+    def _columns_only_for_csv(self) -> NavSource:
+        if self.format == "csv" and self.columns is None:
+            raise ValueError("format 'csv' needs a 'columns' map (time, lat/lon or easting/northing, depth)")
+        if self.format != "csv" and self.columns is not None:
+            raise ValueError(f"'columns' is only for format 'csv', not {self.format!r}")
+        return self
+
+
+class PairPolicy(_Strict):
+    r_loc_m: Annotated[float, Field(gt=0)] = 5.0
+    r_min_m: Annotated[float, Field(ge=0)] = 0.0
+    cross_dive: bool = True
+    use_depth: bool = False
+    min_time_gap_s: Annotated[float, Field(ge=0)] = 0.0
+    max_neighbours: Annotated[int, Field(gt=0)] | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _radii(self) -> PairPolicy:
+        if self.r_min_m >= self.r_loc_m:
+            raise ValueError(f"r_min_m ({self.r_min_m}) must be below r_loc_m ({self.r_loc_m})")
+        return self
+
+
+class Schedule(_Strict):
+    interval_s: Annotated[float, Field(gt=0)] | None = None
+    cron: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Schedule:
+        if (self.interval_s is None) == (self.cron is None):
+            raise ValueError("give exactly one of interval_s or cron")
+        return self
+
+
+class DaskSettings(_Strict):
+    address: str | None = None  # an existing scheduler, e.g. tcp://10.0.0.5:8786
+    n_workers: Annotated[int, Field(gt=0)] | None = None
+
+
+class Catalog(_Strict):
+    name: str
+    root: Path
+    dives: str = "dives/*"
+    nav: list[NavSource] = Field(min_length=1)
+    images: str = "{dive}/images/*.jpg"
+    labels: str | None = None
+    validate_images: Literal["header", "decode"] = Field("decode", alias="validate")
+    max_interp_gap_s: Annotated[float, Field(gt=0)] = 2.0
+    crs: str = "auto"
+    pairs: PairPolicy = PairPolicy()
+    train_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = (192, 256)
+    output: Path
+    schedule: Schedule | None = None
+    dask: DaskSettings | None = None
+
+    # set by load_catalog
+    source: Path | None = Field(default=None, exclude=True)
+    sha256: str | None = Field(default=None, exclude=True)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("crs")
+    @classmethod
+    def _crs(cls, v: str) -> str:
+        if v != "auto" and not re.fullmatch(r"EPSG:\d{4,5}", v):
+            raise ValueError(f"crs must be 'auto' or 'EPSG:<code>' (e.g. EPSG:32755), got {v!r}")
+        return v
+
+    @field_validator("train_size", mode="before")
+    @classmethod
+    def _train_size(cls, v: Any) -> Any:
+        if not (isinstance(v, list | tuple) and len(v) == 2):
+            raise ValueError("[height, width] in pixels, 2 items such as [192, 256]")
+        return v
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, v: str) -> str:
+        if "{dive}" not in v:
+            raise ValueError(f"images template {v!r} must contain {{dive}}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError(f"name {v!r} must be letters, digits, '_', '-' or '.' (it names a deployment)")
+        return v
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Read and validate a catalog; relative paths are resolved against the catalog's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"{path}: catalog file not found")
+    raw_bytes = path.read_bytes()
+    try:
+        raw = yaml.safe_load(raw_bytes) or {}
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: expected a mapping of keys at the top level, found {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    try:
+        cat = Catalog.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            found = "nothing (missing)" if err["type"] == "missing" else _describe(err.get("input"))
+            expected = err["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+            lines.append(f"{path}: key '{key}': found {found}; expected {expected}")
+        raise CatalogError("\n".join(lines)) from None
+    base = path.parent.resolve()
+    cat.root = (base / cat.root).resolve()
+    cat.output = (base / cat.output).resolve()
+    cat.source = path.resolve()
+    cat.sha256 = hashlib.sha256(raw_bytes).hexdigest()
+    return cat
+
+
+def find_catalog(name_or_path: str | Path, catalogs_dir: str | Path = "catalogs") -> Path:
+    """A catalog given by name (``seafloor`` -> catalogs/seafloor.yaml) or by path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    candidate = Path(catalogs_dir) / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(q.stem for q in Path(catalogs_dir).glob("*.yaml"))
+    raise CatalogError(f"no catalog named {name_or_path!r} in {catalogs_dir}/ (known: {', '.join(known) or 'none'})")
