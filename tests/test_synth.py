@@ -499,12 +499,6 @@ def test_survey_origin_matches_site_frame(faulty):
     np.testing.assert_allclose(y, t["y_m"], atol=0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan_dives gives dive index 1 (revisit, start + 2 days) and dive index 2 "
-    "(start + i days = 2 days) the same day, so with seed 0 dive02 and dive03 of one "
-    "vehicle run at the same time",
-)
 def test_dives_do_not_overlap_in_time(faulty):
     spans = []
     for d in faulty.survey["dives"]:

@@ -76,7 +76,8 @@ def plan_dives(
             angle = 2 * np.pi * (i / max(n_dives, 2)) + rng.uniform(-0.3, 0.3)
             radius = 0.0 if i == 0 else 70.0 + 30.0 * float(rng.uniform())
             centre = np.array([radius * np.cos(angle), radius * np.sin(angle)])
-            start = start_unix + i * 86400 + 3600 * float(rng.uniform(0, 4))
+            # dive 2 (the revisit) takes day 2; later dives follow on days 3, 4, ...
+            start = start_unix + (i + 1 if i else 0) * 86400 + 3600 * float(rng.uniform(0, 4))
             revisits = None
         half = max(length, width) / 2 + 5.0
         centre = np.clip(centre, -SITE_HALF_M + half, SITE_HALF_M - half)
