@@ -101,7 +101,7 @@ class Catalog(_Strict):
     root: Path
     dives: str = "dives/*"
     nav: list[NavSource] = Field(min_length=1)
-    images: str = "{dive}/images/*.jpg"
+    images: str | None = "{dive}/images/*.jpg"  # null: navigation-only (no image files)
     labels: str | None = None
     validate_images: Literal["header", "decode"] = Field("decode", alias="validate")
     max_interp_gap_s: Annotated[float, Field(gt=0)] = 2.0
@@ -134,8 +134,8 @@ class Catalog(_Strict):
 
     @field_validator("images")
     @classmethod
-    def _images(cls, v: str) -> str:
-        if "{dive}" not in v:
+    def _images(cls, v: str | None) -> str | None:
+        if v is not None and "{dive}" not in v:
             raise ValueError(f"images template {v!r} must contain {{dive}}")
         return v
 

@@ -12,3 +12,7 @@ NAV_INVALID = "nav_invalid"  # the image's pose has NaN / missing coordinates
 NAV_JUMP = "nav_jump"  # the image's pose jumps away from its neighbours (GPS/USBL outlier)
 
 ALL = (DECODE_ERROR, EMPTY_FILE, OUTSIDE_NAV_SPAN, NO_NAV, NAV_GAP, NAV_INVALID, NAV_JUMP)
+NO_TIME = "no_time"  # vehicle-navigation dive, but the image name carries no capture time
+UNSAFE_PATH = "unsafe_path"  # a navigation entry's image path escapes the catalog root
+
+ALL = (*ALL, NO_TIME, UNSAFE_PATH)

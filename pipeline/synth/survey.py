@@ -202,7 +202,14 @@ def _build_dive(cfg, frame, seabed, cam, plan: DivePlan, out: Path, faults: list
             else:
                 gap = (t_nav > t_img[i] - 2.5) & (t_nav < t_img[i] + 2.5)
                 t_nav, est_nav = t_nav[~gap], _index_track(est_nav, np.flatnonzero(~gap))
-                fault("navigation_gap", i, reasons.NAV_GAP, gap_s=5.0)
+                # every image whose bracketing samples are now > 2 s apart (the catalog's
+                # max_interp_gap_s) falls in the gap, not only image i
+                hi = np.searchsorted(t_nav, t_img)
+                inside = (hi > 0) & (hi < len(t_nav))
+                span = np.full(n, 0.0)
+                span[inside] = t_nav[hi[inside]] - t_nav[hi[inside] - 1]
+                for j in np.flatnonzero(span > 2.0):
+                    fault("navigation_gap", j, reasons.NAV_GAP, gap_s=round(float(span[j]), 2))
         if camera_fmt:
             i = n // 4
             poses["lat"][i] = poses["lon"][i] = np.nan
@@ -380,7 +387,7 @@ def _write_catalog(out: Path, cfg: SynthConfig) -> None:
         "dives": "dive*",
         "nav": [{"format": f, "path": nf.NAV_PATHS[f]} for f in
                 ("oplab-camera-csv", "acfr-stereo-pose", "ifdo", "oplab-nav-csv")],
-        "images": "{dive}/images/*.jpg",
+        "images": None if cfg.nav_only else "{dive}/images/*.jpg",
         "labels": None if cfg.nav_only else "labels.csv",
         "max_interp_gap_s": 2.0,
         "crs": "auto",

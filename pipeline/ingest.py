@@ -1,0 +1,265 @@
+"""Per-dive ingest: find the dive's images and navigation, give every image a pose or a reason.
+
+Every image found on disk ends in the dive's location rows or in its quarantine rows, never
+nowhere. Positions are interpolated in metres (a transverse Mercator frame centred on the
+dive), depth and altitude linearly, heading on the circle; nothing is extrapolated.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyproj import CRS, Transformer
+
+from . import reasons
+from .catalog import Catalog, NavSource
+from .images import ImageCheck, check_images
+from .readers import image_time_from_name, read_nav
+
+DIVE_COLUMNS = ["image_id", "dive", "path", "timestamp", "lat", "lon", "depth_m", "altitude_m",
+                "heading_deg", "width", "height"]
+QUARANTINE_COLUMNS = ["dive", "source", "reason", "detail"]
+JUMP_WINDOW = 5  # poses in the running median that a per-image pose is compared with
+JUMP_LIMIT_M = 10.0  # further than this from the running median: a GPS/USBL jump
+
+
+@dataclass
+class DiveResult:
+    dive: str
+    nav_format: str | None
+    locations: pd.DataFrame  # DIVE_COLUMNS, timestamp in unix seconds
+    quarantine: pd.DataFrame  # QUARANTINE_COLUMNS
+    shards: list[tuple[str, bytes]] = field(default_factory=list)  # (image_id, jpeg)
+    images_found: int = 0
+
+
+def discover_dives(cat: Catalog) -> list[str]:
+    """Dive ids: folder names under the root matching the catalog's ``dives`` glob."""
+    found = sorted(Path(p) for p in glob.glob(str(cat.root / cat.dives)) if Path(p).is_dir())
+    return [p.name for p in found]
+
+
+def dive_images(cat: Catalog, dive: str) -> list[str]:
+    """Image paths relative to the catalog root, sorted, forward slashes."""
+    if cat.images is None:
+        return []
+    pattern = str(cat.root / cat.images.format(dive=dive))
+    return sorted(Path(p).relative_to(cat.root).as_posix() for p in glob.glob(pattern) if Path(p).is_file())
+
+
+def dive_nav_source(cat: Catalog, dive: str) -> tuple[NavSource, Path] | None:
+    """The first navigation source whose file exists for this dive."""
+    for src in cat.nav:
+        path = cat.root / src.path.format(dive=dive)
+        if path.is_file():
+            return src, path
+    return None
+
+
+def dive_fingerprint(cat: Catalog, dive: str) -> str:
+    """Changes when anything that affects this dive's ingest changes (cache key)."""
+    h = hashlib.sha256()
+    nav = dive_nav_source(cat, dive)
+    settings = {
+        "builder": "ingest-1", "images": cat.images, "validate": cat.validate_images,
+        "max_interp_gap_s": cat.max_interp_gap_s, "train_size": list(cat.train_size),
+        "nav": nav[0].model_dump() if nav else None,
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    if nav:
+        h.update(hashlib.sha256(nav[1].read_bytes()).digest())
+    for rel in dive_images(cat, dive):
+        st = (cat.root / rel).stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _safe_relpath(dive_rel: str, image: str) -> str | None:
+    """Image path relative to the root, or None when it is absolute or escapes the root."""
+    if not image or os.path.isabs(image) or image.startswith(("/", "\\")) or ":" in image[:3]:
+        return None
+    joined = posixpath.normpath(posixpath.join(dive_rel, image.replace("\\", "/")))
+    if joined == ".." or joined.startswith("../") or joined.startswith("/"):
+        return None
+    return joined
+
+
+def _local_frame(lat: np.ndarray, lon: np.ndarray) -> tuple[Transformer, Transformer]:
+    lat0 = float(np.nanmedian(lat)) if np.isfinite(lat).any() else 0.0
+    lon0 = float(np.nanmedian(lon)) if np.isfinite(lon).any() else 0.0
+    crs = CRS.from_proj4(f"+proj=tmerc +lat_0={lat0} +lon_0={lon0} +k=1 +ellps=WGS84 +units=m")
+    return (Transformer.from_crs(4326, crs, always_xy=True),
+            Transformer.from_crs(crs, 4326, always_xy=True))
+
+
+def _jumps(t: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Per-image poses far from the running median of their neighbours in time."""
+    n = len(t)
+    if n < 3:
+        return np.zeros(n, bool)
+    fwd, _ = _local_frame(lat, lon)
+    order = np.argsort(t, kind="stable")
+    x, y = fwd.transform(lon[order], lat[order])
+    half = JUMP_WINDOW // 2
+    xp = np.pad(x, half, mode="edge")
+    yp = np.pad(y, half, mode="edge")
+    win = np.lib.stride_tricks.sliding_window_view
+    mx = np.median(win(xp, JUMP_WINDOW), axis=1)
+    my = np.median(win(yp, JUMP_WINDOW), axis=1)
+    out = np.zeros(n, bool)
+    out[order] = np.hypot(x - mx, y - my) > JUMP_LIMIT_M
+    return out
+
+
+def _interpolate(nav: pd.DataFrame, t: np.ndarray, max_gap_s: float):
+    """Interpolate vehicle navigation at image times; reason per image (None when located)."""
+    tn = nav["timestamp"].to_numpy()
+    fwd, inv = _local_frame(nav["lat"].to_numpy(), nav["lon"].to_numpy())
+    x, y = fwd.transform(nav["lon"].to_numpy(), nav["lat"].to_numpy())
+    reason = np.full(len(t), None, dtype=object)
+    detail = np.full(len(t), None, dtype=object)
+    outside = (t < tn[0]) | (t > tn[-1])
+    reason[outside] = reasons.OUTSIDE_NAV_SPAN
+    for i in np.flatnonzero(outside):
+        detail[i] = f"image time {t[i]:.3f} outside navigation {tn[0]:.3f}..{tn[-1]:.3f}"
+    hi = np.clip(np.searchsorted(tn, t, side="left"), 1, len(tn) - 1)
+    lo = hi - 1
+    exact = tn[hi] == t
+    lo = np.where(exact, hi, lo)
+    gap = tn[hi] - tn[lo]
+    gapped = ~outside & (gap > max_gap_s)
+    reason[gapped] = reasons.NAV_GAP
+    for i in np.flatnonzero(gapped):
+        detail[i] = f"navigation gap {gap[i]:.2f} s > max_interp_gap_s {max_gap_s}"
+    w = np.where(gap > 0, (t - tn[lo]) / np.where(gap > 0, gap, 1), 0.0)
+
+    def lerp(a):
+        return a[lo] + (a[hi] - a[lo]) * w
+
+    lon_i, lat_i = inv.transform(lerp(x), lerp(y))
+    h = np.deg2rad(nav["heading_deg"].to_numpy())
+    heading = np.degrees(np.arctan2(lerp(np.sin(h)), lerp(np.cos(h)))) % 360.0
+    return {
+        "timestamp": t, "lat": np.asarray(lat_i), "lon": np.asarray(lon_i),
+        "depth_m": lerp(nav["depth_m"].to_numpy()), "altitude_m": lerp(nav["altitude_m"].to_numpy()),
+        "heading_deg": heading,
+    }, reason, detail
+
+
+def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=None) -> DiveResult:
+    """Read one dive's navigation and images; returns located rows, quarantine and shards."""
+    rels = dive_images(cat, dive)
+    quarantine: list[dict] = []
+
+    def reject(source: str, reason: str, detail: str | None) -> None:
+        quarantine.append({"dive": dive, "source": source, "reason": reason, "detail": detail})
+
+    checks = check_images(cat.root, rels, cat.train_size, cat.validate_images == "decode",
+                          workers=workers, progress=progress)
+    nav_only = cat.images is None
+    good = [c for c in checks if c.reason is None]
+    for c in checks:
+        if c.reason is not None:
+            reject(c.path, c.reason, c.detail)
+    nav = dive_nav_source(cat, dive)
+    pose: dict[str, np.ndarray] = {}
+    located = np.zeros(len(good), bool)
+    if nav is None:
+        tried = ", ".join(s.path.format(dive=dive) for s in cat.nav)
+        for c in good:
+            reject(c.path, reasons.NO_NAV, f"no navigation file for the dive (tried {tried})")
+        return _result(dive, None, good, located, pose, quarantine, len(rels))
+    src, nav_path = nav
+    options = {"dive_dir": cat.root / dive} if src.format == "ifdo" else {}
+    data = read_nav(src.format, nav_path, columns=src.columns.model_dump() if src.columns else None,
+                    **options)
+    nav_rel = nav_path.relative_to(cat.root).as_posix()
+    table = data.table
+    if data.per_image:
+        by_path: dict[str, int] = {}
+        for i, (img, line) in enumerate(zip(table["image"], table["line"], strict=True)):
+            rel = _safe_relpath(dive, str(img)) if img is not None else None
+            if rel is None:
+                reject(f"{nav_rel}:{line}", reasons.UNSAFE_PATH,
+                       f"image path {img!r} is absolute or escapes the catalog root")
+                continue
+            by_path.setdefault(rel, i)
+        if nav_only:  # navigation-only catalog: every pose row stands for an image
+            good = [ImageCheck(p, None, None, None, None, None) for p in by_path]
+        t_nav = table["timestamp"].to_numpy()
+        span = (np.nanmin(t_nav), np.nanmax(t_nav)) if len(t_nav) else (np.inf, -np.inf)
+        rows = np.array([by_path.get(c.path, -1) for c in good], dtype=np.int64)
+        lat = table["lat"].to_numpy()
+        lon = table["lon"].to_numpy()
+        has = rows >= 0
+        valid = has.copy()
+        valid[has] = np.isfinite(lat[rows[has]]) & np.isfinite(lon[rows[has]])
+        jump = np.zeros(len(good), bool)
+        idx = np.flatnonzero(valid)
+        jump[idx] = _jumps(t_nav[rows[idx]], lat[rows[idx]], lon[rows[idx]])
+        for k, c in enumerate(good):
+            line = table["line"].iat[rows[k]] if rows[k] >= 0 else None
+            if not has[k]:
+                t = image_time_from_name(Path(c.path).name)
+                if t is not None and (t < span[0] or t > span[1]):
+                    reject(c.path, reasons.OUTSIDE_NAV_SPAN,
+                           f"image time {t:.3f} outside {nav_rel} span {span[0]:.3f}..{span[1]:.3f}")
+                else:
+                    reject(c.path, reasons.NO_NAV, f"no entry in {nav_rel}")
+            elif not valid[k]:
+                reject(c.path, reasons.NAV_INVALID, f"{nav_rel}:{line}: latitude/longitude missing or NaN")
+            elif jump[k]:
+                reject(c.path, reasons.NAV_JUMP,
+                       f"{nav_rel}:{line}: position > {JUMP_LIMIT_M:g} m from its neighbours' track")
+        located = valid & ~jump
+        sel = rows[located]
+        pose = {k: table[k].to_numpy()[sel] for k in
+                ("timestamp", "lat", "lon", "depth_m", "altitude_m", "heading_deg")}
+    else:
+        times = np.array([image_time_from_name(Path(c.path).name) for c in good], dtype=object)
+        has_t = np.array([t is not None for t in times], bool)
+        for c in np.asarray(good, dtype=object)[~has_t]:
+            reject(c.path, reasons.NO_TIME, "the file name carries no capture time to match navigation by")
+        t = times[has_t].astype(np.float64)
+        if len(table) < 2:
+            for c in np.asarray(good, dtype=object)[has_t]:
+                reject(c.path, reasons.NO_NAV, f"{nav_rel} has fewer than 2 valid samples")
+        else:
+            interp, reason, detail = _interpolate(table, t, cat.max_interp_gap_s)
+            idx_t = np.flatnonzero(has_t)
+            for j in np.flatnonzero(reason != None):  # noqa: E711 (object array)
+                reject(good[idx_t[j]].path, reason[j], detail[j])
+            ok = reason == None  # noqa: E711
+            located[idx_t[ok]] = True
+            pose = {k: v[ok] for k, v in interp.items()}
+    return _result(dive, src.format, good, located, pose, quarantine, len(rels) or len(good))
+
+
+def _result(dive, fmt, good, located, pose, quarantine, n_found) -> DiveResult:
+    chosen = [c for c, ok in zip(good, located, strict=True) if ok]
+    n = len(chosen)
+    loc = pd.DataFrame({
+        "image_id": [c.path for c in chosen],  # "{dive}/{path inside the dive}" == path from root
+        "dive": [dive] * n,
+        "path": [c.path for c in chosen],
+        "timestamp": pose.get("timestamp", np.zeros(0))[:n].astype(np.float64),
+        "lat": pose.get("lat", np.zeros(0)).astype(np.float64),
+        "lon": pose.get("lon", np.zeros(0)).astype(np.float64),
+        "depth_m": pose.get("depth_m", np.zeros(0)).astype(np.float32),
+        "altitude_m": pose.get("altitude_m", np.zeros(0)).astype(np.float32),
+        "heading_deg": pose.get("heading_deg", np.zeros(0)).astype(np.float32),
+        "width": pd.array([c.width for c in chosen], dtype="Int32"),
+        "height": pd.array([c.height for c in chosen], dtype="Int32"),
+    }, columns=DIVE_COLUMNS)
+    loc = loc.sort_values(["timestamp", "path"], kind="stable").reset_index(drop=True)
+    shards = [(c.path, c.jpeg) for c in chosen if c.jpeg is not None]
+    q = pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS)
+    return DiveResult(dive, fmt, loc, q, shards, n_found)
