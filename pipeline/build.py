@@ -8,6 +8,7 @@ The steps are separate functions so an orchestrator (the Prefect flow) can run t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from .ingest import DiveResult, discover_dives, dive_fingerprint, ingest_dive
 from .manifest import (
     base_metadata,
     file_sha256,
+    remove_stale_temps,
     with_metadata,
-    write_parquet_atomic,
+    write_parquet_temp,
     write_text_atomic,
 )
 from .pairs import find_pairs
@@ -251,15 +253,21 @@ def publish(bp: BuildPlan, site: Site, timings: dict | None = None) -> dict:
             stale.unlink()
     for dive in bp.removed:
         shutil.rmtree(out / "dives" / dive, ignore_errors=True)
+    # All three manifests are written completely under temporary names first, then moved into
+    # place one after the other: a crash while writing leaves the previous set intact.
     loc_path = out / "locations.parquet"
-    geo = to_geoparquet_table(site.locations, site.projjson)
-    write_parquet_atomic(with_metadata(geo, meta), loc_path,
-                         row_group_size=row_group_rows(site.locations.num_rows), compression="zstd")
+    geo = with_metadata(to_geoparquet_table(site.locations, site.projjson), meta)
+    loc_tmp = write_parquet_temp(geo, loc_path, compression="zstd",
+                                 row_group_size=row_group_rows(site.locations.num_rows))
     pair_meta = {**meta, schema.META_PAIR_POLICY: json.dumps(site.report["pair_policy"], sort_keys=True),
-                 schema.META_LOCATIONS_SHA256: file_sha256(loc_path),
+                 schema.META_LOCATIONS_SHA256: file_sha256(loc_tmp),
                  schema.META_LOCATIONS_PATH: "locations.parquet"}
-    write_parquet_atomic(with_metadata(site.pairs, pair_meta), out / "pairs.parquet", compression="zstd")
-    write_parquet_atomic(with_metadata(site.quarantine, meta), out / "quarantine.parquet")
+    pairs_tmp = write_parquet_temp(with_metadata(site.pairs, pair_meta), out / "pairs.parquet",
+                                   compression="zstd")
+    quar_tmp = write_parquet_temp(with_metadata(site.quarantine, meta), out / "quarantine.parquet")
+    for tmp, final in ((loc_tmp, loc_path), (pairs_tmp, out / "pairs.parquet"),
+                       (quar_tmp, out / "quarantine.parquet")):
+        os.replace(tmp, final)
     report = {**site.report, "output": str(out), "created_utc": meta[schema.META_CREATED],
               "state": bp.state}
     report["seconds"] = {**(timings or {}), **report["seconds"], "publish": round(time.perf_counter() - t0, 3)}
@@ -275,6 +283,7 @@ def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = N
     acquire(lk, out_dir)
     try:
         t0 = time.perf_counter()
+        remove_stale_temps(out_dir)
         bp = plan(cat, out_dir, r_loc_m, full_rebuild)
         if bp.no_change:
             log(f"{cat.name}: no change ({len(bp.dives)} dives cached); manifests left untouched")

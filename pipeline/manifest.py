@@ -64,6 +64,22 @@ def write_parquet_atomic(table: pa.Table, path: Path, **kwargs) -> Path:
     return path
 
 
+def write_parquet_temp(table: pa.Table, path: Path, **kwargs) -> Path:
+    """First half of an atomic write: the complete file under a temporary name, fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    pq.write_table(table, tmp, **kwargs)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    return tmp
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Temporary files a killed writer left behind."""
+    for stale in folder.glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)
+
+
 def write_text_atomic(text: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -199,17 +197,33 @@ def test_killed_build_leaves_previous_manifests_intact(survey, tmp_path):
     names = ("locations.parquet", "pairs.parquet", "quarantine.parquet")
     before = {n: file_sha256(cat.output / n) for n in names}
     shutil.copytree(survey / "dive02", site / "dive07")
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "build", "--catalog",
-                             str(site / "catalog.yaml"), "--workers", "1", "--full-rebuild"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2.0)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # The build process is killed (SIGKILL) in the middle of publishing: locations.parquet is
+    # written, pairs.parquet half written, when the process dies.
+    crash = (
+        "import os, signal, sys\n"
+        "import pyarrow.parquet as pq\n"
+        "import pipeline.build as b\n"
+        "from pipeline.catalog import load_catalog\n"
+        "real = b.write_parquet_temp\n"
+        "def dying(table, path, **kw):\n"
+        "    if path.name == 'pairs.parquet':\n"
+        "        with pq.ParquetWriter(b.os.fspath(path.with_name('.pairs.parquet.tmp-x')), table.schema) as w:\n"
+        "            w.write_table(table.slice(0, 1))\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(table, path, **kw)\n"
+        "b.write_parquet_temp = dying\n"
+        "b.build(load_catalog(sys.argv[1]), workers=1, log=lambda *_: None)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", crash, str(site / "catalog.yaml")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert list(cat.output.glob(".*.tmp-*"))  # the killed writer left its temporary files
     assert {n: file_sha256(cat.output / n) for n in names} == before
     read_pairs(cat.output / "pairs.parquet")  # still a consistent pair of files
     r = build(cat, workers=2, log=lambda *_: None)
     assert "dive07" in r["per_dive"]
     read_pairs(cat.output / "pairs.parquet")
+    assert not list(cat.output.glob(".*.tmp-*"))
 
 
 def test_bbox_read_of_one_percent_touches_few_row_groups(tmp_path):

@@ -1,0 +1,186 @@
+"""One projected CRS per site, chosen once from the site's positions.
+
+The site's CRS is the UTM zone of the site centre (with the Norway 32V and Svalbard 31X-37X
+exceptions), or Universal Polar Stereographic beyond the UTM latitude limits
+(lat >= 84 N: EPSG:5041, lat < 80 S: EPSG:5042). A catalog may name its own projected CRS
+instead ("EPSG:<code>"); geographic or non-metre CRSs are refused.
+
+Scale: planar distances in UTM are within about 0.1 % of the geodesic distance inside a zone
+(the point scale factor k is 0.9996 on the central meridian and about 1.001 at the zone edge).
+Two choices that this module must follow go beyond that: the widened zone 32V reaches
+k = 1.0013 at 3 E 56 N, and UPS has k = 0.994 at the pole (1.0016 at 80 S). `scale_factor`
+gives k, so a caller can divide planar distances by k at the site centre when the 0.1 % bound
+matters there.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pyproj
+
+UPS_NORTH = 5041  # WGS 84 / UPS North (E,N)
+UPS_SOUTH = 5042  # WGS 84 / UPS South (E,N)
+_METRE = {"metre", "meter", "metres", "meters"}
+
+__all__ = [
+    "UPS_NORTH", "UPS_SOUTH", "choose_crs", "crs_epsg_string", "crs_projjson", "normalise_lon",
+    "project", "scale_factor", "site_centre", "unproject", "utm_epsg",
+]
+
+
+def normalise_lon(lon):
+    """Longitude in [-180, 180), for a scalar or an array."""
+    out = np.mod(np.asarray(lon, dtype=np.float64) + 180.0, 360.0) - 180.0
+    # fmod of a tiny negative number rounds up to 360: fold that case back to -180
+    out = np.where(out >= 180.0, out - 360.0, out)
+    return float(out) if out.ndim == 0 else out
+
+
+def _finite_points(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    lon = np.asarray(lon, dtype=np.float64).ravel()
+    lat = np.asarray(lat, dtype=np.float64).ravel()
+    if lon.shape != lat.shape:
+        raise ValueError(f"lon and lat differ in length ({lon.size} vs {lat.size})")
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    if not ok.any():
+        raise ValueError("no finite positions to choose a CRS from")
+    lon, lat = lon[ok], lat[ok]
+    if np.abs(lat).max() > 90.0:
+        raise ValueError(f"latitude out of range [-90, 90]: {lat[np.abs(lat) > 90][0]}")
+    return lon, lat
+
+
+def site_centre(lon, lat) -> tuple[float, float]:
+    """Centre of a site's positions, correct across the antimeridian.
+
+    Longitude: midpoint of the smallest longitude interval (on the circle) that holds every
+    point, i.e. the complement of the largest gap between consecutive longitudes; returned in
+    [-180, 180), so a site straddling the antimeridian has its centre near -180 (= 180), not 0.
+    Latitude: midpoint of the latitude range. Non-finite positions are ignored.
+    """
+    lon, lat = _finite_points(lon, lat)
+    lons = np.unique(normalise_lon(lon))
+    if lons.size == 1:
+        lon_c = float(lons[0])
+    else:
+        gaps = np.diff(lons, append=lons[0] + 360.0)  # last gap wraps round through +-180
+        g = int(np.argmax(gaps))  # the interval starts after the largest gap
+        start = lons[(g + 1) % lons.size]
+        width = 360.0 - float(gaps[g])
+        lon_c = normalise_lon(start + width / 2.0)
+    return lon_c, float((lat.min() + lat.max()) / 2.0)
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the UTM zone (326xx north, 327xx south) or UPS pole holding (lon, lat).
+
+    Zones are 6 degrees wide from -180 (zone 1 is [-180, -174)); longitude is normalised to
+    [-180, 180) first. Exceptions: zone 32V is widened to 3-12 E for 56 <= lat < 64, and in
+    band X (72 <= lat < 84) the zones are 31X [0, 9), 33X [9, 21), 35X [21, 33), 37X [33, 42)
+    (32X, 34X and 36X do not exist). lat >= 84 -> 5041 (UPS North), lat < -80 -> 5042 (UPS South).
+    """
+    lon, lat = float(lon), float(lat)
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise ValueError(f"position must be finite, got lon={lon}, lat={lat}")
+    if not -90.0 <= lat <= 90.0:
+        raise ValueError(f"latitude out of range [-90, 90]: {lat}")
+    if lat >= 84.0:
+        return UPS_NORTH
+    if lat < -80.0:
+        return UPS_SOUTH
+    lon = normalise_lon(lon)
+    zone = min(int((lon + 180.0) // 6.0), 59) + 1
+    if 56.0 <= lat < 64.0 and 3.0 <= lon < 12.0:
+        zone = 32
+    elif 72.0 <= lat < 84.0 and 0.0 <= lon < 42.0:
+        zone = 31 if lon < 9.0 else 33 if lon < 21.0 else 35 if lon < 33.0 else 37
+    return (32600 if lat >= 0.0 else 32700) + zone
+
+
+def _check_projected(crs: pyproj.CRS, name: str) -> pyproj.CRS:
+    if not crs.is_projected:
+        kind = "geographic (degrees)" if crs.is_geographic else "not projected"
+        raise ValueError(
+            f"crs {name!r} ({crs.name}) is {kind}; pairs need a projected CRS in metres, "
+            "e.g. a UTM zone such as EPSG:32755, or 'auto'"
+        )
+    units = {(a.unit_name or "").lower() for a in crs.axis_info[:2]}
+    if not units <= _METRE:
+        raise ValueError(
+            f"crs {name!r} ({crs.name}) has axis units {sorted(units)}; pair radii are in "
+            "metres, so the CRS must be in metres too"
+        )
+    return crs
+
+
+def choose_crs(lon: np.ndarray, lat: np.ndarray, explicit: str = "auto") -> pyproj.CRS:
+    """The site's projected CRS: `explicit` ("EPSG:<code>") when given, else the UTM/UPS zone of
+    `site_centre(lon, lat)`. Raises ValueError for a geographic or non-metre explicit CRS."""
+    if explicit is None or explicit.strip().lower() == "auto":
+        lon_c, lat_c = site_centre(lon, lat)
+        return pyproj.CRS.from_epsg(utm_epsg(lon_c, lat_c))
+    try:
+        crs = pyproj.CRS.from_user_input(explicit.strip())
+    except pyproj.exceptions.CRSError as e:
+        raise ValueError(f"crs {explicit!r} is not a CRS pyproj knows: {e}") from None
+    return _check_projected(crs, explicit)
+
+
+def _crs_key(crs: pyproj.CRS | str | int) -> str:
+    if isinstance(crs, int):
+        return f"EPSG:{crs}"
+    if isinstance(crs, str):
+        return crs
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code is not None else crs.to_wkt()
+
+
+@functools.lru_cache(maxsize=64)
+def _transformers(key: str) -> tuple[pyproj.Transformer, pyproj.Transformer]:
+    crs = pyproj.CRS.from_user_input(key)
+    return (pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True),
+            pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _proj(key: str) -> pyproj.Proj:
+    return pyproj.Proj(pyproj.CRS.from_user_input(key))
+
+
+def project(lon, lat, crs: pyproj.CRS | str | int) -> tuple[np.ndarray, np.ndarray]:
+    """WGS 84 lon/lat (degrees) -> x (easting), y (northing) in `crs`, float64 arrays."""
+    fwd, _ = _transformers(_crs_key(crs))
+    x, y = fwd.transform(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def unproject(x, y, crs: pyproj.CRS | str | int) -> tuple[np.ndarray, np.ndarray]:
+    """x (easting), y (northing) in `crs` -> WGS 84 lon, lat in degrees, float64 arrays."""
+    _, inv = _transformers(_crs_key(crs))
+    lon, lat = inv.transform(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+
+
+def scale_factor(lon, lat, crs: pyproj.CRS | str | int) -> np.ndarray:
+    """Point scale factor k of a conformal `crs` at (lon, lat): planar / true distance for short
+    distances there (meridional scale; UTM and UPS are conformal, so it holds in every
+    direction)."""
+    f = _proj(_crs_key(crs)).get_factors(np.asarray(lon, dtype=np.float64),
+                                         np.asarray(lat, dtype=np.float64))
+    return np.asarray(f.meridional_scale, dtype=np.float64)
+
+
+def crs_epsg_string(crs: pyproj.CRS) -> str:
+    """"EPSG:<code>" of `crs`; ValueError when it has no EPSG code."""
+    code = crs.to_epsg()
+    if code is None:
+        raise ValueError(f"CRS {crs.name!r} has no EPSG code")
+    return f"EPSG:{code}"
+
+
+def crs_projjson(crs: pyproj.CRS) -> dict:
+    """PROJJSON of `crs` as a dict (what GeoParquet's "crs" metadata field holds)."""
+    return crs.to_json_dict()

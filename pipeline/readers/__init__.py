@@ -1,0 +1,147 @@
+"""Navigation readers: every supported format comes back as the same normalised table.
+
+``read_nav(format, path)`` returns a :class:`NavData` whose ``table`` has exactly the columns
+of :data:`NAV_COLUMNS`:
+
+==============  =======  ===========================================================
+column          dtype    meaning
+==============  =======  ===========================================================
+timestamp       float64  unix seconds, UTC
+lat, lon        float64  WGS84 degrees; NaN where the source row has none
+depth_m         float64  metres below the sea surface (positive down)
+altitude_m      float64  metres above the seabed; NaN if unknown
+heading_deg     float64  0 = north, clockwise, in [0, 360); NaN if unknown
+image           object   image path relative to the dive folder, as the file writes it;
+                         None for vehicle navigation
+line            int64    1-based line number in the source file (item number for iFDO)
+==============  =======  ===========================================================
+
+Camera-pose formats (one row per image: oplab-camera-csv, acfr-stereo-pose, ifdo, csv with an
+image column) keep rows whose position is missing, so the caller can quarantine those images
+with a reason. Vehicle time series (oplab-nav-csv, csv without an image column) come back
+cleaned: no NaN positions, strictly increasing timestamps, position jumps removed.
+
+A file that cannot be read raises :class:`NavFormatError`, whose message names the file, the
+line, the column or key, what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import importlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "FORMATS",
+    "NAV_COLUMNS",
+    "NavData",
+    "NavFormatError",
+    "image_time_from_name",
+    "read_nav",
+]
+
+
+class NavFormatError(ValueError):
+    """A navigation file that cannot be read; the message says where and what was expected."""
+
+
+NAV_COLUMNS = [
+    "timestamp", "lat", "lon", "depth_m", "altitude_m", "heading_deg", "image", "line",
+]
+
+
+@dataclass
+class NavData:
+    """One navigation file, normalised.
+
+    ``per_image`` is True when every row is the pose of one image (``image`` is set), False for
+    a vehicle time series that images are matched against by time. ``notes`` counts what a
+    reader dropped or changed (for example ``{"position_jumps": 6}``), for the caller's log.
+    """
+
+    table: pd.DataFrame
+    per_image: bool
+    path: Path
+    format: str
+    notes: dict[str, int] = field(default_factory=dict)
+
+
+# format name -> (module, reader function)
+_READERS = {
+    "oplab-camera-csv": ("oplab_camera", "read_oplab_camera"),
+    "oplab-nav-csv": ("oplab_nav", "read_oplab_nav"),
+    "acfr-stereo-pose": ("acfr", "read_acfr_stereo_pose"),
+    "ifdo": ("ifdo", "read_ifdo"),
+    "csv": ("generic_csv", "read_generic_csv"),
+}
+FORMATS = tuple(_READERS)
+
+
+def read_nav(format: str, path: Path, columns: dict | None = None, **options: Any) -> NavData:
+    """Read one navigation file of the given format into the normalised table.
+
+    ``columns`` is the column map of format ``"csv"`` (and only of that format). ``options``
+    go to the format's reader: ``dive_dir`` for ``"ifdo"`` (image paths relative to the dive
+    folder), ``image_dir`` for ``"acfr-stereo-pose"``, ``max_speed_m_s`` and ``min_jump_m``
+    for the vehicle time series (``"oplab-nav-csv"``, ``"csv"`` without an image column).
+    """
+    if format not in _READERS:
+        raise ValueError(f"unknown navigation format {format!r}; expected one of {', '.join(FORMATS)}")
+    module_name, func_name = _READERS[format]
+    reader = getattr(importlib.import_module(f"{__name__}.{module_name}"), func_name)
+    path = Path(path)
+    if format == "csv":
+        if columns is None:
+            raise ValueError("format 'csv' needs a column map (time, lat/lon or easting/northing, depth)")
+        return reader(path, columns, **options)
+    if columns is not None:
+        raise ValueError(f"a column map is only for format 'csv', not {format!r}")
+    return reader(path, **options)
+
+
+# Capture times in image names: PR_20240313_004046_897_LC16.jpg (YYYYMMDD_HHMMSS_mmm) and
+# ISO-like stamps such as image_20240313T004046.897Z.jpg or 2024-03-13T00:40:46.897Z.jpg.
+_COMPACT = re.compile(
+    r"(?<!\d)(\d{4})(\d{2})(\d{2})[_T-](\d{2})(\d{2})(\d{2})(?:[_.,](\d{1,6}))?(?!\d)"
+    r"(Z|[+-]\d{2}:?\d{2}(?!\d))?"
+)
+_DASHED = re.compile(
+    r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[T_ ](\d{2})[:\-]?(\d{2})[:\-]?(\d{2})(?:[.,](\d{1,6}))?(?!\d)"
+    r"(Z|[+-]\d{2}:?\d{2}(?!\d))?"
+)
+
+
+def image_time_from_name(name: str) -> float | None:
+    """Capture time (unix seconds, UTC) written in an image file name, or None.
+
+    Understands ``PR_20240313_004046_897_LC16.jpg`` (YYYYMMDD_HHMMSS_mmm) and ISO-like stamps
+    (``image_20240313T004046.897Z.jpg``, ``2024-03-13T00:40:46.897Z.png``). Times without a zone
+    are UTC; an explicit ``+hh:mm`` offset is honoured. Only the file name is searched, not the
+    folders above it.
+    """
+    base = PurePosixPath(str(name).replace("\\", "/")).name
+    for pattern in (_COMPACT, _DASHED):
+        for m in pattern.finditer(base):
+            year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+            if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+                continue
+            try:
+                dt.date(year, month, day)  # calendar.timegm would accept 31 February
+            except ValueError:
+                continue
+            secs = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+            frac = m.group(7)
+            value = float(secs) + (int(frac) / 10 ** len(frac) if frac else 0.0)
+            zone = m.group(8)
+            if zone and zone != "Z":
+                sign = 1 if zone[0] == "+" else -1
+                digits = zone[1:].replace(":", "")
+                value -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+            return value
+    return None
