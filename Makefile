@@ -24,10 +24,11 @@ $(DEMO)/catalog.yaml: $(STAMP)
 synth: $(DEMO)/catalog.yaml
 
 demo: $(DEMO)/catalog.yaml
+	$(BIN)/python -m pipeline build --catalog catalogs/seafloor.yaml
 	@echo
-	@echo "Demo site ready: $(DEMO) (map: $(DEMO)/site.png, labels: $(DEMO)/labels.csv)."
-	@echo "Next steps of the demo (pipeline build, Prefect flow run, training, evaluation)"
-	@echo "arrive with the pipeline, orchestration and trainer."
+	@echo "Demo site: $(DEMO) (map: $(DEMO)/site.png); manifests: $(DEMO)/manifests/"
+	@echo "Next steps of the demo (Prefect flow run on a local server, training, evaluation)"
+	@echo "arrive with the orchestration and trainer."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -7,6 +7,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -120,6 +121,9 @@ def generate(cfg: SynthConfig) -> dict:
     start = dt.datetime.fromisoformat(cfg.start).timestamp()
     plans = plan_dives(cfg.dives, cfg.images_per_dive, cfg.seed, start, nav_only=cfg.nav_only)
 
+    for plan in plans:  # regenerating into a folder replaces its dives (no stale images)
+        if (out / plan.name).is_dir():
+            shutil.rmtree(out / plan.name)
     jobs: list[tuple] = []
     dive_records = []
     faults: list[dict] = []
