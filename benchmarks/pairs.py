@@ -4,9 +4,10 @@ cKDTree.query_pairs vs geopandas sjoin(predicate="dwithin"), side by side in one
     python benchmarks/pairs.py [--sizes 100000,1000000[,10000000]] [--sjoin-max 200000]
 
 Layout: about 1 point per square metre, survey lines 2 m apart with a point every 0.5 m along
-them and 5 cm of noise. Every measurement runs in a fresh subprocess, so that its peak memory
-(ru_maxrss) is its own; "extra" is the peak above what the process held before the call
-(interpreter, imports and the positions).
+them and 5 cm of noise. Every measurement runs in a fresh subprocess; its peak resident memory
+is reset just before the call (Linux /proc/self/clear_refs, else ru_maxrss of the process), and
+"extra" is that peak above what the process held before the call (interpreter, imports and the
+positions), result included.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import numpy as np
 R_M = 5.0
 K = 32
 REPO = Path(__file__).resolve().parents[1]
+CORES = os.cpu_count() or 1
 METHODS = {
     "ours": f"find_pairs r={R_M:g} max_neighbours={K}",
+    "ours_mt": f"find_pairs r={R_M:g} max_neighbours={K}, workers={CORES}",
     "ours_all": f"find_pairs r={R_M:g} (no limit)",
     "kdtree": f"cKDTree.query_pairs r={R_M:g}",
-    "sjoin": f"geopandas sjoin dwithin {R_M:g}",
+    "sjoin": f"geopandas sjoin dwithin {R_M:g} (incl. points_from_xy)",
 }
 
 
@@ -45,39 +48,55 @@ def lawnmower(n: int, seed: int = 0) -> np.ndarray:
     return xy + np.random.default_rng(seed).normal(0.0, 0.05, (n, 2))
 
 
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise KeyError(field)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _reset_peak() -> bool:
+    """Reset the process's peak RSS (Linux: VmHWM) so that it measures the call alone."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def call(method: str, xy: np.ndarray) -> int:
+    """Positions (numpy) to pairs with one method; returns the number of unordered pairs."""
+    if method in ("ours", "ours_mt", "ours_all"):
+        from pipeline.pairs import find_pairs
+
+        k = None if method == "ours_all" else K
+        workers = CORES if method == "ours_mt" else 1
+        return find_pairs(xy, r_loc_m=R_M, max_neighbours=k, workers=workers).num_rows
+    if method == "kdtree":
+        from scipy.spatial import cKDTree
+
+        return len(cKDTree(xy).query_pairs(R_M, output_type="ndarray"))
+    import geopandas as gpd
+
+    gdf = gpd.GeoDataFrame(geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]))
+    j = gpd.sjoin(gdf, gdf, predicate="dwithin", distance=R_M)  # ordered pairs and self pairs
+    return int((j.index.to_numpy() < j["index_right"].to_numpy()).sum())
 
 
 def measure(method: str, n: int) -> dict:
     """One measurement, in this process (the parent runs it in a fresh one)."""
+    call(method, lawnmower(2000, seed=1))  # warm-up: imports and first-call costs
     xy = lawnmower(n)
-    if method == "sjoin":
-        import geopandas as gpd
-
-        gdf = gpd.GeoDataFrame(geometry=gpd.points_from_xy(xy[:, 0], xy[:, 1]))
-    elif method == "kdtree":
-        from scipy.spatial import cKDTree
-    else:
-        from pipeline.pairs import find_pairs
-    before = _rss_mb()
+    reset = _reset_peak()
+    before = _status_mb("VmRSS")
     t0 = time.perf_counter()
-    if method == "ours":
-        pairs = find_pairs(xy, r_loc_m=R_M, max_neighbours=K).num_rows
-    elif method == "ours_all":
-        pairs = find_pairs(xy, r_loc_m=R_M).num_rows
-    elif method == "kdtree":
-        pairs = len(cKDTree(xy).query_pairs(R_M, output_type="ndarray"))
-    else:
-        j = gpd.sjoin(gdf, gdf, predicate="dwithin", distance=R_M)
-        pairs = int((j.index.to_numpy() < j["index_right"].to_numpy()).sum())
+    pairs = call(method, xy)
     secs = time.perf_counter() - t0
-    peak = _maxrss_mb()
+    # without the reset, ru_maxrss is the peak of the whole process, layout generation included
+    peak = _status_mb("VmHWM") if reset else resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {"method": method, "n": n, "pairs": pairs, "seconds": secs, "peak_mb": peak,
             "extra_mb": max(peak - before, 0.0)}
 
@@ -108,15 +127,21 @@ def main() -> None:
     rows = []
     for n in sizes:
         for method in METHODS:
-            if method == "sjoin" and n > args.sjoin_max:
+            if (method == "sjoin" and n > args.sjoin_max) or (method == "ours_mt" and CORES == 1):
                 continue
             r = run_fresh(method, n)
             rows.append(r)
             print(f"  {METHODS[method]:<36} n={n:>10,}: {r['seconds']:8.2f} s, "
                   f"{r['pairs']:>12,} pairs, peak {r['peak_mb']:8.0f} MB", file=sys.stderr)
 
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {CORES} cores; "
           f"numpy {np.__version__}\n")
+    for n in sizes:  # the exact methods must find the same pairs
+        counts = {r["method"]: r["pairs"] for r in rows if r["n"] == n and r["method"] in (
+            "ours_all", "kdtree", "sjoin")}
+        agree = "agree" if len(set(counts.values())) == 1 else "DISAGREE"
+        print(f"n={n:,}: unlimited pair counts {agree}: {counts}")
+    print()
     print("| points | method | pairs | seconds | pairs/s | peak RSS MB | extra MB "
           "| speed-up vs sjoin | time vs plain cKDTree |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")

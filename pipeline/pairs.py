@@ -41,7 +41,7 @@ from pipeline.schema import PAIRS
 __all__ = ["find_pairs", "neighbour_counts"]
 
 # points per strip; a module attribute so that tests can force many small strips
-_CHUNK = 1 << 16
+_CHUNK = 1 << 15
 # the tree is queried slightly beyond r_loc_m and the result filtered with our own distances,
 # so that the boundary is decided by one formula, exactly as documented
 _R_SLACK = 1e-9

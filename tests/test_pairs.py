@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import pairs as pairs_mod
-from pipeline.pairs import _pair_keys, find_pairs, neighbour_counts
+from pipeline.pairs import _pair_keys, _rank_ok, find_pairs, neighbour_counts
 from pipeline.schema import PAIRS
 
 HSET = settings(max_examples=150, deadline=None)
 CHUNKS = st.sampled_from([1, 3, 16, 1 << 18])  # 1 << 18: one strip; small: many strips
+WORKERS = st.sampled_from([1, 3])
 
 
 @contextlib.contextmanager
@@ -110,12 +111,13 @@ PARAMS = st.fixed_dictionaries({
 # ---- exactness --------------------------------------------------------------------------------
 
 @HSET
-@given(layout=layouts(), params=PARAMS, chunk_size=CHUNKS)
-def test_matches_brute_force(layout, params, chunk_size):
+@given(layout=layouts(), params=PARAMS, chunk_size=CHUNKS, workers=WORKERS)
+def test_matches_brute_force(layout, params, chunk_size, workers):
     xy, dive, t, depth = layout
     params["r_min_m"] = min(params["r_min_m"], params["r_loc_m"])
     with chunk(chunk_size):
-        table = find_pairs(xy, dive=dive, timestamp_s=t, depth_m=depth, **params)
+        table = find_pairs(xy, dive=dive, timestamp_s=t, depth_m=depth, workers=workers,
+                           **params)
     check_table(table)
     a, p, d = brute_force_pairs(xy, dive=dive, timestamp_s=t, depth_m=depth, **params)
     np.testing.assert_array_equal(table["anchor"].to_numpy(), a)
@@ -204,15 +206,15 @@ def test_rejects_bad_input(kwargs, words):
 # ---- max_neighbours ---------------------------------------------------------------------------
 
 @HSET
-@given(layout=layouts(), params=PARAMS, k=st.integers(1, 6), seed=st.integers(-5, 2**40),
-       chunk_size=CHUNKS)
-def test_max_neighbours_matches_reference(layout, params, k, seed, chunk_size):
+@given(layout=layouts(), params=PARAMS, k=st.integers(1, 40), seed=st.integers(-5, 2**40),
+       chunk_size=CHUNKS, workers=WORKERS)
+def test_max_neighbours_matches_reference(layout, params, k, seed, chunk_size, workers):
     xy, dive, t, depth = layout
     params["r_min_m"] = min(params["r_min_m"], params["r_loc_m"])
     kw = {"dive": dive, "timestamp_s": t, "depth_m": depth, **params}
     with chunk(chunk_size):
         full = find_pairs(xy, **kw)
-        table = find_pairs(xy, max_neighbours=k, seed=seed, **kw)
+        table = find_pairs(xy, max_neighbours=k, seed=seed, workers=workers, **kw)
     check_table(table)
     n = len(xy)
     assert neighbour_counts(table, n).max(initial=0) <= k
@@ -262,6 +264,32 @@ def test_max_neighbours_independent_of_row_order(layout, k, seed, perm_seed, chu
         moved = find_pairs(xy[perm], r_loc_m=2.5, max_neighbours=k, seed=seed, key_ids=ids[perm])
     back = {tuple(sorted((int(perm[u]), int(perm[v])))) for u, v in as_set(moved)}
     assert back == as_set(base)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), span=st.integers(1, 300), m=st.integers(0, 3000),
+       k=st.integers(1, 50), ties=st.sampled_from(["none", "top-bits", "full"]))
+def test_rank_ok_matches_plain_ranking(seed, span, m, k, ties):
+    """The fast path (packed top key bits, quantile prefilter) and the exact fallback for keys
+    that tie agree with ranking by (image, key, other id) directly."""
+    rng = np.random.default_rng(seed)
+    off = rng.integers(0, span, m)
+    if ties == "none":
+        keys = rng.integers(0, 2**63, m, dtype=np.int64).astype(np.uint64) * np.uint64(2)
+    else:
+        keys = rng.integers(0, 4, m).astype(np.uint64) << np.uint64(60)
+        if ties == "top-bits":  # equal in the bits the fast path keeps, distinct below
+            keys |= rng.permutation(m).astype(np.uint64)
+    other = rng.permutation(m).astype(np.int64)
+    ok = _rank_ok(k, off, keys, span, lambda: other)
+    ranks = np.empty(m, np.int64)
+    groups = defaultdict(list)
+    for e in range(m):
+        groups[int(off[e])].append((int(keys[e]), int(other[e]), e))
+    for entries in groups.values():
+        for r, (_, _, e) in enumerate(sorted(entries)):
+            ranks[e] = r
+    np.testing.assert_array_equal(ok, ranks < k)
 
 
 def test_pair_keys_symmetric_and_seeded():
