@@ -7,6 +7,7 @@ import sys
 
 from .build import BuildLocked, build
 from .catalog import CatalogError, find_catalog, load_catalog
+from .summary import summary_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,28 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--full-rebuild", action="store_true", help="ignore the per-dive cache")
     b.add_argument("--workers", type=int, default=None, help="image processes (default: all cores)")
     return p
-
-
-def summary_table(report: dict) -> str:
-    lines = [f"catalog {report['catalog']} -> {report.get('output', '')}",
-             f"CRS {report['crs']}",
-             "",
-             "| dive | nav format | images | located | quarantined |",
-             "|---|---|---:|---:|---:|"]
-    for dive, d in report["per_dive"].items():
-        lines.append(f"| {dive} | {d['nav_format'] or '-'} | {d['found']} | {d['located']} | {d['quarantined']} |")
-    lines.append(f"| **all** | | {report['images_found']} | {report['images_located']} | {report['quarantined']} |")
-    if report["per_reason"]:
-        lines.append("")
-        lines.append("quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in report["per_reason"].items()))
-    lines.append("")
-    lines.append(f"pairs within {report['pair_policy']['r_loc_m']:g} m: {report['pairs']} "
-                 f"({report['cross_dive_pairs']} cross-dive); neighbours mean "
-                 f"{report['neighbours_mean']:.1f}, max {report['neighbours_max']}, "
-                 f"{report['images_without_neighbours']} images without neighbours")
-    secs = report.get("seconds", {})
-    lines.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in secs.items()))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,5 +41,5 @@ def main(argv: list[str] | None = None) -> int:
     if report.get("no_change"):
         print(f"{cat.name}: no change; manifests in {report['output']} left untouched")
         return 0
-    print(summary_table(report))
+    print(summary_markdown(report))
     return 0

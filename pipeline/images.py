@@ -9,6 +9,7 @@ scaling), which is several times cheaper than a full-size decode followed by a r
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ def check_images(
 ) -> list[ImageCheck]:
     """Check images in parallel processes; results in input order."""
     workers = workers or os.cpu_count() or 1
+    if multiprocessing.current_process().daemon:
+        workers = 1  # daemonic processes (e.g. Dask workers) may not start process pools
     chunk = 64
     jobs = [(str(root), rels[i : i + chunk], train_hw, decode) for i in range(0, len(rels), chunk)]
     out: list[ImageCheck] = []

@@ -1,0 +1,197 @@
+"""A local Prefect server on 127.0.0.1 (``make server``), and the helpers that tests and the demo
+use to start, probe and stop one.
+
+    python -m flows.server start [--port 4200] [--background]   # PREFECT_HOME = ./.prefect
+    python -m flows.server status | stop
+
+The embedded default keeps its SQLite database and logs in the repository's ignored
+``.prefect/`` folder. Give ``--database-url postgresql+asyncpg://...`` (or set
+PREFECT_SERVER_DATABASE_CONNECTION_URL) for a PostgreSQL-backed server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_HOME = REPO / ".prefect"
+DEFAULT_PORT = 4200
+PID_FILE = "server.pid"
+LOG_FILE = "server.log"
+
+
+def api_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/api"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prefect_env(home: Path, port: int, database_url: str | None = None,
+                extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the server and for every client (CLI, serve, workers) talking to it."""
+    env = {**os.environ,
+           "PREFECT_HOME": str(home),
+           "PREFECT_API_URL": api_url(port),
+           "PREFECT_SERVER_API_HOST": "127.0.0.1",
+           "PREFECT_SERVER_API_PORT": str(port),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_CLI_PROMPT": "false"}
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
+    env.update(extra or {})
+    return env
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start(home: Path = DEFAULT_HOME, port: int = DEFAULT_PORT, *, database_url: str | None = None,
+          extra_env: dict[str, str] | None = None, wait_s: float = 180.0,
+          ui: bool = True) -> subprocess.Popen:
+    """Start `prefect server start` in its own process group and wait until /health answers.
+
+    Its output goes to HOME/server.log; on failure the error quotes the log's tail."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    env = prefect_env(home, port, database_url, extra_env)
+    if not ui:
+        env["PREFECT_UI_ENABLED"] = "false"
+    log = open(home / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    url = api_url(port)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n"
+                               f"{_tail(home / LOG_FILE)}")
+        if healthy(url):
+            return proc
+        time.sleep(0.5)
+    stop(proc)
+    raise RuntimeError(f"prefect server not healthy at {url} after {wait_s:.0f} s:\n"
+                       f"{_tail(home / LOG_FILE)}")
+
+
+def stop(proc: subprocess.Popen | int, timeout: float = 20.0) -> None:
+    """Stop a process and everything in its process group: SIGTERM, up to `timeout` seconds
+    for the leader to exit, then SIGKILL for whatever of the group is left."""
+    pid = proc if isinstance(proc, int) else proc.pid
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        gone = proc.poll() is not None if isinstance(proc, subprocess.Popen) else not _alive(pid)
+        if gone:
+            break
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if isinstance(proc, subprocess.Popen):
+        proc.wait(timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie of ours counts as gone
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return ""
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.server",
+                                 description="a local Prefect server on 127.0.0.1",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("command", choices=["start", "status", "stop"])
+    ap.add_argument("--port", type=int, default=int(os.environ.get("SEAFLOOR_PREFECT_PORT",
+                                                                   DEFAULT_PORT)))
+    ap.add_argument("--home", type=Path, default=DEFAULT_HOME, help="PREFECT_HOME")
+    ap.add_argument("--database-url", default=None,
+                    help="e.g. postgresql+asyncpg://user@host:5432/prefect (default: SQLite in "
+                         "--home)")
+    ap.add_argument("--background", action="store_true",
+                    help="return once healthy, leaving the server running (pid in HOME)")
+    args = ap.parse_args(argv)
+    url = api_url(args.port)
+    pid_file = args.home / PID_FILE
+    if args.command == "status":
+        ok = healthy(url)
+        print(f"prefect server at {url}: {'healthy' if ok else 'not running'}")
+        return 0 if ok else 1
+    if args.command == "stop":
+        if not pid_file.exists():
+            print(f"no server started by this tool ({pid_file} missing)")
+            return 1
+        stop(int(pid_file.read_text()))
+        pid_file.unlink(missing_ok=True)
+        print(f"stopped the prefect server at {url}")
+        return 0
+    if healthy(url):
+        print(f"prefect server already running at {url}")
+        return 0
+    print(f"starting prefect server at {url} (PREFECT_HOME={args.home}); "
+          f"log: {args.home / LOG_FILE}", flush=True)
+    proc = start(args.home, args.port, database_url=args.database_url)
+    pid_file.write_text(str(proc.pid))
+    print(f"prefect server healthy at {url}; UI at http://127.0.0.1:{args.port}", flush=True)
+    if args.background:
+        return 0
+    try:
+        print("Ctrl-C stops it", flush=True)
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(proc)
+        pid_file.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
