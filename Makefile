@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed.stamp
 DEMO   := data/seafloor
 
-.PHONY: demo test lint venv synth bench clean-demo
+.PHONY: demo test lint venv synth server clean-demo
 
 venv: $(STAMP)
 
@@ -23,12 +23,15 @@ $(DEMO)/catalog.yaml: $(STAMP)
 
 synth: $(DEMO)/catalog.yaml
 
+# Local Prefect server on 127.0.0.1:4200, state in .prefect/ (SQLite); Ctrl-C stops it.
+server: $(STAMP)
+	$(BIN)/python -m flows.server start
+
+# Server (unless running) -> serve the deployments -> prefect deployment run
+# build-pairs/seafloor --watch; everything the demo started stops when it ends or on Ctrl-C.
 demo: $(DEMO)/catalog.yaml
-	$(BIN)/python -m pipeline build --catalog catalogs/seafloor.yaml
-	@echo
-	@echo "Demo site: $(DEMO) (map: $(DEMO)/site.png); manifests: $(DEMO)/manifests/"
-	@echo "Next steps of the demo (Prefect flow run on a local server, training, evaluation)"
-	@echo "arrive with the orchestration and trainer."
+	$(BIN)/python -m flows.demo --catalog seafloor
+	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

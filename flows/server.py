@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -61,6 +62,24 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
             return r.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def wait_for_deployment(url: str, name: str, timeout: float = 120.0,
+                        proc: subprocess.Popen | None = None) -> None:
+    """Wait until deployment `flow/deployment` is registered (e.g. by a starting serve)."""
+    target = f"{url}/deployments/name/{urllib.parse.quote(name, safe='/')}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the process serving {name} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(target, timeout=2.0) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"deployment {name} not registered at {url} after {timeout:.0f} s")
 
 
 def start(home: Path = DEFAULT_HOME, port: int = DEFAULT_PORT, *, database_url: str | None = None,

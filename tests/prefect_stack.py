@@ -135,9 +135,12 @@ def serving(stack: Stack, catalogs: Path, log: Path):
     """`python -m flows.serve --catalogs DIR` until the context exits."""
     proc = stack.spawn([sys.executable, "-m", "flows.serve", "--catalogs", str(catalogs)], log)
     try:
-        wait_for(lambda: "serving" in log.read_text(errors="replace") or proc.poll() is not None,
-                 120, "serve to start")
-        assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
+        for path in sorted(catalogs.glob("*.yaml")):
+            try:
+                prefect_server.wait_for_deployment(stack.url, f"build-pairs/{path.stem}",
+                                                   proc=proc)
+            except RuntimeError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-4000:]}") from None
         yield proc
     finally:
         stack.stop(proc)
