@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# The seafloor-ssl trainer image: an official PyTorch CUDA runtime plus the trainer folder.
+# The trainer needs only torch, torchvision, numpy, pyarrow and pillow (no geo stack, no
+# Prefect), so it runs on any stock PyTorch GPU image; the manifests and image shards come from
+# the pipeline through a mounted folder.
+#
+# Build from the repository root:
+#   docker build -f docker/trainer.Dockerfile -t seafloor-ssl/trainer .
+# Run (one GPU; for several: torchrun --nproc_per_node G -m ssl.train ...):
+#   docker run --gpus all -v $PWD/data:/app/data -v $PWD/runs:/app/runs seafloor-ssl/trainer \
+#     --manifest data/seafloor/manifests/pairs.parquet --objective geoclr --sp 0.5
+ARG BASE_IMAGE=pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# torch and torchvision come with the base image; the trainer adds two readers
+RUN pip install "pyarrow>=15" "pillow>=10" "numpy>=1.26"
+
+# The trainer runs from /app, where `python -m ssl.train` resolves to this folder (the package
+# loads the standard library's TLS module into itself, so `import ssl` keeps working).
+COPY ssl/ ./ssl/
+RUN python -m ssl.train --help > /dev/null
+
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
+ && mkdir -p /app/data /app/runs \
+ && chown trainer:trainer /app/runs
+USER trainer
+
+ENTRYPOINT ["python", "-m", "ssl.train"]
+CMD ["--help"]

@@ -1,0 +1,189 @@
+"""The trainer end to end on CPU: every objective on a generated mini-survey, exact resume,
+clean stop on SIGTERM, non-finite loss, manifest refusal, DDP with torchrun (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from seafloor_ssl.train import build_parser, learning_rate, main, train
+
+from pipeline.build import build
+from pipeline.catalog import load_catalog
+from pipeline.synth import SynthConfig, generate
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--backbone", "tiny", "--image-size", "32", "--sp-size", "24", "--batch-size", "16",
+         "--workers", "0", "--log-every", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train") / "site"
+    generate(SynthConfig(out=root, dives=2, images_per_dive=48, seed=11, faults=False,
+                         workers=2))
+    build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
+    return root / "manifests" / "pairs.parquet"
+
+
+def run(manifest: Path, out: Path, *extra: str) -> dict:
+    args = build_parser().parse_args(["--manifest", str(manifest), "--out", str(out), *SMALL,
+                                      *extra])
+    return train(args)
+
+
+def losses(out: Path) -> list[float]:
+    return [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_learns(values: list[float]) -> None:
+    assert all(np.isfinite(values)), values
+    first, last = np.mean(values[:5]), np.mean(values[-5:])
+    assert last < first, (first, last)
+
+
+@pytest.fixture(scope="module")
+def simclr_run(manifest, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "simclr"
+    run(manifest, out, "--objective", "simclr", "--steps", "30", "--lr", "3e-3")
+    return out
+
+
+def test_simclr_learns_and_writes_the_run_folder(simclr_run):
+    assert_learns(losses(simclr_run))
+    assert json.loads((simclr_run / "args.json").read_text())["objective"] == "simclr"
+    assert (simclr_run / "metrics.csv").read_text().startswith("step,")
+    ckpt = torch.load(simclr_run / "last.pt", weights_only=True)
+    assert ckpt["step"] == 30 and ckpt["feat_dim"] == 128
+    row = json.loads((simclr_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["images_per_s"] > 0 and 0.0 <= row["data_wait_share"] <= 1.0
+    assert row["feature_std"] > 0
+
+
+@pytest.mark.parametrize("objective", [["--objective", "geoclr", "--sp", "0.5"],
+                                       ["--objective", "sp"]])
+def test_image_objectives_learn(manifest, tmp_path, objective):
+    out = tmp_path / "run"
+    run(manifest, out, *objective, "--steps", "30", "--lr", "3e-3")
+    assert_learns(losses(out))
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss_sp"]) for r in rows)
+
+
+@pytest.mark.parametrize("loss", ["mc", "nce", "l2"])
+def test_csp_learns_on_a_locked_image_encoder(manifest, simclr_run, tmp_path, loss):
+    out = tmp_path / "csp"
+    run(manifest, out, "--objective", "csp", "--image-encoder", str(simclr_run / "last.pt"),
+        "--csp-loss", loss, "--steps", "30", "--lr", "3e-3")
+    assert_learns(losses(out))
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    img = torch.load(simclr_run / "last.pt", weights_only=True)
+    for k, v in img["encoder"].items():  # the image encoder stayed locked
+        assert torch.equal(ckpt["encoder"][k], v), k
+
+
+def test_resume_reproduces_the_uninterrupted_run(manifest, tmp_path):
+    common = ["--objective", "geoclr", "--sp", "0.5", "--steps", "16", "--checkpoint-every",
+              "4", "--lr", "3e-3"]
+    run(manifest, tmp_path / "a", *common)
+    run(manifest, tmp_path / "b", *common, "--stop-at-step", "6")
+    assert len(losses(tmp_path / "b")) == 6
+    run(manifest, tmp_path / "b", *common, "--resume")
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_learning_rate_is_a_function_of_the_step():
+    lrs = [learning_rate(s, 100, 1.0, 10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lrs[-1] < 0.01
+
+
+def test_sigterm_saves_and_exits_cleanly(manifest, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ssl.train", "--manifest", str(manifest), "--out", str(out),
+           *SMALL, "--objective", "simclr", "--steps", "100000", "--checkpoint-every", "100000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count(
+                "\n") >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, text[-3000:]
+    assert "SIGTERM received" in text
+    step = torch.load(out / "last.pt", weights_only=True)["step"]
+    assert step >= 2 and step == len(losses(out))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(manifest, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["--manifest", str(manifest), "--out", str(out), *SMALL, "--objective",
+                 "simclr", "--steps", "200", "--checkpoint-every", "1", "--lr", "1e12",
+                 "--warmup-steps", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "non-finite loss" in err, err
+    failed_at = int(err.split("at step ")[1].split(":")[0])
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == failed_at
+
+
+def test_a_mismatched_manifest_is_refused(manifest, tmp_path, capsys):
+    folder = tmp_path / "m"
+    shutil.copytree(manifest.parent, folder)
+    t = pq.read_table(folder / "locations.parquet")
+    pq.write_table(t.slice(0, t.num_rows - 1), folder / "locations.parquet")
+    code = main(["--manifest", str(folder / "pairs.parquet"), "--out", str(tmp_path / "r"),
+                 *SMALL, "--steps", "2"])
+    assert code == 2
+    assert "sha256" in capsys.readouterr().err
+
+
+def test_csp_without_an_image_encoder_says_what_to_do(manifest, tmp_path, capsys):
+    code = main(["--manifest", str(manifest), "--out", str(tmp_path / "r"), *SMALL,
+                 "--objective", "csp", "--steps", "2"])
+    assert code == 2 and "--image-encoder" in capsys.readouterr().err
+
+
+def test_help_documents_every_flag_with_its_default():
+    text = build_parser().format_help()
+    for flag in ("--manifest", "--objective", "--sp", "--backbone", "--image-size",
+                 "--batch-size", "--epochs", "--steps", "--lr", "--temperature", "--out",
+                 "--resume", "--device", "--precision", "--compile", "--workers", "--seed",
+                 "--image-encoder", "--csp-loss", "--location-encoder", "--init"):
+        assert flag in text, flag
+    assert text.count("(default:") >= 20
+
+
+def test_torchrun_ddp_on_cpu_with_gloo(manifest, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "ssl.train",
+         "--manifest", str(manifest), "--out", str(out), *SMALL, "--objective", "geoclr",
+         "--steps", "4", "--batch-size", "8"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "batch 8x2" in res.stdout
+    assert len(losses(out)) == 4 and torch.load(out / "last.pt", weights_only=True)["step"] == 4
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
