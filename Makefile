@@ -29,9 +29,13 @@ server: $(STAMP)
 
 # Server (unless running) -> serve the deployments -> prefect deployment run
 # build-pairs/seafloor --watch; everything the demo started stops when it ends or on Ctrl-C.
+# ... then GeoCLR + SP for 50 steps on the CPU-sized settings (resnet18 at 96 px, batch 64).
 demo: $(DEMO)/catalog.yaml
 	$(BIN)/python -m flows.demo --catalog seafloor
-	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png)"
+	$(BIN)/python -m ssl.train --manifest $(DEMO)/manifests/pairs.parquet --objective geoclr \
+	  --sp 0.5 --steps 50 --backbone resnet18 --image-size 96 --batch-size 64 \
+	  --out runs/demo-geoclr
+	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png); run folder: runs/demo-geoclr"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

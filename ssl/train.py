@@ -224,6 +224,29 @@ class Metrics:
             self.tb.close()
 
 
+class ProgressBar:
+    """One self-rewriting terminal line: step, loss, images/s (only on a terminal)."""
+
+    def __init__(self, enabled: bool, width: int = 30):
+        self.enabled, self.width, self.shown = enabled, width, False
+
+    def __bool__(self) -> bool:
+        return self.enabled
+
+    def update(self, done: int, total: int, loss: float, window: dict) -> None:
+        filled = int(self.width * done / max(total, 1))
+        rate = window["images"] / max(window["t"], 1e-9)
+        sys.stdout.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
+                         f"loss {loss:.4f} {rate:.0f} img/s ")
+        sys.stdout.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stdout.write("\r" + " " * (self.width + 60) + "\r")
+            self.shown = False
+
+
 def feature_std(z: torch.Tensor) -> float:
     """Collapse monitor: std over the batch of L2-normalised embeddings, times sqrt(dim)
     (about 1 for well-spread features, towards 0 when they collapse)."""
@@ -377,6 +400,7 @@ class _Run:
                   f"batch {args.batch_size}x{self.world}, {self.device}, {args.precision}"
                   + (f"; resuming at step {start}" if start else ""), flush=True)
         window = {"t": 0.0, "wait": 0.0, "images": 0, "n": 0}
+        bar = ProgressBar(enabled=self.main and sys.stdout.isatty())
         loss_val, step, last = float("nan"), start, {}
         it, epoch = None, -1
         t_prev = time.perf_counter()
@@ -407,6 +431,8 @@ class _Run:
                 window["n"] += 1
                 t_prev = now
                 done = step + 1
+                if self.main and bar:
+                    bar.update(done, total, float(loss.detach()), window)
                 if done % args.log_every == 0 or done == end:
                     loss_val = float(loss.detach())
                     last = {"step": done, "epoch": epoch, "loss": loss_val,
@@ -416,6 +442,7 @@ class _Run:
                             "feature_std": feature_std(z) if z is not None else None}
                     metrics.log(last)
                     if self.main:
+                        bar.clear()
                         print(f"[train] step {done}/{total} loss {loss_val:.4f} lr {lr:.2e} "
                               f"{last['images_per_s']:.0f} img/s, waiting for data "
                               f"{100 * last['data_wait_share']:.0f} %", flush=True)

@@ -187,3 +187,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_bench_measures_ceiling_and_end_to_end_side_by_side(manifest, tmp_path, capsys):
+    from seafloor_ssl.bench import main as bench
+
+    out = tmp_path / "bench.json"
+    assert bench(["--manifest", str(manifest), "--backbone", "tiny", "--image-size", "32",
+                  "--batch-size", "8", "--steps", "2", "--warmup", "1", "--workers", "0",
+                  "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["ceiling_img_s"] > 0 and row["end_to_end_img_s"] > 0
+    assert row["ratio"] == pytest.approx(row["end_to_end_img_s"] / row["ceiling_img_s"])
+    assert "end-to-end / ceiling" in capsys.readouterr().out
