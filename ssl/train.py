@@ -466,6 +466,21 @@ class _Run:
                 "manifest_sha256": self.m.locations_sha256, "rng_torch": torch.get_rng_state()}
 
 
+def init_encoder(encoder: Encoder, path: str) -> None:
+    """--init: a run's last.pt, or a plain torchvision state dict of the same backbone (for
+    example locally stored ImageNet weights); the classifier layer of the latter is ignored."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "encoder" in state:
+        encoder.load_state_dict(state["encoder"])
+        return
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = encoder.backbone.load_state_dict(state, strict=False)
+    if unexpected or missing:
+        raise TrainingError(f"--init {path}: not a {encoder.backbone_name} state dict "
+                            f"(missing {len(missing)} keys, e.g. {missing[:2]}; unexpected "
+                            f"{len(unexpected)}, e.g. {unexpected[:2]})")
+
+
 class ImageRun(_Run):
     """simclr / geoclr (+ sp) / sp alone."""
 
@@ -473,8 +488,7 @@ class ImageRun(_Run):
         super().__init__(args, manifest, device, rank, world)
         self.encoder = Encoder(args.backbone)
         if args.init:
-            init, _ = load_encoder(args.init)
-            self.encoder.load_state_dict(init.state_dict())
+            init_encoder(self.encoder, args.init)
         use_sp = args.objective == "sp" or args.sp > 0
         self.sp_weight = 1.0 if args.objective == "sp" else args.sp
         head = SPHead(self.encoder.feat_dim) if use_sp else None

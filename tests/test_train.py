@@ -200,3 +200,21 @@ def test_bench_measures_ceiling_and_end_to_end_side_by_side(manifest, tmp_path, 
     assert row["ceiling_img_s"] > 0 and row["end_to_end_img_s"] > 0
     assert row["ratio"] == pytest.approx(row["end_to_end_img_s"] / row["ceiling_img_s"])
     assert "end-to-end / ceiling" in capsys.readouterr().out
+
+
+def test_init_accepts_a_run_checkpoint_or_a_torchvision_state_dict(simclr_run, tmp_path):
+    import torchvision
+    from seafloor_ssl.models import Encoder
+    from seafloor_ssl.train import TrainingError, init_encoder
+
+    enc = Encoder("tiny")
+    init_encoder(enc, str(simclr_run / "last.pt"))
+    ref = torch.load(simclr_run / "last.pt", weights_only=True)["encoder"]
+    assert all(torch.equal(v, ref[k]) for k, v in enc.state_dict().items())
+    tv = torchvision.models.resnet18(weights=None)
+    torch.save(tv.state_dict(), tmp_path / "resnet18.pth")
+    r18 = Encoder("resnet18")
+    init_encoder(r18, str(tmp_path / "resnet18.pth"))
+    assert torch.equal(r18.backbone.conv1.weight, tv.conv1.weight)
+    with pytest.raises(TrainingError, match="not a tiny state dict"):
+        init_encoder(Encoder("tiny"), str(tmp_path / "resnet18.pth"))
