@@ -27,7 +27,8 @@ import torch.distributed as dist
 from torch import nn
 
 from . import augment
-from .data import BatchSource, decode_cpu, decode_gpu, load_jpegs, pad_batch
+from .data import BatchSource, load_jpegs
+from .features import extract_features
 from .manifest import ManifestError, load_manifest
 from .models import BACKBONES, Encoder, load_encoder
 from .objectives.csp import (
@@ -606,27 +607,11 @@ class CSPRun(_Run):
         pick = rng.choice(len(xy), min(256, len(xy)), replace=False)
         return torch.as_tensor(xy[pick], dtype=torch.float32)
 
-    @torch.no_grad()
     def image_features(self, manifest) -> torch.Tensor:
         """Pooled features of every image (full frame resized to image-size, no augmentation);
         the encoder is locked, so they are computed once."""
-        jpegs = load_jpegs(manifest)
-        out = []
-        size = self.args.image_size
-        mean = torch.tensor(augment.MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(augment.STD, device=self.device).view(1, 3, 1, 1)
-        for i in range(0, len(jpegs), 256):
-            chunk = jpegs[i:i + 256]
-            imgs = decode_gpu(chunk, self.device) if self.device.type == "cuda" else \
-                decode_cpu(chunk)
-            canvas, sizes = pad_batch(imgs)
-            canvas, sizes = canvas.to(self.device), sizes.to(self.device)
-            boxes = torch.stack([torch.zeros_like(sizes[:, 0]), torch.zeros_like(sizes[:, 0]),
-                                 sizes[:, 1], sizes[:, 0]], 1).float()
-            x = augment.crop_resize(canvas.float() / 255.0, boxes, size)
-            with self.autocast:
-                out.append(self.image_encoder.features((x - mean) / std).float())
-        return torch.cat(out)
+        return extract_features(self.image_encoder, load_jpegs(manifest), self.args.image_size,
+                                self.device, bf16=self.args.precision == "bf16")
 
     def plan(self) -> tuple[int, int]:
         return total_steps(self.args, self.m.n, self.world)
