@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed.stamp
 DEMO   := data/seafloor
 
-.PHONY: demo test lint venv synth server clean-demo
+.PHONY: demo test lint venv synth server reproduce reproduce-smoke clean-demo
 
 venv: $(STAMP)
 
@@ -35,7 +35,25 @@ demo: $(DEMO)/catalog.yaml
 	$(BIN)/python -m ssl.train --manifest $(DEMO)/manifests/pairs.parquet --objective geoclr \
 	  --sp 0.5 --steps 50 --backbone resnet18 --image-size 96 --batch-size 64 \
 	  --out runs/demo-geoclr
+	$(BIN)/python -m ssl.evaluate --checkpoint runs/demo-geoclr/last.pt \
+	  --manifest $(DEMO)/manifests/pairs.parquet --out runs/demo-geoclr/eval
 	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png); run folder: runs/demo-geoclr"
+
+# The reproduction table: simclr, simclr+sp, geoclr, geoclr+sp and csp (mc, nce, l2) trained
+# and evaluated with the same budget and seeds on a survey larger than the demo site.
+BENCH := data/bench
+$(BENCH)/manifests/pairs.parquet: $(STAMP)
+	$(BIN)/python -m pipeline.synth --out $(BENCH) --dives 4 --images-per-dive 800 --seed 7
+	$(BIN)/python -m pipeline build --catalog $(BENCH)/catalog.yaml
+
+reproduce: $(BENCH)/manifests/pairs.parquet
+	$(BIN)/python -m ssl.reproduce --manifest $(BENCH)/manifests/pairs.parquet --preset full \
+	  --out runs/reproduce --report REPRODUCTION.md
+
+# CPU-sized: a few minutes, same code path (used by the tests on a mini-survey).
+reproduce-smoke: $(BENCH)/manifests/pairs.parquet
+	$(BIN)/python -m ssl.reproduce --manifest $(BENCH)/manifests/pairs.parquet --preset smoke \
+	  --out runs/reproduce-smoke --report runs/reproduce-smoke/REPRODUCTION.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -47,7 +47,7 @@ def test_trainer_imports_only_what_the_image_has():
     import sys
 
     allowed = {"torch", "torchvision", "numpy", "pyarrow", "PIL", "__future__"}
-    optional = {"sklearn", "matplotlib", "tqdm"}
+    optional = {"sklearn", "matplotlib", "tqdm", "threadpoolctl"}  # evaluation only
     stdlib = set(sys.stdlib_module_names)
     for path in sorted((REPO / "ssl").rglob("*.py")):
         for line in path.read_text().splitlines():

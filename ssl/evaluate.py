@@ -1,0 +1,312 @@
+"""Evaluate a trained encoder: habitat probes on frozen features, spatially blocked splits.
+
+    python -m ssl.evaluate --checkpoint runs/geoclr/last.pt \\
+        --manifest data/seafloor/manifests/pairs.parquet --out runs/geoclr/eval
+
+Features are the pooled backbone features of every full frame (resized to the training size,
+batched on the GPU when there is one). Probes (linear SVM and logistic regression after PCA to
+128 dimensions and at full width, cosine kNN with k = 20) are trained on the training side of a
+spatially blocked split (blocks of side >= 2 r_loc; training images within r_loc of a test image
+are dropped), with 10, 50 and all labels per class, and scored on the test side; macro-F1 is the
+headline, mean ± std over seeds (each seed moves the blocks and redraws the few-label subsets).
+CSP checkpoints add probes on the location embeddings alone and fused with the image features;
+SP checkpoints add SP's spatial tasks. Writes metrics.json, table.md and figures to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import load_jpegs
+from .evaluation.probes import PROBES, evaluate_features, location_probe
+from .evaluation.report import markdown_table, write_outputs
+from .evaluation.splits import default_block_m
+from .features import extract_features
+from .manifest import ManifestError, load_manifest
+from .models import load_encoder
+from .objectives.csp import make_location_encoder
+
+
+class EvaluationError(RuntimeError):
+    """Inputs that cannot be evaluated (reported as a message, exit status 2)."""
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return out
+
+
+def _regimes(text: str) -> list[int | None]:
+    out: list[int | None] = []
+    for t in (t.strip() for t in text.split(",")):
+        if not t:
+            continue
+        if t.lower() == "all":
+            out.append(None)
+            continue
+        try:
+            v = int(t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"regimes are labels per class or 'all', got {t!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"labels per class must be >= 1, got {v}")
+        out.append(v)
+    if not out:
+        raise argparse.ArgumentTypeError("expected at least one regime")
+    return out
+
+
+def _dims(text: str) -> list[int | None]:
+    out: list[int | None] = []
+    for t in (t.strip() for t in text.split(",")):
+        if t:
+            out.append(None if t.lower() == "full" else _int_list(t)[0])
+    if not out:
+        raise argparse.ArgumentTypeError("expected at least one width")
+    return out
+
+
+def _probes(text: str) -> list[str]:
+    out = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [p for p in out if p not in PROBES]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"probes are among {', '.join(PROBES)}, got {text!r}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ssl.evaluate", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="last.pt of a training run (python -m ssl.train)")
+    p.add_argument("--manifest", required=True,
+                   help="pairs.parquet of the survey to evaluate on; its locations table gives "
+                        "positions, r_loc and (column 'label') the habitat labels")
+    p.add_argument("--labels", default=None, metavar="CSV",
+                   help="CSV with columns image_id,label; replaces the manifest's label column "
+                        "(images it does not list count as unlabelled)")
+    p.add_argument("--out", required=True, help="folder for metrics.json, table.md and figures")
+    p.add_argument("--seeds", type=_int_list, default="0,1,2",
+                   help="comma-separated seeds; each moves the block grid, picks the test blocks "
+                        "and draws the few-label subsets")
+    p.add_argument("--regimes", type=_regimes, default="10,50,all",
+                   help="labels per class drawn from the training side, comma-separated; 'all' "
+                        "uses every training label")
+    p.add_argument("--probes", type=_probes, default=",".join(PROBES),
+                   help="comma-separated among svm, logreg, knn")
+    p.add_argument("--dims", type=_dims, default="128,full",
+                   help="feature widths: PCA dimensions fitted on the training side, or 'full'")
+    p.add_argument("--block-m", type=float, default=None, metavar="M",
+                   help="side of the square blocks of the split in metres; None: max(2 * "
+                        "r_loc, 20)")
+    p.add_argument("--test-fraction", type=float, default=0.3,
+                   help="share of the labelled images on the test side")
+    p.add_argument("--random-split", action="store_true",
+                   help="split at random instead of in spatial blocks (leaks overlapping "
+                        "neighbours across the split: optimistic, for comparison only)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default=None,
+                   help="feature extraction device; None: cuda when available")
+    p.add_argument("--batch-size", type=int, default=256, help="images per feature batch")
+    p.add_argument("--spatial-tasks", action=argparse.BooleanOptionalAction, default=None,
+                   help="run SP's spatial tasks (relative position/scale, jigsaw) on the "
+                        "encoder; neither flag (None): only for checkpoints trained with SP")
+    return p
+
+
+def read_labels_csv(path: str | Path, image_id: np.ndarray) -> np.ndarray:
+    """Labels (n,) object from a CSV with columns image_id,label (None where not listed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"--labels {path}: no such file")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        if "image_id" not in cols or "label" not in cols:
+            raise EvaluationError(f"--labels {path}: expected columns image_id,label; found "
+                                  f"{cols}")
+        given = {row["image_id"]: row["label"] for row in reader if row.get("label")}
+    labels = np.array([given.get(i) for i in image_id], dtype=object)
+    matched = sum(v is not None for v in labels)
+    if not matched:
+        raise EvaluationError(f"--labels {path}: none of its {len(given)} image_id values is "
+                              f"in the manifest (e.g. {list(given)[:2]} vs "
+                              f"{list(image_id[:2])}); ids are '<dive>/<relative path>'")
+    if matched < len(given):
+        print(f"[evaluate] note: {len(given) - matched} label(s) in {path.name} name images "
+              "that are not in the manifest; ignored", flush=True)
+    return labels
+
+
+def location_embeddings(ckpt: dict, xy: np.ndarray, device: torch.device) -> np.ndarray:
+    """CSP: the checkpoint's location encoder (eval mode) on positions ``xy`` (n, 2) metres in
+    the site CRS, centred on the training site's centre as during training."""
+    args = ckpt["args"]
+    kind = args.get("location_encoder", "theory")
+    state = ckpt["loc_encoder"]
+    centres = state.get("centres") if kind == "rbf" else None  # a buffer; sigma follows from it
+    enc = make_location_encoder(kind, 128, float(ckpt["extent_m"]), centres=centres)
+    enc.load_state_dict(state)
+    enc = enc.to(device).eval()
+    centre = np.asarray(torch.as_tensor(ckpt["site_centre"]).double().cpu().numpy())
+    loc = torch.as_tensor((np.asarray(xy, dtype=np.float64) - centre).astype(np.float32),
+                          device=device)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(loc), 4096):
+            out.append(enc(loc[i:i + 4096]).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 128), dtype=np.float32)
+
+
+def run_spatial_tasks(encoder, jpegs, image_size, device, split, labels, seed) -> dict | None:
+    """SP's spatial tasks via ``evaluation.spatial.spatial_tasks`` (skipped when that module
+    is not available)."""
+    try:
+        from .evaluation.spatial import spatial_tasks
+    except ImportError as exc:
+        print(f"[evaluate] note: spatial tasks skipped ({exc})", flush=True)
+        return None
+    return spatial_tasks(encoder, jpegs, image_size, device, split.train, split.test, labels,
+                         seed=seed)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> float:
+        timings[name] = round(time.perf_counter() - t0, 2)
+        print(f"[evaluate] {name}: {timings[name]:.1f} s", flush=True)
+        return time.perf_counter()
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("--device cuda: no CUDA device is available")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if not 0.0 < args.test_fraction < 1.0:
+        raise EvaluationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    if args.block_m is not None and not args.block_m > 0:
+        raise EvaluationError(f"--block-m must be positive, got {args.block_m}")
+    t = time.perf_counter()
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as exc:
+        raise EvaluationError(str(exc)) from None
+    ckpt_path = Path(args.checkpoint)
+    if not ckpt_path.is_file():
+        raise EvaluationError(f"--checkpoint {ckpt_path}: no such file")
+    try:
+        encoder, ckpt = load_encoder(str(ckpt_path), map_location="cpu")
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise EvaluationError(f"--checkpoint {ckpt_path}: {exc}") from None
+    cargs = ckpt["args"]
+    if ckpt.get("manifest_sha256") not in (None, manifest.locations_sha256):
+        print("[evaluate] note: the checkpoint was trained on another locations table than "
+              "this manifest's", flush=True)
+    labels = (read_labels_csv(args.labels, manifest.image_id) if args.labels
+              else np.asarray(manifest.label, dtype=object))
+    n_labelled = sum(v is not None and v == v and v != "" for v in labels)
+    if n_labelled == 0:
+        raise EvaluationError(f"{manifest.locations_path.name} has no habitat labels (column "
+                              "'label' is empty); pass --labels CSV with columns image_id,label")
+    if len({str(v) for v in labels if v is not None and v == v and v != ""}) < 2:
+        raise EvaluationError("the labels name fewer than two habitats; nothing to classify")
+    jpegs = load_jpegs(manifest)
+    t = lap("load", t)
+
+    size = int(cargs["image_size"])
+    feats = extract_features(encoder, jpegs, size, device, batch_size=args.batch_size)
+    X = feats.float().cpu().numpy()
+    if not np.isfinite(X).all():
+        raise EvaluationError("the encoder produced non-finite features; the checkpoint is "
+                              "broken")
+    t = lap("features", t)
+
+    r_loc = float(manifest.r_loc_m)
+    block_m = default_block_m(r_loc) if args.block_m is None else float(args.block_m)
+    common = dict(block_m=block_m, seeds=args.seeds, regimes=args.regimes,
+                  random=args.random_split, test_fraction=args.test_fraction)
+    try:
+        metrics = evaluate_features(X, labels, manifest.xy, r_loc, probes=args.probes,
+                                    dims=args.dims, log=lambda s: print(f"[evaluate] {s}",
+                                                                        flush=True),
+                                    **common)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
+    arrays = metrics.pop("arrays")
+    t = lap("probes", t)
+
+    metrics["checkpoint"] = {"objective": cargs.get("objective"),
+                             "backbone": cargs.get("backbone"), "image_size": size,
+                             "step": ckpt.get("step"), "sp": cargs.get("sp"),
+                             "trained_on_this_manifest":
+                                 ckpt.get("manifest_sha256") == manifest.locations_sha256}
+    metrics["manifest"] = {"n": int(manifest.n), "r_loc_m": r_loc,
+                           "extent_m": float(manifest.extent_m),
+                           "locations_sha256": manifest.locations_sha256}
+
+    if cargs.get("objective") == "csp" and "loc_encoder" in ckpt:
+        L = location_embeddings(ckpt, manifest.xy, device)
+        metrics["location_results"] = location_probe(X, L, labels, manifest.xy, r_loc,
+                                                     probes=["svm"], **common)
+        t = lap("location probe", t)
+
+    run_sp = args.spatial_tasks
+    if run_sp is None:
+        run_sp = cargs.get("objective") == "sp" or float(cargs.get("sp") or 0) > 0
+    if run_sp:
+        res = run_spatial_tasks(encoder, jpegs, size, device, arrays["splits"][0], labels,
+                                args.seeds[0])
+        if res is not None:
+            metrics["spatial_tasks"] = res
+            t = lap("spatial tasks", t)
+
+    timings["total"] = round(time.perf_counter() - t_start, 2)
+    metrics["timings_s"] = timings
+    write_outputs(args.out, metrics, classes=metrics["classes"], xy=manifest.xy, labels=labels,
+                  predictions=arrays["predictions"], test_mask=arrays["test_mask"],
+                  embedding=X, per_class_f1=metrics["per_class_f1"],
+                  confusion=metrics["confusion"])
+    t = lap("write", t)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        metrics = evaluate(args)
+    except EvaluationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(markdown_table(metrics), end="")
+    ref = metrics["reference"]
+    print(f"\n[evaluate] reference ({ref['probe']}, {ref['dims']}, {ref['regime']} labels, seed "
+          f"{ref['seed']}): macro-F1 {ref['macro_f1']:.3f}, accuracy {ref['accuracy']:.3f}")
+    if isinstance(metrics.get("spatial_tasks"), dict):
+        summary = {f"{task}.{k}": round(v, 3)
+                   for task, res in metrics["spatial_tasks"].items() if isinstance(res, dict)
+                   for k, v in res.items() if isinstance(v, float)}
+        print(f"[evaluate] spatial tasks: {json.dumps(summary)}")
+    print(f"[evaluate] wrote {Path(args.out) / 'metrics.json'} and figures in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
