@@ -1,0 +1,122 @@
+"""Run bookkeeping for the trainer: atomic checkpoints, clean stops on signals, metrics files,
+a terminal progress bar and the collapse monitor."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: a temporary file in the same folder, then os.replace."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+class StopFlag:
+    """SIGTERM/SIGINT: finish the current step, save, exit cleanly."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.previous = {sig: signal.signal(sig, self._set)
+                         for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _set(self, signum, frame) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+
+# --- logging --------------------------------------------------------------------------------
+
+class Metrics:
+    """metrics.jsonl (+ metrics.csv at the end, TensorBoard when installed); rank 0 only."""
+
+    def __init__(self, out: Path, enabled: bool, resume_step: int | None):
+        self.enabled = enabled
+        self.path = out / "metrics.jsonl"
+        self.rows: list[dict] = []
+        self.tb = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.exists():  # drop rows past the checkpoint
+            keep = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+            self.rows = [json.loads(ln) for ln in keep]
+        elif self.path.exists():
+            self.path.unlink()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.rows.append(row)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if not self.enabled or not self.rows:
+            return
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        lines = [",".join(keys)] + [",".join("" if r.get(k) is None else str(r.get(k))
+                                             for k in keys) for r in self.rows]
+        (self.path.parent / "metrics.csv").write_text("\n".join(lines) + "\n")
+        if self.tb is not None:
+            self.tb.close()
+
+
+class ProgressBar:
+    """One self-rewriting terminal line: step, loss, images/s (only on a terminal)."""
+
+    def __init__(self, enabled: bool, width: int = 30):
+        self.enabled, self.width, self.shown = enabled, width, False
+
+    def __bool__(self) -> bool:
+        return self.enabled
+
+    def update(self, done: int, total: int, loss: float, window: dict) -> None:
+        filled = int(self.width * done / max(total, 1))
+        rate = window["images"] / max(window["t"], 1e-9)
+        sys.stdout.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
+                         f"loss {loss:.4f} {rate:.0f} img/s ")
+        sys.stdout.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stdout.write("\r" + " " * (self.width + 60) + "\r")
+            self.shown = False
+
+
+def feature_std(z: torch.Tensor) -> float:
+    """Collapse monitor: std over the batch of L2-normalised embeddings, times sqrt(dim)
+    (about 1 for well-spread features, towards 0 when they collapse)."""
+    zn = nn.functional.normalize(z.detach().float(), dim=1)
+    return float(zn.std(dim=0).mean() * math.sqrt(zn.shape[1]))
