@@ -11,7 +11,7 @@ Semantics
   coincident images (distance 0) pair unless r_min_m > 0.
 - cross_dive=False keeps only pairs from the same dive; min_time_gap_s keeps only pairs with
   |t[positive] - t[anchor]| >= min_time_gap_s (inclusive).
-- dt_s = t[positive] - t[anchor] (signed, seconds), NaN when no timestamps are given;
+- dt_s = |t[positive] - t[anchor]| (absolute time gap, seconds), NaN when no timestamps are given;
   same_dive is True for every pair when no dives are given.
 - max_neighbours=k: every candidate pair gets a pseudo-random 64-bit key, a splitmix64 hash of
   (seed, smaller id, larger id) of its two images (ids: `key_ids`, the row index by default).
@@ -22,8 +22,10 @@ Semantics
 
 Memory and speed: the search runs over strips of points sorted along the longer axis, each with
 a margin of r_loc_m behind it, and the max_neighbours ranking streams along with the strips, so
-besides the output only a few strips' candidate pairs are held at a time. `workers` > 1 searches
-strips in threads (cKDTree and numpy release the GIL); the result does not depend on it.
+besides the output only a few strips' candidate pairs are held at a time. The ranking counts
+each image's pair keys into buckets of their top bits and sorts only the few entries that share
+the bucket holding rank k. `workers` > 1 searches strips in threads (cKDTree and numpy release
+the GIL); the result does not depend on it.
 """
 
 from __future__ import annotations
@@ -85,44 +87,67 @@ def _rank_ok(k: int, off: np.ndarray, keys: np.ndarray, span: int,
              other: Callable[[], np.ndarray]) -> np.ndarray:
     """For entries (image offset in [0, span), pair key): is the entry's rank < k among its
     image's entries, ordered by (key, id of the other image)? `other()` gives those ids; it is
-    only needed when two keys tie in the bits that the fast path compares."""
+    only needed where two entries of an image share the histogram bucket of rank k."""
+    m = off.size
     g = np.bincount(off, minlength=span)
-    big = np.flatnonzero(g > k)
-    if big.size == 0:
-        return np.ones(off.size, bool)
-    bits = span.bit_length()  # offsets < 2**bits - 1, so no packed value is all ones
-    shift = np.uint64(64 - bits)
-    comp = off.astype(np.uint64) << shift
-    comp |= keys >> np.uint64(bits)  # image in the high bits, the key's top bits below
-    # keys are uniform: an image's k smallest almost surely lie below a quantile a little above
-    # k / g, so only the entries below it are sorted (all of an image's where too few are)
-    base = np.arange(span, dtype=np.uint64) << shift
-    whole = base | ((np.uint64(1) << shift) - np.uint64(1))
-    frac = (k + 2.0 * np.sqrt(k) + 4.0) / np.maximum(g, 1)
-    lim = np.where(frac >= 1.0, whole, base | (np.minimum(frac, 1.0) * 2.0 ** (64 - bits)
-                                              ).astype(np.uint64))
-    below = comp <= lim[off]
-    c = np.bincount(off[below], minlength=span)
-    short = (c <= k) & (g > k)
-    if short.any():
-        lim[short] = whole[short]
-        below = comp <= lim[off]
-        c = np.bincount(off[below], minlength=span)
-    sub = np.sort(comp[below])
-    del below
-    at = (np.cumsum(c) - c)[big] + k  # the entry of rank k in each image with more than k
-    if not np.any(sub[at - 1] == sub[at]):
-        thr = np.full(span, np.iinfo(np.uint64).max, np.uint64)
-        thr[big] = sub[at]
-        return comp < thr[off]
-    # ties around rank k (the key's top bits equal): rank exactly by (image, key, other id)
-    order = np.lexsort((other(), keys, off))
-    e = off[order]
-    first = np.r_[True, e[1:] != e[:-1]]
-    starts = np.maximum.accumulate(np.where(first, np.arange(e.size), 0))
-    ok = np.empty(e.size, bool)
-    ok[order] = (np.arange(e.size) - starts) < k
-    return ok
+    big = g > k
+    nbig = int(np.count_nonzero(big))
+    if nbig == 0:
+        return np.ones(m, bool)
+    # Histogram each image's keys over 2**bits equal buckets of their top bits (about half as
+    # many buckets as an image has entries). The entry of rank k lies in bucket t of its image:
+    # entries in lower buckets are kept, those in higher ones are not, and only when bucket t
+    # holds several entries are they ranked exactly, by sorting (image, key, other id).
+    bits = int(np.clip(np.ceil(np.log2(g[big].mean())) - 1, 1, 12))
+    nb = 1 << bits
+    sel = None
+    if span * nb > 4 * off.size + (1 << 16):  # sparse: histogram only images with > k entries
+        sel = np.flatnonzero(big[off])
+        off = (np.cumsum(big) - 1)[off[sel]]
+        keys, span = keys[sel], nbig
+    b = (keys >> np.uint64(64 - bits)).astype(np.int16)
+    cell = off.astype(np.intp)
+    cell *= nb
+    cell += b
+    cum = np.bincount(cell, minlength=span * nb).reshape(span, nb)
+    del cell
+    np.cumsum(cum, axis=1, out=cum)
+    t = (cum <= k).sum(axis=1)  # bucket holding rank k; nb where the image has <= k entries
+    rows = np.arange(span)
+    below = np.where(t > 0, cum[rows, np.maximum(t - 1, 0)], 0)  # entries in lower buckets
+    tied = (t < nb) & (cum[rows, np.minimum(t, nb - 1)] - below > 1)
+    del cum
+    # kept: buckets below thr; a lone entry in bucket t has rank below <= k, kept iff below < k
+    thr = (t + (~tied & (below < k))).astype(np.int16)
+    tb = thr[off]
+    ok = b < tb
+    cand = np.flatnonzero(b == tb)  # bucket t of tied images (and some not kept elsewhere)
+    del b, tb
+    edge = cand[tied[off[cand]]]
+    if edge.size:
+        e_off = off[edge]
+        # sort by (image, key): the image in the high bits, then the key's bits below the
+        # bucket's (equal within the bucket) as far as they fit; by (image, key, other id) when
+        # two packed values tie
+        ob = max(int(span - 1).bit_length(), 1)
+        packed = e_off.astype(np.uint64) << np.uint64(64 - ob)
+        packed |= (keys[edge] << np.uint64(bits)) >> np.uint64(ob)
+        order = np.argsort(packed)
+        packed = packed[order]
+        if np.any(packed[1:] == packed[:-1]):
+            o = other()
+            o = o[edge] if sel is None else o[sel[edge]]
+            order = np.lexsort((o, keys[edge], e_off))
+        del packed
+        e = e_off[order]
+        first = np.r_[True, e[1:] != e[:-1]]
+        starts = np.maximum.accumulate(np.where(first, np.arange(e.size), 0))
+        ok[edge[order]] = (np.arange(e.size) - starts) < (k - below[e])
+    if sel is None:
+        return ok
+    out = np.ones(m, bool)
+    out[sel] = ok
+    return out
 
 
 class _Ranker:
@@ -131,42 +156,51 @@ class _Ranker:
     Pending pairs wait until both images are complete (no later strip can add a pair to them);
     an image's ranks are computed once, over all its pairs, when it becomes complete."""
 
-    def __init__(self, k: int, seed: int, ids: np.ndarray, pos: np.ndarray):
-        self.k, self.seed, self.ids, self.pos = k, seed, ids, pos
+    def __init__(self, k: int, ids: np.ndarray | None, pos: np.ndarray):
+        self.k, self.ids, self.pos = k, ids, pos  # ids None: the row index is the id
         self.a = np.empty(0, np.int32)
         self.p = np.empty(0, np.int32)
         self.key = np.empty(0, np.uint64)
-        self.ok_a = np.empty(0, np.int8)  # -1 not yet ranked, 0 rank >= k, 1 rank < k
+        self.ok_a = np.empty(0, np.int8)  # 0 not yet ranked, 1 rank >= k, 2 rank < k
         self.ok_p = np.empty(0, np.int8)
         self.done = 0  # images at sorted positions < done are complete
 
-    def add(self, a: np.ndarray, p: np.ndarray, complete_to: int) -> tuple[np.ndarray, ...]:
-        """Add candidates; images at sorted positions < complete_to are now complete.
-        Returns the decided pairs that are kept."""
-        self.a = np.concatenate([self.a, a])
-        self.p = np.concatenate([self.p, p])
-        self.key = np.concatenate([self.key, _pair_keys(self.seed, self.ids[a], self.ids[p])])
-        minus = np.full(a.size, -1, np.int8)
-        self.ok_a = np.concatenate([self.ok_a, minus])
-        self.ok_p = np.concatenate([self.ok_p, minus])
+    def add(self, a: np.ndarray, p: np.ndarray, key: np.ndarray,
+            complete_to: int) -> tuple[np.ndarray, ...]:
+        """Add candidates (rows a, p and their pair keys); images at sorted positions
+        < complete_to are now complete. Returns the decided pairs that are kept."""
+        old = self.a.size
+        if old:
+            a = np.concatenate([self.a, a])
+            p = np.concatenate([self.p, p])
+            key = np.concatenate([self.key, key])
+        ok_a = np.zeros(a.size, np.int8)
+        ok_p = np.zeros(a.size, np.int8)
+        ok_a[:old], ok_p[:old] = self.ok_a, self.ok_p
         lo, hi = self.done, complete_to
-        pos_a, pos_p = self.pos[self.a], self.pos[self.p]
+        pos_a, pos_p = self.pos[a], self.pos[p]
         sel_a = np.flatnonzero((pos_a >= lo) & (pos_a < hi))
         sel_p = np.flatnonzero((pos_p >= lo) & (pos_p < hi))
         if sel_a.size + sel_p.size:
-            off = np.concatenate([pos_a[sel_a], pos_p[sel_p]]) - lo
-            keys = np.concatenate([self.key[sel_a], self.key[sel_p]])
-            ok = _rank_ok(self.k, off, keys, hi - lo, lambda: self.ids[
-                np.concatenate([self.p[sel_a], self.a[sel_p]])])
-            self.ok_a[sel_a] = ok[:sel_a.size]
-            self.ok_p[sel_p] = ok[sel_a.size:]
+            off = np.concatenate([pos_a[sel_a], pos_p[sel_p]])
+            off -= lo
+            del pos_a, pos_p
+
+            def other() -> np.ndarray:
+                rows = np.concatenate([p[sel_a], a[sel_p]])
+                return rows if self.ids is None else self.ids[rows]
+
+            ok = _rank_ok(self.k, off, np.concatenate([key[sel_a], key[sel_p]]), hi - lo, other)
+            del off
+            ok_a[sel_a] = ok[:sel_a.size].view(np.int8) + 1
+            ok_p[sel_p] = ok[sel_a.size:].view(np.int8) + 1
         self.done = hi
-        decided = (self.ok_a >= 0) & (self.ok_p >= 0)
-        keep = decided & (self.ok_a == 1) & (self.ok_p == 1)
-        out = self.a[keep], self.p[keep]
-        rest = ~decided
-        self.a, self.p, self.key = self.a[rest], self.p[rest], self.key[rest]
-        self.ok_a, self.ok_p = self.ok_a[rest], self.ok_p[rest]
+        both = ok_a * ok_p  # 0: undecided, 4: kept (ranks < k for both images)
+        keep = both == 4
+        out = a[keep], p[keep]
+        rest = both == 0
+        self.a, self.p, self.key = a[rest], p[rest], key[rest]
+        self.ok_a, self.ok_p = ok_a[rest], ok_p[rest]
         return out
 
 
@@ -307,10 +341,12 @@ def find_pairs(
     if ids is not None:
         pos = np.empty(n, np.int32)
         pos[order] = np.arange(n, dtype=np.int32)
-        ranker = _Ranker(int(max_neighbours), seed, ids, pos)
+        ranker = _Ranker(int(max_neighbours), None if key_ids is None else ids, pos)
 
-        def found(i: int) -> tuple[np.ndarray, np.ndarray]:
-            return strip(i)
+        def found(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            a, p = strip(i)  # and the pair keys, in the worker thread
+            return a, p, _pair_keys(seed, a if key_ids is None else ids[a],
+                                    p if key_ids is None else ids[p])
     else:
         def found(i: int) -> np.ndarray:
             return packed(*strip(i))  # in the worker thread
@@ -339,7 +375,7 @@ def find_pairs(
         dist[blk] = _dist(cols, a[blk], p[blk])
     del comp
     same = np.ones(m, bool) if dive_c is None else dive_c[a] == dive_c[p]
-    dt = np.full(m, np.nan, np.float32) if t is None else (t[p] - t[a]).astype(np.float32)
+    dt = np.full(m, np.nan, np.float32) if t is None else np.abs(t[p] - t[a]).astype(np.float32)
     return pa.Table.from_arrays(
         [pa.array(a, pa.int32()), pa.array(p, pa.int32()), pa.array(dist, pa.float32()),
          pa.array(same, pa.bool_()), pa.array(dt, pa.float32())],

@@ -124,7 +124,7 @@ def test_matches_brute_force(layout, params, chunk_size, workers):
     np.testing.assert_array_equal(table["positive"].to_numpy(), p)
     np.testing.assert_array_equal(table["distance_m"].to_numpy(), d.astype(np.float32))
     np.testing.assert_array_equal(table["same_dive"].to_numpy(), dive[a] == dive[p])
-    np.testing.assert_array_equal(table["dt_s"].to_numpy(), (t[p] - t[a]).astype(np.float32))
+    np.testing.assert_array_equal(table["dt_s"].to_numpy(), np.abs(t[p] - t[a]).astype(np.float32))
 
 
 @HSET
@@ -168,7 +168,7 @@ def test_columns_and_defaults():
     assert table.to_pydict() == {
         "anchor": [0, 0, 1], "positive": [1, 2, 2],
         "distance_m": pytest.approx([1.0, 2.0, np.sqrt(5.0)]),
-        "same_dive": [True, False, False], "dt_s": [-9.5, 200.0, 209.5]}
+        "same_dive": [True, False, False], "dt_s": [9.5, 200.0, 209.5]}
     assert find_pairs(xy, r_loc_m=3.0, dive=np.array([1, 1, 2]), cross_dive=False
                       ).to_pydict()["positive"] == [1]
     depth = np.array([0.0, 2.0, 0.0])
