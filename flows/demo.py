@@ -13,12 +13,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
 from pathlib import Path
 
 from . import server
 from .build_pairs import FLOW_NAME, resolve_catalog
+
+
+def stale_error(exc: Exception):
+    raise RuntimeError(f"could not read the deployment's runs: {exc}") from exc
+
+
+def slot_taken(url: str, deployment: str, since: float) -> bool:
+    """Was our run cancelled because another run of the deployment held its slot?"""
+    return bool(server.deployment_runs(url, deployment, ["RUNNING", "PENDING"])) or \
+        finished_since(url, deployment, since)
+
+
+def finished_since(url: str, deployment: str, since: float) -> bool:
+    """Did another run of the deployment complete after `since` (unix seconds)?"""
+    from datetime import datetime
+
+    for r in server.deployment_runs(url, deployment, ["COMPLETED"], limit=5):
+        end = r.get("end_time")
+        if end and datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp() >= since:
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", type=Path, default=server.DEFAULT_HOME, help="PREFECT_HOME")
     args = ap.parse_args(argv)
 
+    # SIGTERM like Ctrl-C: stop what the demo started before exiting
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cat = resolve_catalog(args.catalog)
     env = server.prefect_env(args.home, args.port)
     url = server.api_url(args.port)
@@ -40,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[demo] starting a Prefect server at {url} (PREFECT_HOME={args.home})",
                   flush=True)
             started.append(server.start(args.home, args.port))
+            try:
+                stale = server.crash_orphaned_runs(url, f"{FLOW_NAME}/{args.catalog}")
+            except urllib.error.HTTPError as exc:  # the deployment does not exist yet
+                stale = [] if exc.code == 404 else stale_error(exc)
+            if stale:
+                print(f"[demo] marked {len(stale)} run(s) left over from an earlier session as "
+                      f"crashed: {', '.join(stale)}", flush=True)
         log = open(args.home / "serve.log", "ab")  # noqa: SIM115 - handed to the child
         serve = subprocess.Popen([sys.executable, "-m", "flows.serve"], env=env, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True)
@@ -49,8 +82,21 @@ def main(argv: list[str] | None = None) -> int:
         server.wait_for_deployment(url, deployment, proc=serve)
         print(f"[demo] serving the deployments (log: {args.home / 'serve.log'}); running "
               f"{deployment}", flush=True)
+        t_run = time.time()
         run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", deployment,
                               "--watch"], env=env)
+        if run.returncode != 0 and slot_taken(url, deployment, t_run):
+            # a scheduled run (e.g. one that fell due while no server ran) held the
+            # deployment's single slot, so ours was cancelled (CANCEL_NEW): follow that one
+            holder = server.deployment_runs(url, deployment, ["RUNNING", "PENDING"])
+            if holder:
+                print(f"[demo] a scheduled run of {deployment} was already running, so this "
+                      f"one was cancelled (one run at a time); watching {holder[0]['name']}",
+                      flush=True)
+                run = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "watch",
+                                      holder[0]["id"]], env=env)
+            elif finished_since(url, deployment, t_run):
+                run = subprocess.CompletedProcess(run.args, 0)
         if run.returncode != 0:
             print(f"[demo] the flow run did not complete (exit {run.returncode}); see the log "
                   f"above and {args.home / 'serve.log'}", file=sys.stderr)

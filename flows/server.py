@@ -12,6 +12,7 @@ PREFECT_SERVER_DATABASE_CONNECTION_URL) for a PostgreSQL-backed server.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -80,6 +81,37 @@ def wait_for_deployment(url: str, name: str, timeout: float = 120.0,
             pass
         time.sleep(0.5)
     raise RuntimeError(f"deployment {name} not registered at {url} after {timeout:.0f} s")
+
+
+def _api(url: str, path: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{url}{path}", data=data, method="GET" if body is None else
+                                 "POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def deployment_runs(url: str, name: str, states: list[str], limit: int = 20) -> list[dict]:
+    """Flow runs of deployment `flow/deployment` in the given state types, newest first."""
+    dep = _api(url, f"/deployments/name/{urllib.parse.quote(name, safe='/')}")
+    return _api(url, "/flow_runs/filter", {
+        "deployments": {"id": {"any_": [dep["id"]]}},
+        "flow_runs": {"state": {"type": {"any_": states}}},
+        "sort": "EXPECTED_START_TIME_DESC", "limit": limit, "offset": 0})
+
+
+def crash_orphaned_runs(url: str, name: str) -> list[str]:
+    """Mark runs of a deployment that are RUNNING/PENDING/CANCELLING as CRASHED: for a server
+    just started by us no runner can be executing them (their process died with the last
+    session), and left alone they would hold the deployment's single slot for ever."""
+    names = []
+    for r in deployment_runs(url, name, ["RUNNING", "PENDING", "CANCELLING"]):
+        _api(url, f"/flow_runs/{r['id']}/set_state", {
+            "state": {"type": "CRASHED", "name": "Crashed",
+                      "message": "its process ended with an earlier session of the server"},
+            "force": True})
+        names.append(r["name"])
+    return names
 
 
 def start(home: Path = DEFAULT_HOME, port: int = DEFAULT_PORT, *, database_url: str | None = None,
