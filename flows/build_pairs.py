@@ -28,7 +28,6 @@ from prefect_dask import DaskTaskRunner
 
 from pipeline import build as pb
 from pipeline.catalog import Catalog, find_catalog, load_catalog
-from pipeline.manifest import remove_stale_temps
 from pipeline.summary import summary_markdown, survey_map_png
 
 FLOW_NAME = "build-pairs"
@@ -62,7 +61,6 @@ def _retry_on_io_error(task, task_run, state) -> bool:
 
 @task(name="plan", cache_policy=NO_CACHE)
 def plan_task(cat: Catalog, out: Path, r_loc_m: float | None, full_rebuild: bool) -> pb.BuildPlan:
-    remove_stale_temps(out)
     return pb.plan(cat, out, r_loc_m, full_rebuild)
 
 
@@ -144,10 +142,11 @@ def artifacts_task(report: dict, site: pb.Site, out: Path) -> None:
     key = report["catalog"].lower().replace("_", "-")
     create_markdown_artifact(markdown=summary_markdown(report), key=f"{key}-summary",
                              description=f"build-pairs summary for {report['catalog']}")
-    png = survey_map_png(site.locations, site.pairs, out / MAP_NAME,
+    png = survey_map_png(site.locations, site.pairs, None,
                          title=f"{report['catalog']}: {site.locations.num_rows} images, "
                                f"{site.pairs.num_rows} pairs within "
                                f"{report['pair_policy']['r_loc_m']:g} m")
+    pb.write_extra(report["catalog"], out, MAP_NAME, png)
     create_image_artifact(image_url="data:image/png;base64," + base64.b64encode(png).decode(),
                           key=f"{key}-survey-map",
                           description=f"tracks by dive and a sample of neighbour links ({MAP_NAME})")
@@ -166,11 +165,15 @@ def build_pairs(catalog: str = "seafloor", r_loc_m: float | None = None,
     t0 = time.perf_counter()
     cat = resolve_catalog(catalog)
     out = pb.output_dir(cat)
+    pb.prepare_output(cat, out)
     lk = pb.lock(out)
     pb.acquire(lk, out)
     try:
         bp = plan_task(cat, out, r_loc_m, full_rebuild)
+        for problem in bp.repairs:
+            logger.warning("%s: damaged output, repairing: %s", cat.name, problem)
         if bp.no_change:
+            pb.tidy(cat, out)
             logger.info("%s: no change (%d dives cached); manifests left untouched", cat.name,
                         len(bp.dives))
             return {"catalog": cat.name, "no_change": True, "dives": sorted(bp.dives)}

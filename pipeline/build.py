@@ -24,18 +24,40 @@ from . import crs as crs_policy
 from . import schema
 from .catalog import Catalog
 from .index import hilbert_distance, row_group_rows, to_geoparquet_table
-from .ingest import DiveResult, discover_dives, dive_fingerprint, ingest_dive
-from .manifest import (
-    base_metadata,
-    file_sha256,
-    remove_stale_temps,
-    with_metadata,
-    write_parquet_temp,
-    write_text_atomic,
+from .ingest import (
+    DiveResult,
+    discover_dives,
+    dive_fingerprint,
+    dive_folders,
+    dive_images,
+    dive_nav_source,
+    ingest_dive,
+)
+from .manifest import base_metadata, file_sha256, with_metadata
+from .output import (
+    CACHE,
+    LOCK_NAME,
+    MANIFEST_FILES,
+    OutputFolder,
+    OutputRefused,
+    begin_entry,
+    begin_generation,
+    check_entry,
+    check_links,
+    check_overlap,
+    claim,
+    dive_key,
+    finish_entry,
+    finish_generation,
+    link_names,
+    prune,
+    remove_entry,
+    retire_legacy,
+    switch_current,
+    temp_name,
+    verify_generation,
 )
 from .pairs import find_pairs
-
-LOCK_NAME = ".build.lock"
 
 
 class BuildLocked(RuntimeError):
@@ -52,6 +74,7 @@ class BuildPlan:
     removed: list[str]  # dives in the previous build but gone now
     state: dict  # what the published manifests were built from
     no_change: bool
+    repairs: list[str] = field(default_factory=list)  # damage found in the output, to repair
 
 
 @dataclass
@@ -68,6 +91,35 @@ def output_dir(cat: Catalog, out: str | Path | None = None) -> Path:
     return Path(out).resolve() if out else cat.output
 
 
+def check_output(cat: Catalog, out: Path) -> None:
+    """Refuse an output folder that overlaps the survey's inputs (OutputRefused)."""
+    root, real = Path(os.path.realpath(cat.root)), Path(os.path.realpath(out))
+    if root == real or root.is_relative_to(real):
+        raise OutputRefused(
+            f"output folder {real} {'is' if root == real else 'holds'} the catalog root {root}, "
+            "where the survey's dives are; the builder must never write among its inputs. Set "
+            "'output' in the catalog (or --out) to a folder of its own, e.g. <root>/manifests")
+    if not real.is_relative_to(root):
+        return  # disjoint trees: no input can be inside the output, nor the output in a dive
+    dives = discover_dives(cat)
+    folders = {"dive folder": dive_folders(cat)}
+    inputs: dict[str, list[Path]] = {"navigation file": [], "image": []}
+    for d in dives:
+        nav = dive_nav_source(cat, d)
+        if nav:
+            inputs["navigation file"].append(nav[1])
+        inputs["image"] += [cat.root / rel for rel in dive_images(cat, d)]
+    if cat.labels:
+        inputs["labels file"] = [cat.root / cat.labels]
+    check_overlap(real, inputs, folders)
+
+
+def prepare_output(cat: Catalog, out: Path) -> OutputFolder:
+    """Check the output against the inputs, then create and mark it or recognise it as ours."""
+    check_output(cat, out)
+    return claim(out, cat.name, cat.source, cat.root)
+
+
 def lock(out: Path) -> FileLock:
     """Exclusive lock on an output folder; a second build fails at once with a clear error."""
     out.mkdir(parents=True, exist_ok=True)
@@ -79,30 +131,42 @@ def acquire(lk: FileLock, out: Path) -> None:
         lk.acquire()
     except Timeout:
         raise BuildLocked(f"another build holds the lock on {out} ({out / LOCK_NAME}); "
-                          "wait for it to finish, or remove the lock file if no build runs") from None
+                          "wait for it to finish") from None
 
 
 def _cache_dir(out: Path, dive: str, fp: str) -> Path:
-    return out / "dives" / dive / fp[:16]
+    return out / CACHE / dive_key(dive) / fp[:16]
 
 
 def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bool = False) -> BuildPlan:
+    """What to ingest and whether anything changed, after checking the published set and the
+    cache against what was recorded when they were written (damage is repaired, not reused)."""
+    folder = claim(out, cat.name, cat.source, cat.root)
+    folder.own(CACHE)
     dives = {d: dive_fingerprint(cat, d) for d in discover_dives(cat)}
     policy = _policy(cat, r_loc_m)
     labels = cat.root / cat.labels if cat.labels else None
     state = {"catalog_sha256": cat.sha256, "dives": dives, "pair_policy": policy,
              "labels_sha256": file_sha256(labels) if labels and labels.exists() else None}
-    previous = {}
-    report_path = out / "report.json"
-    if report_path.exists():
-        previous = json.loads(report_path.read_text()).get("state", {})
-    cached = [d for d, fp in dives.items()
-              if not full_rebuild and (_cache_dir(out, d, fp) / "done").exists()]
-    changed = [d for d in dives if d not in cached]
+    gen = folder.current()
+    repairs = []
+    if gen is not None:
+        repairs += verify_generation(gen) + check_links(folder)
+    previous = gen.state if gen is not None and not repairs else {}
+    cached, changed = [], []
+    for d, fp in dives.items():
+        why = None if full_rebuild else check_entry(_cache_dir(out, d, fp), fp)
+        if full_rebuild or why is not None:
+            changed.append(d)
+            if why not in (None, "absent"):
+                repairs.append(f"cache of dive {d} ({_cache_dir(out, d, fp)}): {why}; "
+                               "ingesting the dive again")
+        else:
+            cached.append(d)
     removed = sorted(set(previous.get("dives", {})) - set(dives))
-    published = all((out / f).exists() for f in ("locations.parquet", "pairs.parquet", "quarantine.parquet"))
-    no_change = (not full_rebuild and published and previous == state and not changed)
-    return BuildPlan(cat, out, dives, cached, changed, removed, state, no_change)
+    no_change = (not full_rebuild and gen is not None and not repairs and previous == state
+                 and not changed)
+    return BuildPlan(cat, out, dives, cached, changed, removed, state, no_change, repairs)
 
 
 def _policy(cat: Catalog, r_loc_m: float | None) -> dict:
@@ -112,31 +176,35 @@ def _policy(cat: Catalog, r_loc_m: float | None) -> dict:
     return p
 
 
+CACHE_FILES = ("locations.parquet", "quarantine.parquet", "images.parquet", "summary.json")
+
+
 def ingest_cached(cat: Catalog, out: Path, dive: str, fingerprint: str, workers=None, progress=None) -> Path:
-    """Ingest one dive into its cache folder (keyed by the fingerprint); returns the folder."""
+    """Ingest one dive into its cache entry (keyed by the fingerprint); returns the entry.
+
+    The entry lists its files before writing them and records their sizes last (done.json), so
+    a killed ingest leaves an incomplete entry that the next build ingests again. Entries of the
+    dive's older fingerprints are removed by their own lists."""
     res = ingest_dive(cat, dive, workers=workers, progress=progress)
-    folder = _cache_dir(out, dive, fingerprint)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pandas(res.locations, preserve_index=False), folder / "locations.parquet")
-    pq.write_table(pa.Table.from_pandas(res.quarantine, preserve_index=False), folder / "quarantine.parquet")
+    entry = _cache_dir(out, dive, fingerprint)
+    begin_entry(entry, list(CACHE_FILES))
+    pq.write_table(pa.Table.from_pandas(res.locations, preserve_index=False), entry / "locations.parquet")
+    pq.write_table(pa.Table.from_pandas(res.quarantine, preserve_index=False), entry / "quarantine.parquet")
     shard = pa.table({"image_id": [s[0] for s in res.shards], "jpeg": [s[1] for s in res.shards]},
                      schema=schema.IMAGE_SHARD)
-    pq.write_table(shard, folder / "images.parquet", row_group_size=256)
-    (folder / "summary.json").write_text(json.dumps(
+    pq.write_table(shard, entry / "images.parquet", row_group_size=256)
+    (entry / "summary.json").write_text(json.dumps(
         {"dive": dive, "nav_format": res.nav_format, "images_found": res.images_found}))
-    (folder / "done").write_text(fingerprint)
-    # older fingerprints of this dive are superseded
-    for old in (out / "dives" / dive).iterdir():
-        if old != folder and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-    return folder
+    finish_entry(entry, fingerprint, list(CACHE_FILES))
+    for old in entry.parent.iterdir():  # older fingerprints of this dive are superseded
+        if old != entry and old.is_dir():
+            remove_entry(old)
+    return entry
 
 
 def load_cached(out: Path, dive: str, fingerprint: str) -> DiveResult:
     folder = _cache_dir(out, dive, fingerprint)
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())  # checked by plan (check_entry)
     return DiveResult(
         dive=dive, nav_format=summary["nav_format"],
         locations=pq.read_table(folder / "locations.parquet").to_pandas(),
@@ -229,63 +297,96 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
     return Site(table, pairs, qt, crs_policy.crs_epsg_string(site_crs), crs_policy.crs_projjson(site_crs), report)
 
 
+def shard_name(dive: str) -> str:
+    return f"images/{dive}.parquet"
+
+
 def publish(bp: BuildPlan, site: Site, timings: dict | None = None) -> dict:
-    """Write the manifests atomically (temp file + os.replace), shards, then report.json."""
+    """Publish the manifest set as one new generation, then switch ``current`` to it.
+
+    Every file is written inside a new generation folder (listed in its files.json first),
+    fsynced, and recorded with its size and digest in manifest.json; only then does one
+    os.replace point ``current`` at it. Generations other than the new and the previous one,
+    and cache entries of dives that are gone, are removed by their own lists."""
     cat, out = bp.catalog, bp.output
     t0 = time.perf_counter()
+    folder = claim(out, cat.name, cat.source, cat.root)
     counts = {"images": site.report["images_found"], "located": site.locations.num_rows,
               "quarantined": site.quarantine.num_rows, "pairs": site.pairs.num_rows}
     meta = base_metadata(cat.name, cat.sha256 or "", site.crs, counts)
-    # image shards first: a hard link of the cached shard under a temp name, then a rename
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    shards = [shard_name(d) for d in bp.dives]
+    gen = begin_generation(folder, [*MANIFEST_FILES, *shards])
+    # image shards: hard links of the cached shards (no bytes copied), a copy where the
+    # filesystem has no hard links; check_entry verified each cached shard in plan
     for dive, fp in bp.dives.items():
         src = _cache_dir(out, dive, fp) / "images.parquet"
-        dst = out / "images" / f"{dive}.parquet"
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        tmp.unlink(missing_ok=True)
+        dst = gen / shard_name(dive)
+        dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            tmp.hardlink_to(src)
+            dst.hardlink_to(src)
         except OSError:
-            shutil.copyfile(src, tmp)
-        tmp.replace(dst)
-    for stale in (out / "images").glob("*.parquet"):
-        if stale.stem not in bp.dives:
-            stale.unlink()
-    for dive in bp.removed:
-        shutil.rmtree(out / "dives" / dive, ignore_errors=True)
-    # All three manifests are written completely under temporary names first, then moved into
-    # place one after the other: a crash while writing leaves the previous set intact.
-    loc_path = out / "locations.parquet"
+            shutil.copyfile(src, dst)
     geo = with_metadata(to_geoparquet_table(site.locations, site.projjson), meta)
-    loc_tmp = write_parquet_temp(geo, loc_path, compression="zstd",
-                                 row_group_size=row_group_rows(site.locations.num_rows))
+    pq.write_table(geo, gen / "locations.parquet", compression="zstd",
+                   row_group_size=row_group_rows(site.locations.num_rows))
     pair_meta = {**meta, schema.META_PAIR_POLICY: json.dumps(site.report["pair_policy"], sort_keys=True),
-                 schema.META_LOCATIONS_SHA256: file_sha256(loc_tmp),
+                 schema.META_LOCATIONS_SHA256: file_sha256(gen / "locations.parquet"),
                  schema.META_LOCATIONS_PATH: "locations.parquet"}
-    pairs_tmp = write_parquet_temp(with_metadata(site.pairs, pair_meta), out / "pairs.parquet",
-                                   compression="zstd")
-    quar_tmp = write_parquet_temp(with_metadata(site.quarantine, meta), out / "quarantine.parquet")
-    for tmp, final in ((loc_tmp, loc_path), (pairs_tmp, out / "pairs.parquet"),
-                       (quar_tmp, out / "quarantine.parquet")):
-        os.replace(tmp, final)
-    report = {**site.report, "output": str(out), "created_utc": meta[schema.META_CREATED],
-              "state": bp.state}
+    pq.write_table(with_metadata(site.pairs, pair_meta), gen / "pairs.parquet", compression="zstd")
+    pq.write_table(with_metadata(site.quarantine, meta), gen / "quarantine.parquet")
+    report = {**site.report, "output": str(out), "generation": gen.name,
+              "created_utc": meta[schema.META_CREATED], "state": bp.state,
+              "repaired": bp.repairs}
     report["seconds"] = {**(timings or {}), **report["seconds"], "publish": round(time.perf_counter() - t0, 3)}
-    write_text_atomic(json.dumps(report, indent=1), out / "report.json")
+    (gen / "report.json").write_text(json.dumps(report, indent=1))
+    finish_generation(gen, bp.state, shards)
+    switch_current(folder, gen)  # the one atomic step: readers now see the new set
+    link_names(folder)
+    retire_legacy(folder)
+    link_names(folder)
+    prune(folder)
+    kept = {dive_key(d) for d in bp.dives}
+    for key, entries in folder.cache_dives().items():
+        if key not in kept:
+            for entry in entries:
+                remove_entry(entry)
     return report
+
+
+def tidy(cat: Catalog, out: Path) -> None:
+    """Remove old generations that a build killed after its switch left behind."""
+    prune(claim(out, cat.name, cat.source, cat.root))
+
+
+def write_extra(catalog: str, out: Path, name: str, data: bytes) -> Path:
+    """A file beside the manifests (the survey map): recorded as the builder's, then written
+    atomically; a name the builder did not record is never overwritten."""
+    folder = claim(out, catalog)
+    path = out / name
+    if path.exists() and name not in folder.record.get("owned", []):
+        raise OutputRefused(f"{path}: a file the builder did not write is in the way; move it "
+                            "away and run the build again")
+    folder.own(name)
+    tmp = path.with_name(temp_name(name))
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
 
 
 def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = None,
           full_rebuild: bool = False, workers: int | None = None, log=print, progress_factory=None) -> dict:
     """Run the whole pipeline for one catalog under the output folder's lock."""
     out_dir = output_dir(cat, out)
+    prepare_output(cat, out_dir)
     lk = lock(out_dir)
     acquire(lk, out_dir)
     try:
         t0 = time.perf_counter()
-        remove_stale_temps(out_dir)
         bp = plan(cat, out_dir, r_loc_m, full_rebuild)
+        for problem in bp.repairs:
+            log(f"{cat.name}: damaged output, repairing: {problem}")
         if bp.no_change:
+            tidy(cat, out_dir)
             log(f"{cat.name}: no change ({len(bp.dives)} dives cached); manifests left untouched")
             report = json.loads((out_dir / "report.json").read_text())
             report["no_change"] = True

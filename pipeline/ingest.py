@@ -22,6 +22,7 @@ from pyproj import CRS, Transformer
 from . import reasons
 from .catalog import Catalog, NavSource
 from .images import ImageCheck, check_images
+from .output import MARKER as OUTPUT_MARKER
 from .readers import image_time_from_name, read_nav
 
 DIVE_COLUMNS = ["image_id", "dive", "path", "timestamp", "lat", "lon", "depth_m", "altitude_m",
@@ -41,10 +42,17 @@ class DiveResult:
     images_found: int = 0
 
 
+def dive_folders(cat: Catalog) -> list[Path]:
+    """The folders under the root matching the catalog's ``dives`` glob, sorted.
+
+    A folder that is a builder's output (it holds the output marker) is never a dive."""
+    return sorted(Path(p) for p in glob.glob(str(cat.root / cat.dives))
+                  if Path(p).is_dir() and not (Path(p) / OUTPUT_MARKER).exists())
+
+
 def discover_dives(cat: Catalog) -> list[str]:
-    """Dive ids: folder names under the root matching the catalog's ``dives`` glob."""
-    found = sorted(Path(p) for p in glob.glob(str(cat.root / cat.dives)) if Path(p).is_dir())
-    return [p.name for p in found]
+    """Dive ids: the names of the dive folders."""
+    return [p.name for p in dive_folders(cat)]
 
 
 def dive_images(cat: Catalog, dive: str) -> list[str]:

@@ -74,12 +74,6 @@ def write_parquet_temp(table: pa.Table, path: Path, **kwargs) -> Path:
     return tmp
 
 
-def remove_stale_temps(folder: Path) -> None:
-    """Temporary files a killed writer left behind."""
-    for stale in folder.glob(".*.tmp-*"):
-        stale.unlink(missing_ok=True)
-
-
 def write_text_atomic(text: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
@@ -94,8 +88,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def locations_path_for(pairs_path: str | Path) -> Path:
-    """The locations file a pairs manifest names (relative to the pairs file's folder)."""
-    pairs_path = Path(pairs_path)
+    """The locations file a pairs manifest names, relative to the folder the pairs file really
+    lies in: ``<output>/pairs.parquet`` is a link into the current generation, and resolving it
+    first keeps both reads in that one generation while a new one is published."""
+    pairs_path = Path(os.path.realpath(pairs_path))
     meta = read_metadata(pairs_path)
     rel = meta.get(schema.META_LOCATIONS_PATH)
     if not rel:
@@ -106,7 +102,7 @@ def locations_path_for(pairs_path: str | Path) -> Path:
 
 def read_pairs(pairs_path: str | Path) -> tuple[pa.Table, pa.Table]:
     """Read pairs.parquet and the locations.parquet it refers to, refusing mismatched files."""
-    pairs_path = Path(pairs_path)
+    pairs_path = Path(os.path.realpath(pairs_path))
     loc_path = locations_path_for(pairs_path)
     meta = read_metadata(pairs_path)
     expected = meta.get(schema.META_LOCATIONS_SHA256)

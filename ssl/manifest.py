@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,10 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
     if not pairs_path.is_file():
         raise ManifestError(f"{pairs_path}: no such file; expected the pairs.parquet of a built "
                             f"manifest folder ({REBUILD})")
-    meta = _read_metadata(pairs_path)
+    # <output>/pairs.parquet links into the current generation: read every file from the folder
+    # it really lies in, so a build publishing meanwhile cannot mix two sets
+    real = Path(os.path.realpath(pairs_path))
+    meta = _read_metadata(real)
     missing = [k for k in REQUIRED_META if not meta.get(k)]
     if missing:
         raise ManifestError(f"{pairs_path}: metadata key(s) {missing} missing (found "
@@ -123,7 +127,7 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
         raise ManifestError(f"{pairs_path}: metadata '{META_PAIR_POLICY}' has no r_loc_m "
                             f"(found {policy!r}); {REBUILD}")
 
-    folder = pairs_path.parent
+    folder = real.parent
     loc_path = folder / meta[META_LOCATIONS_PATH]
     if not loc_path.is_file():
         raise ManifestError(f"{pairs_path} names the locations file {loc_path}, which does not "
@@ -159,7 +163,7 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
     else:
         centre, extent = np.zeros(2), 1.0
 
-    pairs = _read_table(pairs_path, PAIR_COLUMNS, "pairs manifest")
+    pairs = _read_table(real, PAIR_COLUMNS, "pairs manifest")
     anchor = pairs.column("anchor").to_numpy().astype(np.int32)
     positive = pairs.column("positive").to_numpy().astype(np.int32)
     distance = pairs.column("distance_m").to_numpy().astype(np.float32)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -187,43 +186,6 @@ def test_second_concurrent_build_is_refused_with_a_clear_error(built):
         assert res.returncode == 2 and "another build holds the lock" in res.stderr
     finally:
         held.release()
-
-
-def test_killed_build_leaves_previous_manifests_intact(survey, tmp_path):
-    site = tmp_path / "site"
-    shutil.copytree(survey, site, ignore=shutil.ignore_patterns("manifests"))
-    cat = load_catalog(site / "catalog.yaml")
-    build(cat, workers=1, log=lambda *_: None)
-    names = ("locations.parquet", "pairs.parquet", "quarantine.parquet")
-    before = {n: file_sha256(cat.output / n) for n in names}
-    shutil.copytree(survey / "dive02", site / "dive07")
-    # The build process is killed (SIGKILL) in the middle of publishing: locations.parquet is
-    # written, pairs.parquet half written, when the process dies.
-    crash = (
-        "import os, signal, sys\n"
-        "import pyarrow.parquet as pq\n"
-        "import pipeline.build as b\n"
-        "from pipeline.catalog import load_catalog\n"
-        "real = b.write_parquet_temp\n"
-        "def dying(table, path, **kw):\n"
-        "    if path.name == 'pairs.parquet':\n"
-        "        with pq.ParquetWriter(b.os.fspath(path.with_name('.pairs.parquet.tmp-x')), table.schema) as w:\n"
-        "            w.write_table(table.slice(0, 1))\n"
-        "            os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    return real(table, path, **kw)\n"
-        "b.write_parquet_temp = dying\n"
-        "b.build(load_catalog(sys.argv[1]), workers=1, log=lambda *_: None)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", crash, str(site / "catalog.yaml")], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    assert list(cat.output.glob(".*.tmp-*"))  # the killed writer left its temporary files
-    assert {n: file_sha256(cat.output / n) for n in names} == before
-    read_pairs(cat.output / "pairs.parquet")  # still a consistent pair of files
-    r = build(cat, workers=2, log=lambda *_: None)
-    assert "dive07" in r["per_dive"]
-    read_pairs(cat.output / "pairs.parquet")
-    assert not list(cat.output.glob(".*.tmp-*"))
 
 
 def test_bbox_read_of_one_percent_touches_few_row_groups(tmp_path):
