@@ -311,3 +311,23 @@ def test_a_reader_open_on_the_previous_generation_keeps_reading(survey, tmp_path
         assert pq.read_table(shard).num_rows > 0
     assert m.locations_path.is_file()
     assert _set_digest(m.pairs_path.resolve())[0] == m.n
+
+
+def test_synth_never_empties_a_folder_it_did_not_write(tmp_path):
+    real = tmp_path / "real-survey"
+    (real / "dive01" / "images").mkdir(parents=True)
+    (real / "dive01" / "images" / "0001.jpg").write_bytes(b"a real image")
+    res = subprocess.run([sys.executable, "-m", "pipeline.synth", "--out", str(real), "--dives", "1",
+                          "--images-per-dive", "5"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 2 and "not empty" in res.stderr and "Traceback" not in res.stderr
+    assert (real / "dive01" / "images" / "0001.jpg").read_bytes() == b"a real image"
+    # its own folder is regenerated; a dive folder someone else added there is refused
+    own = tmp_path / "own"
+    generate(SynthConfig(out=own, dives=1, images_per_dive=5, workers=1))
+    generate(SynthConfig(out=own, dives=1, images_per_dive=5, workers=1))
+    (own / "dive02").mkdir()
+    (own / "dive02" / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="did not write"):
+        generate(SynthConfig(out=own, dives=2, images_per_dive=5, workers=1))
+    assert (own / "dive02" / "keep.txt").read_text() == "mine"

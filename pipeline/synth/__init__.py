@@ -7,11 +7,12 @@ labels.csv, truth.csv, faults.json, survey.json, site.png and a catalog.yaml for
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from .navformats import FORMATS
-from .survey import DEFAULT_LAT, DEFAULT_LON, SynthConfig, generate
+from .survey import DEFAULT_LAT, DEFAULT_LON, SynthConfig, SynthRefused, generate
 
 __all__ = ["SynthConfig", "generate", "main"]
 
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         lat=args.lat, lon=args.lon, workers=args.workers,
     )
     t0 = time.perf_counter()
-    summary = generate(cfg)
+    try:
+        summary = generate(cfg)
+    except SynthRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     secs = time.perf_counter() - t0
     print(f"wrote {summary['images']} images in {len(summary['dives'])} dives to {args.out} "
           f"in {secs:.1f} s; CRS {summary['crs']}")

@@ -107,6 +107,19 @@ def _jump(frame: SiteFrame, poses: dict, i: int, metres: float, origin) -> None:
     poses["east_local"][i], poses["north_local"][i] = e, n
 
 
+class SynthRefused(ValueError):
+    """The output folder holds data the generator did not write."""
+
+
+def _previous_survey(out: Path) -> dict | None:
+    path = out / "survey.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("generator") == "pipeline.synth" else None
+
+
 def generate(cfg: SynthConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,9 +134,22 @@ def generate(cfg: SynthConfig) -> dict:
     start = dt.datetime.fromisoformat(cfg.start).timestamp()
     plans = plan_dives(cfg.dives, cfg.images_per_dive, cfg.seed, start, nav_only=cfg.nav_only)
 
-    for plan in plans:  # regenerating into a folder replaces its dives (no stale images)
-        if (out / plan.name).is_dir():
-            shutil.rmtree(out / plan.name)
+    # regenerating into a folder replaces the dives the generator wrote there (no stale
+    # images), and only those: a folder it did not write is refused, never emptied
+    previous = _previous_survey(out)
+    written = {d["name"] for d in previous.get("dives", [])} if previous else set()
+    if previous is None and any(out.iterdir()):
+        raise SynthRefused(f"--out {out} is not empty and holds no survey.json of the generator; "
+                           "it writes (and on a re-run replaces) dive folders there, so it only "
+                           "uses a new or empty folder, or one it wrote. Choose another --out")
+    for plan in plans:
+        if (out / plan.name).exists() and plan.name not in written:
+            raise SynthRefused(f"{out / plan.name} exists but the generator did not write it "
+                               f"(not in {out / 'survey.json'}); move it away or choose another "
+                               "--out")
+    for name in sorted(written):
+        if (out / name).is_dir() and not (out / name).is_symlink():
+            shutil.rmtree(out / name)
     jobs: list[tuple] = []
     dive_records = []
     faults: list[dict] = []
