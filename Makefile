@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed.stamp
 DEMO   := data/seafloor
+# every demo and reproduction trains into a new run folder: runs are never overwritten
+STAMP_UTC := $(shell date -u +%Y%m%d-%H%M%S)
+DEMO_RUN  := runs/demo-geoclr-$(STAMP_UTC)
 
 .PHONY: demo test lint venv synth server reproduce reproduce-smoke clean-demo
 
@@ -34,10 +37,10 @@ demo: $(DEMO)/catalog.yaml
 	$(BIN)/python -m flows.demo --catalog seafloor
 	$(BIN)/python -m ssl.train --manifest $(DEMO)/manifests/pairs.parquet --objective geoclr \
 	  --sp 0.5 --steps 50 --backbone resnet18 --image-size 96 --batch-size 64 \
-	  --out runs/demo-geoclr
-	$(BIN)/python -m ssl.evaluate --checkpoint runs/demo-geoclr/last.pt \
-	  --manifest $(DEMO)/manifests/pairs.parquet --out runs/demo-geoclr/eval
-	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png); run folder: runs/demo-geoclr"
+	  --out $(DEMO_RUN)
+	$(BIN)/python -m ssl.evaluate --checkpoint $(DEMO_RUN)/last.pt \
+	  --manifest $(DEMO)/manifests/pairs.parquet --out $(DEMO_RUN)/eval
+	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png); run folder: $(DEMO_RUN)"
 
 # The reproduction table: simclr, simclr+sp, geoclr, geoclr+sp and csp (mc, nce, l2) trained
 # and evaluated with the same budget and seeds on a survey larger than the demo site.
@@ -48,12 +51,13 @@ $(BENCH)/manifests/pairs.parquet: $(STAMP)
 
 reproduce: $(BENCH)/manifests/pairs.parquet
 	$(BIN)/python -m ssl.reproduce --manifest $(BENCH)/manifests/pairs.parquet --preset full \
-	  --out runs/reproduce --report REPRODUCTION.md
+	  --out runs/reproduce-$(STAMP_UTC) --report REPRODUCTION.md
 
 # CPU-sized: a few minutes, same code path (used by the tests on a mini-survey).
 reproduce-smoke: $(BENCH)/manifests/pairs.parquet
 	$(BIN)/python -m ssl.reproduce --manifest $(BENCH)/manifests/pairs.parquet --preset smoke \
-	  --out runs/reproduce-smoke --report runs/reproduce-smoke/REPRODUCTION.md
+	  --out runs/reproduce-smoke-$(STAMP_UTC) \
+	  --report runs/reproduce-smoke-$(STAMP_UTC)/REPRODUCTION.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

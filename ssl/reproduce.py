@@ -9,6 +9,10 @@ mc, nce and l2 losses (on the geoclr encoder of the same seed); evaluates each w
 encoder, so that +sp can be compared with its baseline) and writes REPRODUCTION.md: macro-F1 at
 128 and full dims, the spatial-task scores and the CSP scores, each mean ± std over training
 seeds × split seeds, beside the papers' claims with a plain verdict for each.
+
+A previous reproduction is never overwritten by accident: when --out already holds any of the
+runs (or reproduce.json) it refuses before training anything; use a new --out, or --overwrite
+to train every run afresh (each run folder is replaced as `ssl.train --overwrite` does).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from pathlib import Path
 
 import torch
 
+from . import runfolder
 from .evaluate import main as evaluate_main
+from .train import TrainingError, positive_int
 from .train import main as train_main
 
 PRESETS = {
@@ -57,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--manifest", required=True, help="pairs.parquet of the benchmark survey")
     p.add_argument("--preset", choices=sorted(PRESETS), default="full")
-    p.add_argument("--out", default="runs/reproduce", help="folder for every run")
+    p.add_argument("--out", default="runs/reproduce",
+                   help="folder for every run; refused when it holds a previous reproduction "
+                        "unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain into the run folders of a previous reproduction in --out")
     p.add_argument("--report", default="REPRODUCTION.md", help="markdown report to write")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="override the preset's steps")
     p.add_argument("--train-seeds", default=None, help="override, e.g. 0,1,2")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None)
     p.add_argument("--workers", type=int, default=None, help="CPU decode processes")
@@ -73,6 +84,18 @@ def _run(fn, argv: list[str], what: str) -> None:
         raise SystemExit(f"[reproduce] {what} failed with exit code {code}")
 
 
+def run_names(seeds: list[int]) -> list[str]:
+    return [f"{name}-s{seed}" for seed in seeds
+            for name in [*IMAGE_CONFIGS, *(f"csp-{loss}" for loss in CSP_LOSSES)]]
+
+
+def previous_reproduction(out: Path, seeds: list[int]) -> list[str]:
+    """The entries of `out` this reproduction would replace (non-empty run folders and
+    reproduce.json)."""
+    found = [f"{n}/" for n in run_names(seeds) if not runfolder.inspect(out / n).empty]
+    return found + (["reproduce.json"] if (out / "reproduce.json").exists() else [])
+
+
 def run_all(args) -> dict:
     cfg = dict(PRESETS[args.preset])
     if args.steps:
@@ -80,9 +103,18 @@ def run_all(args) -> dict:
     if args.train_seeds:
         cfg["train_seeds"] = [int(s) for s in args.train_seeds.split(",")]
     out = Path(args.out)
+    overwrite = getattr(args, "overwrite", False)
+    found = previous_reproduction(out, cfg["train_seeds"])
+    if found and not overwrite:
+        more = f" and {len(found) - 6} more" if len(found) > 6 else ""
+        raise TrainingError(f"{out} already holds a reproduction ({', '.join(found[:6])}{more});"
+                            " nothing was changed. Use a new --out, or --overwrite to retrain "
+                            "those runs.")
     common = ["--manifest", args.manifest, "--backbone", cfg["backbone"], "--image-size",
               str(cfg["image_size"]), "--batch-size", str(cfg["batch_size"]),
               "--log-every", "50", "--checkpoint-every", "100000"]
+    if overwrite:
+        common += ["--overwrite"]
     if args.device:
         common += ["--device", args.device]
     if args.workers is not None:
@@ -257,7 +289,11 @@ def _fmt(d, pct: bool = True) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    res = run_all(args)
+    try:
+        res = run_all(args)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "reproduce.json").write_text(json.dumps(res, indent=1, default=str))

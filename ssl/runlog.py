@@ -13,11 +13,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
+# The files and folder the trainer writes into a run folder (runfolder.py decides, from these
+# names, whether a folder holds a run and what --overwrite may remove).
+ARGS_JSON = "args.json"
+CHECKPOINT = "last.pt"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_PREFIX = "events.out.tfevents."  # SummaryWriter's file names
+
+
 # --- checkpoints ----------------------------------------------------------------------------
+
+def checkpoint_tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Atomic: a temporary file in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = checkpoint_tmp(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -47,11 +61,15 @@ class StopFlag:
 # --- logging --------------------------------------------------------------------------------
 
 class Metrics:
-    """metrics.jsonl (+ metrics.csv at the end, TensorBoard when installed); rank 0 only."""
+    """metrics.jsonl (+ metrics.csv at the end, TensorBoard when installed); rank 0 only.
+
+    With `resume_step` the rows up to that step are kept and new ones appended; otherwise the
+    file starts empty (the trainer only gets here for a new folder or after --overwrite has
+    removed the previous run's files)."""
 
     def __init__(self, out: Path, enabled: bool, resume_step: int | None):
         self.enabled = enabled
-        self.path = out / "metrics.jsonl"
+        self.path = out / METRICS_JSONL
         self.rows: list[dict] = []
         self.tb = None
         if not enabled:
@@ -66,7 +84,7 @@ class Metrics:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tensorboard"))
+            self.tb = SummaryWriter(str(out / TENSORBOARD_DIR))
         except Exception:  # tensorboard is optional
             self.tb = None
 
@@ -87,7 +105,7 @@ class Metrics:
         keys = list(dict.fromkeys(k for r in self.rows for k in r))
         lines = [",".join(keys)] + [",".join("" if r.get(k) is None else str(r.get(k))
                                              for k in keys) for r in self.rows]
-        (self.path.parent / "metrics.csv").write_text("\n".join(lines) + "\n")
+        (self.path.parent / METRICS_CSV).write_text("\n".join(lines) + "\n")
         if self.tb is not None:
             self.tb.close()
 

@@ -8,12 +8,21 @@ backward -> step -> log -> checkpoint. The learning rate, the data order (seed, 
 (seed, step) are functions of the global step, so `--resume` continues exactly.
 Multi-GPU / multi-node: `torchrun --nproc_per_node G -m ssl.train ...` (DDP; negatives are
 gathered across ranks).
+
+Run folders: a run is never overwritten by accident. Without --out every run gets a new folder,
+runs/<objective>-<UTC time YYYYmmdd-HHMMSS> (-2, -3, ... if taken). With --out the folder must
+be new or empty; a folder that already holds a run (args.json, last.pt or metrics.jsonl) is
+refused unless --resume continues it or --overwrite replaces it. --overwrite removes only the
+files the trainer writes (args.json, last.pt, metrics.jsonl, metrics.csv, TensorBoard event
+files) and leaves anything else, such as an evaluation in eval/, untouched; a folder that is not
+empty but holds no run is refused even with --overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,9 +30,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from . import runfolder
 from .manifest import ManifestError, load_manifest
 from .models import BACKBONES
-from .runlog import load_checkpoint
+from .runlog import CHECKPOINT, load_checkpoint
 from .runs import (  # noqa: F401 - re-exported: the trainer's public names live here
     CSPRun,
     ImageRun,
@@ -35,12 +45,41 @@ from .runs import (  # noqa: F401 - re-exported: the trainer's public names live
 )
 
 OBJECTIVES = ("simclr", "geoclr", "sp", "csp")
-CKPT = "last.pt"
+CKPT = CHECKPOINT
+
+
+# --- numeric flags: a nonsensical value is an argparse error (exit 2), never a silent no-op ---
+
+def _number(kind, text: str, ok, rule: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(int, text, lambda v: v > 0, "a whole number > 0")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(int, text, lambda v: v >= 0, "a whole number >= 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(float, text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(float, text, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ssl.train", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[-1].strip().strip('"'),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--manifest", required=True,
                    help="pairs.parquet written by the pipeline; its metadata locates "
@@ -49,37 +88,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simclr: two views of each image; geoclr: an r_loc neighbour is the "
                         "positive; sp: spatial prediction alone; csp: location encoder against "
                         "a locked image encoder (needs --image-encoder)")
-    p.add_argument("--sp", type=float, nargs="?", const=0.5, default=0.0, metavar="W",
+    p.add_argument("--sp", type=non_negative_float, nargs="?", const=0.5, default=0.0,
+                   metavar="W",
                    help="add the SP loss with weight W to simclr/geoclr (0.5 when given bare)")
     p.add_argument("--backbone", choices=BACKBONES, default="resnet18",
                    help="torchvision backbone without downloaded weights ('tiny': small CNN for "
                         "CPU smoke runs)")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="initialise the encoder from a local checkpoint (last.pt of a run)")
-    p.add_argument("--image-size", type=int, default=224, help="side of the training views (px)")
-    p.add_argument("--sp-size", type=int, default=None,
+    p.add_argument("--image-size", type=positive_int, default=224,
+                   help="side of the training views (px)")
+    p.add_argument("--sp-size", type=positive_int, default=None,
                    help="side of the SP crops (px); default image-size // 2")
-    p.add_argument("--batch-size", type=int, default=256, help="images per step per process")
+    p.add_argument("--batch-size", type=positive_int, default=256,
+                   help="images per step per process")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=int, default=None, help="passes over the images")
-    g.add_argument("--steps", type=int, default=None,
+    g.add_argument("--epochs", type=positive_int, default=None, help="passes over the images")
+    g.add_argument("--steps", type=positive_int, default=None,
                    help="optimiser steps (default: 100 epochs' worth)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    p.add_argument("--warmup-steps", type=int, default=None,
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=1e-4,
+                   help="AdamW weight decay")
+    p.add_argument("--warmup-steps", type=non_negative_int, default=None,
                    help="linear warm-up steps before the cosine decay (default 5%% of the run)")
-    p.add_argument("--temperature", type=float, default=0.1, help="softmax temperature")
+    p.add_argument("--temperature", type=positive_float, default=0.1, help="softmax temperature")
     p.add_argument("--no-mask-neighbours", dest="mask_neighbours", action="store_false",
                    help="geoclr: keep batch items within r_loc of each other as negatives")
     p.add_argument("--out", default=None,
-                   help="run folder (args.json, metrics, checkpoints); default runs/<objective>")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+                   help="run folder (args.json, last.pt, metrics.jsonl/.csv, tensorboard/): new "
+                        "or empty, or a run to --resume or --overwrite; default: a new folder "
+                        "runs/<objective>-<UTC YYYYmmdd-HHMMSS> for every run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last.pt (metrics are appended)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out: its args.json, last.pt, metrics and "
+                        "TensorBoard events are removed first; files the trainer did not write "
+                        "are left untouched")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None,
                    help="default: cuda when available")
     p.add_argument("--precision", choices=["bf16", "fp32"], default=None,
                    help="autocast dtype; default bf16 on cuda, fp32 on cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=non_negative_int, default=None,
                    help="CPU decode processes when there is no GPU (default: cores - 1; 0: "
                         "decode in the training process)")
     p.add_argument("--seed", type=int, default=0, help="data order, augmentation, init")
@@ -89,12 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="csp loss: mc (InfoNCE + random negative locations + SimCSE), nce, l2")
     p.add_argument("--location-encoder", choices=["theory", "grid", "rbf"], default="theory",
                    help="csp location encoder")
-    p.add_argument("--csp-negatives", type=int, default=64,
+    p.add_argument("--csp-negatives", type=positive_int, default=64,
                    help="csp: random negative locations per step, inside the site footprint")
-    p.add_argument("--checkpoint-every", type=int, default=500,
+    p.add_argument("--checkpoint-every", type=positive_int, default=500,
                    help="steps between checkpoints (and one at the end)")
-    p.add_argument("--log-every", type=int, default=10, help="steps between log lines")
-    p.add_argument("--stop-at-step", type=int, default=None,
+    p.add_argument("--log-every", type=positive_int, default=10, help="steps between log lines")
+    p.add_argument("--stop-at-step", type=positive_int, default=None,
                    help="save and stop after this global step, as if interrupted (time-sliced "
                         "clusters; --resume continues)")
     return p
@@ -128,8 +178,15 @@ def resolve(args: argparse.Namespace, device: torch.device) -> argparse.Namespac
         args.workers = max(0, min(8, (os.cpu_count() or 1) - 1))
     if args.sp_size is None:
         args.sp_size = max(16, args.image_size // 2)
-    if args.out is None:
-        args.out = str(Path("runs") / args.objective)
+    overwrite = getattr(args, "overwrite", False)
+    if args.resume and overwrite:
+        raise TrainingError("--resume and --overwrite contradict each other: --resume continues "
+                            "the run in --out, --overwrite replaces it; give one")
+    if args.out is None and (args.resume or overwrite):
+        flag = "--resume" if args.resume else "--overwrite"
+        raise TrainingError(f"{flag} needs --out, the run folder to "
+                            f"{'continue' if args.resume else 'replace'} (without --out every "
+                            "run gets a new folder)")
     if args.objective == "csp" and not args.image_encoder:
         raise TrainingError("--objective csp needs --image-encoder CKPT (last.pt of a simclr or "
                             "geoclr run): CSP trains a location encoder against a locked one")
@@ -138,34 +195,79 @@ def resolve(args: argparse.Namespace, device: torch.device) -> argparse.Namespac
     return args
 
 
+def on_rank0(rank: int, world: int, fn):
+    """Run `fn` on rank 0 only and hand its result, or its refusal, to every rank, so that all
+    of them go on with the same run folder or all stop with the same message (no rank waits
+    in a collective for one that has given up)."""
+    result = error = None
+    if rank == 0:
+        try:
+            result = fn()
+        except TrainingError as exc:
+            error = str(exc)
+        except OSError as exc:  # permissions, a full disk, ...
+            error = f"run folder: {exc}"
+    if world > 1:
+        box = [result, error]
+        dist.broadcast_object_list(box, src=0)
+        result, error = box
+    if error is not None:
+        raise TrainingError(error)
+    return result
+
+
+def choose_run_folder(args: argparse.Namespace) -> tuple[str, bool]:
+    """Rank 0: the run folder and whether this call created it; refuses a folder that holds a
+    run (or anything else) unless --resume / --overwrite say what to do with it."""
+    overwrite = getattr(args, "overwrite", False)
+    if args.out is None:
+        out, plan, created = runfolder.fresh_folder(args.objective), "new", True
+    else:
+        out, created = Path(args.out), False
+        plan = runfolder.check(out, resume=args.resume, overwrite=overwrite)
+    print(f"[train] run folder {out}: {plan}", flush=True)
+    return str(out), created
+
+
 def train(args: argparse.Namespace) -> dict:
     rank, world, device = setup_distributed(args.device)
     args = resolve(args, device)
     main_rank = rank == 0
+    args.out, created = on_rank0(rank, world, lambda: choose_run_folder(args))
     out = Path(args.out)
-    if main_rank:
-        out.mkdir(parents=True, exist_ok=True)
-    try:
-        manifest = load_manifest(args.manifest)
-    except ManifestError as exc:
-        raise TrainingError(str(exc)) from None
-    torch.manual_seed(args.seed)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-
     ckpt_path = out / CKPT
-    resume_state = None
-    if args.resume:
-        if not ckpt_path.exists():
-            raise TrainingError(f"--resume: no checkpoint at {ckpt_path}")
-        resume_state = load_checkpoint(ckpt_path, device)
-        check_resume(resume_state, args, manifest.locations_sha256)
-    if main_rank:
-        (out / "args.json").write_text(json.dumps(vars(args), indent=1))
-    run = CSPRun if args.objective == "csp" else ImageRun
-    runner = run(args, manifest, device, rank, world)
+    try:
+        try:
+            manifest = load_manifest(args.manifest)
+        except ManifestError as exc:
+            raise TrainingError(str(exc)) from None
+        torch.manual_seed(args.seed)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+
+        resume_state = None
+        if args.resume:
+            resume_state = load_checkpoint(ckpt_path, device)
+            check_resume(resume_state, args, manifest.locations_sha256)
+        run = CSPRun if args.objective == "csp" else ImageRun
+        runner = run(args, manifest, device, rank, world)
+    except BaseException:
+        if main_rank and created:  # a new folder that nothing was written to: leave no trace
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
+
+    def start_writing() -> None:  # everything is checked; only now is anything replaced
+        if getattr(args, "overwrite", False):
+            runfolder.remove_run_files(out)
+        runfolder.claim(out, json.dumps(vars(args), indent=1),
+                        fresh=not (args.resume or getattr(args, "overwrite", False)))
+
+    on_rank0(rank, world, start_writing)
     try:
         return runner.fit(resume_state, ckpt_path)
     finally:

@@ -41,3 +41,17 @@ def test_verdicts_follow_the_numbers():
     assert verdict(_delta([0.71, 0.75, 0.67], [0.70, 0.74, 0.66])).startswith("same direction")
     assert verdict(_delta([0.6, 0.61], [0.7, 0.72])).startswith("not reproduced")
     assert verdict(None) == "not measured"
+
+
+def test_a_previous_reproduction_is_refused_before_anything_is_trained(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    (runs / "geoclr-s0").mkdir(parents=True)
+    (runs / "geoclr-s0" / "last.pt").write_bytes(b"a previous run")
+    code = main(["--manifest", str(tmp_path / "no-such.parquet"), "--preset", "smoke",
+                 "--out", str(runs), "--report", str(tmp_path / "R.md"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds a reproduction" in err and "geoclr-s0/" in err, err
+    assert "--overwrite" in err and "new --out" in err
+    assert (runs / "geoclr-s0" / "last.pt").read_bytes() == b"a previous run"
+    assert sorted(p.name for p in runs.iterdir()) == ["geoclr-s0"]
+    assert not (tmp_path / "R.md").exists()

@@ -1,5 +1,6 @@
 """The trainer end to end on CPU: every objective on a generated mini-survey, exact resume,
-clean stop on SIGTERM, non-finite loss, manifest refusal, DDP with torchrun (gloo)."""
+clean stop on SIGTERM, non-finite loss, manifest refusal, DDP with torchrun (gloo), and run
+folders that are never overwritten by accident."""
 
 from __future__ import annotations
 
@@ -181,6 +182,27 @@ def test_torchrun_ddp_on_cpu_with_gloo(manifest, tmp_path):
     assert len(losses(out)) == 4 and torch.load(out / "last.pt", weights_only=True)["step"] == 4
 
 
+def test_torchrun_ranks_agree_on_one_new_folder_and_on_a_refusal(manifest, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m",
+             "seafloor_ssl.train", "--manifest", str(manifest), *SMALL, "--objective", "simclr",
+             "--steps", "2", "--batch-size", "8", *extra],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    res = torchrun()
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert torch.load(folder / "last.pt", weights_only=True)["step"] == 2
+    before = sha256s(folder)
+    res = torchrun("--out", str(folder))  # every rank stops with the refusal, none hangs
+    assert res.returncode != 0 and "already holds a simclr run" in res.stderr, res.stderr[-3000:]
+    assert sha256s(folder) == before and len(list((tmp_path / "runs").iterdir())) == 1
+
+
 def _free_port() -> int:
     import socket
 
@@ -218,3 +240,148 @@ def test_init_accepts_a_run_checkpoint_or_a_torchvision_state_dict(simclr_run, t
     assert torch.equal(r18.backbone.conv1.weight, tv.conv1.weight)
     with pytest.raises(TrainingError, match="not a tiny state dict"):
         init_encoder(Encoder("tiny"), str(tmp_path / "resnet18.pth"))
+
+
+# --- run folders: a run is never overwritten by accident ------------------------------------
+
+def sha256s(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def argv(manifest: Path, out: Path | None, *extra: str) -> list[str]:
+    return ["--manifest", str(manifest), *(["--out", str(out)] if out else []), *SMALL,
+            "--objective", "simclr", *extra]
+
+
+def test_training_twice_into_one_folder_leaves_the_first_run_untouched(manifest, tmp_path,
+                                                                       capsys):
+    out = tmp_path / "run"
+    assert main(argv(manifest, out, "--steps", "4")) == 0
+    before = sha256s(out)
+    assert {"args.json", "last.pt", "metrics.jsonl", "metrics.csv"} <= set(before)
+    capsys.readouterr()
+    assert main(argv(manifest, out, "--steps", "2", "--lr", "3e-3")) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "a simclr run" in err, err
+    assert "last.pt at step 4 of 4" in err and "metrics.jsonl with 4 rows" in err, err
+    assert "--resume" in err and "--overwrite" in err and "another --out" in err, err
+    assert sha256s(out) == before
+
+
+def test_overwrite_replaces_the_run_and_leaves_other_files_alone(manifest, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(argv(manifest, out, "--steps", "4")) == 0
+    (out / "eval").mkdir()
+    (out / "eval" / "metrics.json").write_text('{"f1": 0.5}')
+    (out / "notes.txt").write_text("mine")
+    (out / "tensorboard").mkdir()
+    (out / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"old")
+    (out / "tensorboard" / "mine.txt").write_text("mine too")
+    foreign = {k: v for k, v in sha256s(out).items()
+               if k in ("eval/metrics.json", "notes.txt", "tensorboard/mine.txt")}
+    capsys.readouterr()
+    assert main(argv(manifest, out, "--steps", "2", "--overwrite")) == 0
+    text = capsys.readouterr().out
+    assert "--overwrite: replacing a simclr run: last.pt at step 4 of 4" in text, text
+    assert "left untouched" in text and "eval/" in text and "notes.txt" in text, text
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
+    assert len(losses(out)) == 2 and len(
+        (out / "metrics.csv").read_text().splitlines()) == 3
+    assert json.loads((out / "args.json").read_text())["steps"] == 2
+    assert not (out / "tensorboard" / "events.out.tfevents.1.host").exists()
+    after = sha256s(out)
+    assert all(after[k] == v for k, v in foreign.items())
+
+
+def test_resume_continues_and_appends_the_metrics(manifest, tmp_path):
+    out = tmp_path / "run"
+    assert main(argv(manifest, out, "--steps", "4", "--stop-at-step", "2")) == 0
+    first = (out / "metrics.jsonl").read_text()
+    assert main(argv(manifest, out, "--steps", "4", "--resume")) == 0
+    assert (out / "metrics.jsonl").read_text().startswith(first)
+    assert len(losses(out)) == 4
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 4
+
+
+def test_without_out_every_run_gets_a_new_folder(manifest, tmp_path, monkeypatch, capsys):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv(manifest, None, "--steps", "1")) == 0
+    assert main(argv(manifest, None, "--steps", "1")) == 0
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(folders) == 2, folders
+    for name in folders:
+        assert re.fullmatch(r"simclr-\d{8}-\d{6}(-\d+)?", name), name
+        assert torch.load(tmp_path / "runs" / name / "last.pt", weights_only=True)["step"] == 1
+        assert json.loads((tmp_path / "runs" / name / "args.json").read_text())["out"] == str(
+            Path("runs") / name)
+    text = capsys.readouterr().out
+    assert all(f"run folder {Path('runs') / name}: new" in text for name in folders), text
+
+
+def test_fresh_folders_and_claims_never_collide(tmp_path):
+    from seafloor_ssl import runfolder
+    from seafloor_ssl.train import TrainingError
+
+    a, b = (runfolder.fresh_folder("geoclr", root=tmp_path / "runs") for _ in range(2))
+    assert a != b and a.is_dir() and b.is_dir()
+    runfolder.claim(a, "{}", fresh=True)
+    with pytest.raises(TrainingError, match="another run started"):
+        runfolder.claim(a, '{"second": 1}', fresh=True)
+    assert (a / "args.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--steps", "-3"),
+                                        ("--epochs", "0"), ("--batch-size", "0"),
+                                        ("--log-every", "0"), ("--checkpoint-every", "-1"),
+                                        ("--lr", "0"), ("--lr", "nan"), ("--temperature", "-1"),
+                                        ("--steps", "2.5")])
+def test_nonsensical_numbers_are_refused_before_anything_is_written(
+        manifest, tmp_path, monkeypatch, capsys, flag, value):
+    monkeypatch.chdir(tmp_path)
+    for out in (tmp_path / "r", None):
+        with pytest.raises(SystemExit) as exc:
+            main(argv(manifest, out, flag, value))
+        assert exc.value.code == 2
+        assert f"argument {flag}: " in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_contradictory_or_incomplete_folder_flags_are_refused(manifest, tmp_path, monkeypatch,
+                                                              capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv(manifest, tmp_path / "r", "--steps", "2", "--resume", "--overwrite")) == 2
+    assert "contradict" in capsys.readouterr().err
+    for flag in ("--resume", "--overwrite"):
+        assert main(argv(manifest, None, "--steps", "2", flag)) == 2
+        assert f"{flag} needs --out" in capsys.readouterr().err
+    assert main(argv(manifest, tmp_path / "r", "--steps", "2", "--resume")) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_of_other_files_is_never_written_to(manifest, tmp_path, capsys):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "survey.csv").write_text("x,y\n")
+    for extra in ([], ["--overwrite"]):
+        assert main(argv(manifest, out, "--steps", "2", *extra)) == 2
+        err = capsys.readouterr().err
+        assert "holds no training run" in err and "survey.csv" in err, err
+    assert [p.name for p in out.iterdir()] == ["survey.csv"]
+
+
+def test_an_empty_folder_is_used_and_a_failed_start_leaves_no_new_folder(manifest, tmp_path,
+                                                                         monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(argv(manifest, tmp_path / "empty", "--steps", "1")) == 0
+    assert (tmp_path / "empty" / "last.pt").exists()
+    monkeypatch.chdir(tmp_path)
+    assert main(argv(tmp_path / "missing.parquet", None, "--steps", "1")) == 2
+    assert list((tmp_path / "runs").iterdir()) == []
+    assert main(argv(tmp_path / "missing.parquet", tmp_path / "r", "--steps", "1")) == 2
+    assert not (tmp_path / "r").exists()
