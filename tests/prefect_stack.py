@@ -1,7 +1,8 @@
 """Real Prefect servers, serve processes, workers and synthetic sites for the orchestration tests.
 
 Every server runs on 127.0.0.1 on a free port with a temporary PREFECT_HOME, and every process
-started here is stopped (with its whole process group) when its context exits.
+started here is stopped (with its whole process group) when its context exits. With
+`auth_string` the server requires basic auth and every client started here sends it.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ FAST = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
 class Stack:
     """A running server and the environment for its clients."""
 
-    def __init__(self, home: Path, port: int, database_url: str | None = None):
+    def __init__(self, home: Path, port: int, database_url: str | None = None,
+                 auth_string: str | None = None):
         self.home, self.port = home, port
         self.url = prefect_server.api_url(port)
-        self.env = prefect_server.prefect_env(home, port, database_url, FAST)
+        self.env = prefect_server.prefect_env(home, port, database_url, FAST,
+                                              auth_string=auth_string)
         self.env["PYTHONPATH"] = str(REPO)
+        # what the clients send ("" for none), for the flows.server helpers
+        self.auth = self.env.get(prefect_server.CLIENT_AUTH_ENV) or ""
         self.procs: list[subprocess.Popen] = []
 
     def cli(self, *args: str, timeout: float = 300, check: bool = True,
@@ -62,12 +67,15 @@ class Stack:
     def client(self):
         """A context manager yielding a sync Prefect client bound to this server."""
         from prefect.client.orchestration import get_client
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        updates = {PREFECT_API_URL: self.url}
+        if self.auth:
+            updates[PREFECT_API_AUTH_STRING] = self.auth
 
         @contextlib.contextmanager
         def bound():
-            with temporary_settings({PREFECT_API_URL: self.url}), \
-                    get_client(sync_client=True) as c:
+            with temporary_settings(updates), get_client(sync_client=True) as c:
                 yield c
         return bound()
 
@@ -117,11 +125,13 @@ class Stack:
 
 
 @contextlib.contextmanager
-def prefect_stack(home: Path, database_url: str | None = None):
-    """Start a server (SQLite in `home`, or `database_url`); stop it and every spawned process."""
+def prefect_stack(home: Path, database_url: str | None = None, auth_string: str | None = None):
+    """Start a server (SQLite in `home`, or `database_url`; basic auth with `auth_string`);
+    stop it and every spawned process."""
     port = prefect_server.free_port()
-    stack = Stack(home, port, database_url)
-    proc = prefect_server.start(home, port, database_url=database_url, extra_env=FAST, ui=False)
+    stack = Stack(home, port, database_url, auth_string)
+    proc = prefect_server.start(home, port, database_url=database_url, extra_env=FAST, ui=False,
+                                auth_string=auth_string)
     try:
         yield stack
     finally:
@@ -138,7 +148,7 @@ def serving(stack: Stack, catalogs: Path, log: Path):
         for path in sorted(catalogs.glob("*.yaml")):
             try:
                 prefect_server.wait_for_deployment(stack.url, f"build-pairs/{path.stem}",
-                                                   proc=proc)
+                                                   proc=proc, auth=stack.auth)
             except RuntimeError as exc:
                 raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-4000:]}") from None
         yield proc

@@ -3,7 +3,9 @@
 No Docker engine runs here, so nothing is built or started: the compose file is parsed with
 PyYAML and the Dockerfiles line by line, and every name they rely on is checked against the
 repository (copied paths, build contexts, bind-mount sources, the commands' executables and
-modules, the pinned Prefect version, the work pool the deployments use).
+modules, the pinned Prefect version, the work pool the deployments use), and so is the
+exposure model: loopback-only ports, no published Dask scheduler, basic auth on the Prefect
+server and all its clients, secrets only from the git-ignored docker/.env.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import ast
 import json
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
+from fnmatch import fnmatch
 from importlib.metadata import entry_points
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,27 +35,64 @@ PIPELINE_SERVICES = {"pipeline-worker", "dask-scheduler", "dask-worker"}
 # executables the pipeline image provides: console scripts of the project's dependencies
 PIPELINE_EXECUTABLES = {"prefect": "prefect", "dask": "dask"}
 INITDB = "/docker-entrypoint-initdb.d"
+ENV_FILE = DOCKER / ".env"  # compose's project env file (the project directory is docker/)
+ENV_EXAMPLE = DOCKER / "env.example"
+# what docker/.env must set (compose refuses to start without): test values
+STACK_ENV = {"PREFECT_API_AUTH_STRING": "admin:test-auth", "POSTGRES_PASSWORD": "test-db-pw"}
 
 
 # --------------------------------------------------------------------------- helpers
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}|\$([A-Za-z_]\w*)")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def interpolate(value: str) -> str:
-    """Compose's variable substitution with an empty environment: `${X:-default}` -> default,
-    `$$` -> `$`. A variable without a default (or `${X:?err}`) is an error here: the stack must
-    come up with no .env file."""
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's variable substitution with the environment `env` (default: STACK_ENV, what
+    docker/.env provides): `${X:-default}` / `${X-default}`, `${X:?err}` / `${X?err}`,
+    `${X:+alt}` / `${X+alt}`, nested (`${X:-${Y:-d}}`), `$X`, and `$$` -> `$`. An unset variable
+    without a default, or a `:?` one, is an AssertionError (with compose's message)."""
+    env = STACK_ENV if env is None else env
+    out, i = [], 0
+    while i < len(value):
+        if value.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif value.startswith("${", i):
+            depth, j = 1, i + 2  # find the matching `}`: defaults may nest `${...}`
+            while j < len(value) and depth:
+                if value.startswith(("${", "$$"), j):
+                    depth += value[j + 1] == "{"
+                    j += 2
+                    continue
+                depth -= value[j] == "}"
+                j += 1
+            assert depth == 0, f"unclosed ${{ in {value!r}"
+            out.append(_expand(value[i + 2:j - 1], env, value))
+            i = j
+        elif value[i] == "$" and (m := _NAME.match(value, i + 1)):
+            out.append(_expand(m.group(0), env, value))
+            i = m.end()
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
 
-    def sub(m: re.Match) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group(1) or m.group(4)
-        if m.group(2) == "-":
-            return m.group(3)
-        raise AssertionError(f"${{{name}}} has no default in {value!r}")
 
-    return _VAR.sub(sub, value)
+def _expand(expr: str, env: dict[str, str], whole: str) -> str:
+    m = _NAME.match(expr)
+    assert m, f"bad variable ${{{expr}}} in {whole!r}"
+    name, rest = m.group(0), expr[m.end():]
+    op = next((o for o in (":-", ":?", ":+", "-", "?", "+") if rest.startswith(o)), "")
+    assert rest[len(op):] == "" or op, f"bad variable ${{{expr}}} in {whole!r}"
+    arg, val = rest[len(op):], env.get(name)
+    present = val is not None and (val != "" or ":" not in op)
+    if op.endswith("-"):
+        return val if present else interpolate(arg, env)
+    if op.endswith("+"):
+        return interpolate(arg, env) if present else ""
+    if present:
+        return val
+    raise AssertionError(f"${{{name}}} is unset: {interpolate(arg, env) if op else whole!r}")
 
 
 def load_compose(path: Path = COMPOSE) -> dict:
@@ -72,6 +114,31 @@ def env_of(service: dict) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {k: interpolate(str(v)) for k, v in env.items()}
+
+
+def published_ports(service: dict, env: dict[str, str] | None = None
+                    ) -> list[tuple[str, str, str]]:
+    """(host_ip, host_port, container_port) per `ports:` entry, short or long syntax; host_ip
+    "" (every interface) when the entry names none."""
+    out = []
+    for p in service.get("ports") or []:
+        if isinstance(p, dict):
+            out.append((interpolate(str(p.get("host_ip", "")), env),
+                        interpolate(str(p.get("published", "")), env),
+                        interpolate(str(p["target"]), env)))
+            continue
+        spec = interpolate(str(p), env).split("/")[0]
+        if spec.startswith("["):  # [::1]:4200:4200
+            host, _, rest = spec[1:].partition("]:")
+            out.append((host, *rest.split(":", 1)))
+            continue
+        parts = spec.split(":")
+        parts = [""] * (3 - len(parts)) + parts
+        out.append((parts[0], parts[1], parts[2]))
+    return out
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 def volume_specs(service: dict) -> list[tuple[str, str]]:
@@ -336,11 +403,18 @@ def test_postgres_has_a_pg_isready_healthcheck(services):
     assert "pg_isready" in (test if isinstance(test, str) else " ".join(test))
 
 
-def test_passwords_come_from_env_with_defaults(services):
+def test_no_default_database_password(services):
+    """POSTGRES_PASSWORD is required (`${POSTGRES_PASSWORD:?...}`) wherever it is used, with no
+    fallback value anywhere: without docker/.env the stack does not start."""
     raw = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
-    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:-[^}]+\}", raw), raw
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]+\}", raw), raw
     url = services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
-    assert "${POSTGRES_PASSWORD:-" in url, "the database URL hard-codes the password"
+    assert "${POSTGRES_PASSWORD:?" in url, "the database URL does not take the required password"
+    text = COMPOSE.read_text()
+    assert not re.search(r"POSTGRES_PASSWORD:?[-+]", text), "a default for POSTGRES_PASSWORD"
+    for where in (raw, url):
+        with pytest.raises(AssertionError, match="docker/.env"):
+            interpolate(where, {})
 
 
 def test_prefect_server_uses_postgres(services):
@@ -468,8 +542,6 @@ def test_dask_wiring(services):
     sched = command_argv(services["dask-scheduler"]["command"])
     assert sched[:2] == ["dask", "scheduler"], sched
     port = flag(sched, "--port") or "8786"
-    published = [interpolate(str(p)) for p in services["dask-scheduler"].get("ports", [])]
-    assert any(p.endswith(f":{port}") for p in published), f"port {port} not in {published}"
     worker = command_argv(services["dask-worker"]["command"])
     assert worker[:2] == ["dask", "worker"], worker
     address = f"tcp://dask-scheduler:{port}"
@@ -485,6 +557,84 @@ def test_prefect_api_url_reaches_the_server(services):
         assert str(url.port) == server_port and url.path == "/api", url.geturl()
         deps = services[name].get("depends_on") or {}
         assert "prefect-server" in deps, f"{name} starts before the Prefect server"
+
+
+# --------------------------------------------------------------------------- exposure model
+
+
+def test_published_ports_bind_loopback_by_default(services):
+    published = {name: published_ports(svc) for name, svc in services.items()}
+    assert published["prefect-server"], "the Prefect API/UI is not published"
+    for name, ports in published.items():
+        for host_ip, host_port, target in ports:
+            assert host_ip in LOOPBACK, (
+                f"{name} publishes {target} on {host_ip or 'every interface'} "
+                f"(port {host_port}) by default")
+    raw = services["prefect-server"]["ports"]
+    assert any("${PREFECT_BIND:-127.0.0.1}" in str(p) for p in raw), raw
+    # binding elsewhere is a deliberate setting
+    moved = published_ports(services["prefect-server"], {**STACK_ENV, "PREFECT_BIND": "0.0.0.0",
+                                                         "PREFECT_PORT": "8080"})
+    assert moved == [("0.0.0.0", "8080", "4200")], moved
+
+
+def test_only_the_prefect_server_is_published(services):
+    """PostgreSQL and the Dask scheduler are reached on the compose network only: whoever
+    reaches a Dask scheduler runs code on the workers, which mount the survey read-write."""
+    for name in ("dask-scheduler", "dask-worker", "postgres", "pipeline-worker"):
+        assert not services[name].get("ports"), f"{name} publishes {services[name]['ports']}"
+    for name, svc in services.items():
+        assert svc.get("network_mode") != "host", f"{name} uses the host's network"
+        for _, _, target in published_ports(svc):
+            assert target not in {"8786", "8787", "5432"}, f"{name} publishes {target}"
+
+
+def test_prefect_basic_auth_on_the_server_and_every_client(services):
+    server = services["prefect-server"]
+    raw = server["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    assert re.fullmatch(r"\$\{PREFECT_API_AUTH_STRING:\?[^}]+\}", raw), raw
+    auth = env_of(server)["PREFECT_SERVER_API_AUTH_STRING"]
+    assert auth == STACK_ENV["PREFECT_API_AUTH_STRING"] and ":" in auth  # "user:password"
+    clients = [n for n, svc in services.items() if "PREFECT_API_URL" in env_of(svc)]
+    assert {"pipeline-worker", "dask-worker"} <= set(clients), clients
+    for name in clients:
+        env = env_of(services[name])
+        assert env.get("PREFECT_API_AUTH_STRING") == auth, (
+            f"{name} talks to the Prefect API without PREFECT_API_AUTH_STRING")
+        assert "PREFECT_API_KEY" not in env, f"{name}: PREFECT_API_KEY is for Prefect Cloud"
+    with pytest.raises(AssertionError, match="docker/.env"):
+        interpolate(raw, {})
+    # the healthcheck sends no credentials: it must probe the one path Prefect leaves open
+    health = " ".join(server["healthcheck"]["test"])
+    assert re.search(r"http://127\.0\.0\.1:4200/api/health['\"]", health), health
+
+
+def test_secrets_live_in_the_ignored_env_file():
+    """docker/.env (compose's project env file) holds the secrets: ignored by git and kept out
+    of every build context; the committed docker/env.example names every required variable
+    and holds no value for any of them."""
+    rel = ENV_FILE.relative_to(ROOT).as_posix()
+    patterns = [ln.strip() for ln in (ROOT / ".gitignore").read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")]
+    assert any(fnmatch(ENV_FILE.name, p) or fnmatch(rel, p.lstrip("/")) for p in patterns
+               if not p.startswith("!")), ".gitignore does not cover docker/.env"
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        res = subprocess.run(["git", "check-ignore", "-q", rel], cwd=ROOT, capture_output=True)
+        assert res.returncode == 0, "docker/.env is not git-ignored"
+        res = subprocess.run(["git", "check-ignore", "-q", ENV_EXAMPLE.relative_to(ROOT)],
+                             cwd=ROOT, capture_output=True)
+        assert res.returncode == 1, "docker/env.example is git-ignored"
+    assert ignored("docker/.env", dockerignore_patterns(ROOT)), ".dockerignore lets in .env"
+    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+                   if line.strip() and not line.lstrip().startswith("#"))
+    for var in STACK_ENV:
+        assert var in example, f"{ENV_EXAMPLE.name} does not name {var}"
+        assert example[var].strip() == "", f"{ENV_EXAMPLE.name} sets a value for {var}"
+    readme = (DOCKER / "README.md").read_text()
+    assert "Exposure model" in readme and "docker/.env" in readme
+    assert "secrets.token_urlsafe" in readme, "docker/README.md: how to make the secrets"
+    for var in STACK_ENV:
+        assert var in readme, f"docker/README.md does not mention {var}"
 
 
 def test_data_is_shared_between_flow_runs_and_dask_workers(services):
@@ -578,7 +728,14 @@ def test_compose_checks_reject_broken_services():
     assert command_problems(["python", "-m", "flows.serve"], pipeline_image=False)
     assert command_problems(["python", "-m", "flows.serve"], pipeline_image=True) == []
     with pytest.raises(AssertionError):
-        interpolate("${POSTGRES_PASSWORD}")
+        interpolate("${POSTGRES_PASSWORD}", {})
+    with pytest.raises(AssertionError, match="set it"):
+        interpolate("${POSTGRES_PASSWORD:?set it}", {"POSTGRES_PASSWORD": ""})
+    assert interpolate("${A:-http://h:${B:-1}/api}", {}) == "http://h:1/api"
+    assert interpolate("${A:-http://h:${B:-1}/api}", {"B": "2"}) == "http://h:2/api"
+    assert interpolate("$${A} ${A:+x}", {"A": "v"}) == "${A} x"
+    assert published_ports({"ports": ["4200:4200", "1.2.3.4:1:2/tcp", "[::1]:3:4"]}, {}) == [
+        ("", "4200", "4200"), ("1.2.3.4", "1", "2"), ("::1", "3", "4")]
     with pytest.raises(AssertionError):
         version_tuple("alpine")
     assert version_tuple("14.8-alpine") < (14, 9) <= version_tuple("16")
