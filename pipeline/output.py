@@ -28,7 +28,6 @@ Guarantees:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import urllib.parse
@@ -39,6 +38,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from . import schema
+from .manifest import file_sha256
 
 MARKER = ".seafloor-output.json"
 LOCK_NAME = ".build.lock"
@@ -107,14 +107,6 @@ def read_json(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def dive_key(dive: str) -> str:
     """A dive id as one safe path component (dive ids may hold '/')."""
     return urllib.parse.quote(dive, safe="")
@@ -140,7 +132,7 @@ def file_record(path: Path, digest: bool) -> dict:
     st = path.stat()
     rec = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if digest:
-        rec["sha256"] = sha256_file(path)
+        rec["sha256"] = file_sha256(path)
     return rec
 
 
@@ -153,7 +145,7 @@ def check_file(path: Path, rec: dict) -> str | None:
     if st.st_size != rec.get("size"):
         return f"size {st.st_size} bytes, recorded {rec.get('size')}"
     if "sha256" in rec:
-        if sha256_file(path) != rec["sha256"]:
+        if file_sha256(path) != rec["sha256"]:
             return "content differs from its recorded SHA-256"
         return None
     if st.st_mtime_ns != rec.get("mtime_ns"):
