@@ -84,12 +84,14 @@ class _ProgressLog:
       retry_condition_fn=_retry_on_io_error, cache_policy=NO_CACHE)
 def ingest_dive_task(cat: Catalog, out: Path, dive: str, fingerprint: str,
                      workers: int | None) -> dict:
-    from pipeline.ingest import dive_images
+    from pipeline.ingest import dive_images, nav_choice
 
     logger = get_run_logger()
     t0 = time.perf_counter()
     n = len(dive_images(cat, dive)) if cat.images is not None else 0
     logger.info("dive %s: ingesting %d images", dive, n)
+    if note := nav_choice(cat, dive):
+        logger.info(note)
     folder = pb.ingest_cached(cat, out, dive, fingerprint, workers=workers,
                               progress=_ProgressLog(dive, n))
     res = pb.load_cached(out, dive, fingerprint)

@@ -31,7 +31,9 @@ from .ingest import (
     dive_folders,
     dive_images,
     dive_nav_source,
+    expand,
     ingest_dive,
+    nav_choice,
 )
 from .manifest import base_metadata, file_sha256, with_metadata
 from .output import (
@@ -62,6 +64,36 @@ from .pairs import find_pairs
 
 class BuildLocked(RuntimeError):
     """Another build holds the output folder's lock."""
+
+
+class NothingLocated(ValueError):
+    """No image of the site could be located: the catalog does not describe the survey."""
+
+
+def _nothing_located(cat: Catalog, parts: list[DiveResult], quar: pd.DataFrame) -> str:
+    where = f"{cat.source or cat.name}"
+    if not parts:
+        return (f"{where}: key 'dives': {cat.dives!r} matches no folder under {cat.root}; expected "
+                "a glob of the dive folders relative to 'root' (e.g. \"dive*\", \"dives/*\", "
+                "\"raw/*/*/*\"); fix 'root' or 'dives'")
+    lines = [f"{where}: no image of the {len(parts)} dive(s) could be located:"]
+    for p in parts[:10]:
+        if p.images_found == 0 and cat.images is not None:
+            why = f"key 'images': {expand(cat.images, cat, p.dive)!r} matches no file"
+        elif p.nav_format is None:
+            why = "key 'nav': no template matches a file (" + ", ".join(
+                repr(expand(n.path, cat, p.dive)) for n in cat.nav) + ")"
+        else:
+            top = p.quarantine["reason"].value_counts().head(3)
+            why = (f"{p.images_found} images, navigation {p.nav_format}; quarantined: "
+                   + ", ".join(f"{r} x{n}" for r, n in top.items()))
+        lines.append(f"  dive {p.dive}: {why}")
+    if len(parts) > 10:
+        lines.append(f"  ... and {len(parts) - 10} more dives")
+    lines.append("templates resolve from the root: {dive} is the dive folder's path from the root "
+                 "(e.g. dives/r00), {dive_id} the part the wildcards of 'dives' matched; see "
+                 "quarantine reasons above and fix the catalog")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -233,8 +265,7 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
     locs = pd.concat([p.locations for p in parts], ignore_index=True) if parts else pd.DataFrame()
     quar = pd.concat([p.quarantine for p in parts], ignore_index=True) if parts else pd.DataFrame()
     if len(locs) == 0:
-        raise ValueError(f"catalog {cat.name}: no located images (dives found: {len(parts)}); "
-                         "check 'dives', 'images' and 'nav' in the catalog")
+        raise NothingLocated(_nothing_located(cat, parts, quar))
     lon, lat = locs["lon"].to_numpy(), locs["lat"].to_numpy()
     site_crs = crs_policy.choose_crs(lon, lat, cat.crs)
     x, y = crs_policy.project(lon, lat, site_crs)
@@ -395,6 +426,8 @@ def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = N
         t1 = time.perf_counter()
         for dive in bp.changed:
             log(f"{cat.name}: ingesting {dive}")
+            if note := nav_choice(cat, dive):
+                log(f"{cat.name}: {note}")
             bar = progress_factory(dive) if progress_factory else None
             ingest_cached(cat, out_dir, dive, bp.dives[dive], workers=workers,
                           progress=bar.update if bar is not None else None)

@@ -20,6 +20,20 @@ class CatalogError(ValueError):
     """A catalog that cannot be used; the message says where and what to do."""
 
 
+def _check_template(v: str, what: str) -> None:
+    """A path template names the dive ({dive}: its folder from the root; {dive_id}: the part the
+    wildcards of 'dives' matched) and nothing else in braces."""
+    if "{dive}" not in v and "{dive_id}" not in v:
+        raise ValueError(f"{what} template {v!r} must contain {{dive}} (the dive folder's path "
+                         "from the root) or {dive_id} (the part of it the wildcards of 'dives' "
+                         "matched)")
+    unknown = sorted(set(re.findall(r"{([^{}]*)}", v)) - {"dive", "dive_id"})
+    if unknown:
+        raise ValueError(f"{what} template {v!r} has unknown field(s) "
+                         f"{', '.join('{' + u + '}' for u in unknown)}; only {{dive}} and "
+                         "{dive_id} are filled in")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,8 +65,7 @@ class NavSource(_Strict):
     @field_validator("path")
     @classmethod
     def _has_dive(cls, v: str) -> str:
-        if "{dive}" not in v:
-            raise ValueError(f"path template {v!r} must contain {{dive}}")
+        _check_template(v, "path")
         return v
 
     @model_validator(mode="after")
@@ -135,8 +148,8 @@ class Catalog(_Strict):
     @field_validator("images")
     @classmethod
     def _images(cls, v: str | None) -> str | None:
-        if v is not None and "{dive}" not in v:
-            raise ValueError(f"images template {v!r} must contain {{dive}}")
+        if v is not None:
+            _check_template(v, "images")
         return v
 
     @field_validator("name")

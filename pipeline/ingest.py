@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,13 @@ class DiveResult:
     images_found: int = 0
 
 
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def _dive_pattern(cat: Catalog) -> list[str]:
+    return [p for p in posixpath.normpath(cat.dives.replace("\\", "/")).split("/") if p != "."]
+
+
 def dive_folders(cat: Catalog) -> list[Path]:
     """The folders under the root matching the catalog's ``dives`` glob, sorted.
 
@@ -50,25 +58,94 @@ def dive_folders(cat: Catalog) -> list[Path]:
                   if Path(p).is_dir() and not (Path(p) / OUTPUT_MARKER).exists())
 
 
+def dive_id_of(cat: Catalog, rel: str) -> str:
+    """The dive id of a dive folder (its path relative to the root): the parts matched by the
+    wildcards of ``dives`` (``raw/*/*/*`` -> ``2019/c01/d07``), or the folder name when the
+    pattern has none."""
+    pattern, parts = _dive_pattern(cat), rel.split("/")
+    picked = [part for seg, part in zip(pattern, parts, strict=False) if _WILDCARD.search(seg)]
+    return "/".join(picked) if picked else parts[-1]
+
+
+def dive_rel(cat: Catalog, dive: str) -> str:
+    """The dive folder's path relative to the root, from its id (the inverse of dive_id_of)."""
+    pattern = _dive_pattern(cat)
+    ids = dive.split("/")
+    if not any(_WILDCARD.search(seg) for seg in pattern):
+        return "/".join(pattern)
+    out, k = [], 0
+    for seg in pattern:
+        if _WILDCARD.search(seg):
+            out.append(ids[k] if k < len(ids) else seg)
+            k += 1
+        else:
+            out.append(seg)
+    return "/".join(out)
+
+
 def discover_dives(cat: Catalog) -> list[str]:
-    """Dive ids: the names of the dive folders."""
-    return [p.name for p in dive_folders(cat)]
+    """Dive ids (see dive_id_of), in the sorted order of their folders."""
+    root = Path(os.path.realpath(cat.root))
+    return [dive_id_of(cat, folder.relative_to(cat.root).as_posix()) for folder in dive_folders(cat)
+            # a dive folder that resolves outside the root (a symlink) is never read
+            if Path(os.path.realpath(folder)).is_relative_to(root)]
+
+
+def expand(template: str, cat: Catalog, dive: str) -> str:
+    """A template with ``{dive}`` (the dive folder's path from the root) and ``{dive_id}``."""
+    return template.format(dive=dive_rel(cat, dive), dive_id=dive)
+
+
+def _matches(cat: Catalog, template: str, dive: str) -> list[Path]:
+    """Files a template matches for a dive, sorted (globs allowed).
+
+    Catalogs written when ``{dive}`` stood for the dive folder's *name* (``dives/{dive}/...``
+    with ``dives: "dives/*"``) still match: when the template as written finds nothing, the
+    name is tried in place of ``{dive}``."""
+    def found(pattern: str) -> list[Path]:
+        if _WILDCARD.search(pattern):
+            return sorted(Path(p) for p in glob.glob(str(cat.root / pattern)) if Path(p).is_file())
+        path = cat.root / pattern
+        return [path] if path.is_file() else []
+
+    hits = found(expand(template, cat, dive))
+    name = dive_rel(cat, dive).rsplit("/", 1)[-1]
+    if not hits and "{dive}" in template and name != dive_rel(cat, dive):
+        hits = found(template.format(dive=name, dive_id=dive))
+    return hits
 
 
 def dive_images(cat: Catalog, dive: str) -> list[str]:
     """Image paths relative to the catalog root, sorted, forward slashes."""
     if cat.images is None:
         return []
-    pattern = str(cat.root / cat.images.format(dive=dive))
-    return sorted(Path(p).relative_to(cat.root).as_posix() for p in glob.glob(pattern) if Path(p).is_file())
+    return [p.relative_to(cat.root).as_posix() for p in _matches(cat, cat.images, dive)]
+
+
+def nav_candidates(cat: Catalog, src: NavSource, dive: str) -> list[Path]:
+    """The files one navigation source's template matches for a dive, sorted (globs allowed)."""
+    return _matches(cat, src.path, dive)
 
 
 def dive_nav_source(cat: Catalog, dive: str) -> tuple[NavSource, Path] | None:
-    """The first navigation source whose file exists for this dive."""
+    """The first navigation source whose template matches a file; of several matches the last
+    in sorted order (the newest of date-stamped folders such as oplab's json_renav_*)."""
     for src in cat.nav:
-        path = cat.root / src.path.format(dive=dive)
-        if path.is_file():
-            return src, path
+        found = nav_candidates(cat, src, dive)
+        if found:
+            return src, found[-1]
+    return None
+
+
+def nav_choice(cat: Catalog, dive: str) -> str | None:
+    """A line for the log when a navigation template matched several files, naming the one used."""
+    for src in cat.nav:
+        found = nav_candidates(cat, src, dive)
+        if found:
+            if len(found) == 1:
+                return None
+            return (f"dive {dive}: {len(found)} files match {expand(src.path, cat, dive)}; using "
+                    f"the last in sorted order, {found[-1].relative_to(cat.root).as_posix()}")
     return None
 
 
@@ -80,6 +157,8 @@ def dive_fingerprint(cat: Catalog, dive: str) -> str:
         "builder": "ingest-1", "images": cat.images, "validate": cat.validate_images,
         "max_interp_gap_s": cat.max_interp_gap_s, "train_size": list(cat.train_size),
         "nav": nav[0].model_dump() if nav else None,
+        "nav_file": nav[1].relative_to(cat.root).as_posix() if nav else None,
+        "dive_folder": dive_rel(cat, dive),
     }
     h.update(json.dumps(settings, sort_keys=True).encode())
     if nav:
@@ -181,12 +260,13 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
     pose: dict[str, np.ndarray] = {}
     located = np.zeros(len(good), bool)
     if nav is None:
-        tried = ", ".join(s.path.format(dive=dive) for s in cat.nav)
+        tried = ", ".join(expand(s.path, cat, dive) for s in cat.nav)
         for c in good:
             reject(c.path, reasons.NO_NAV, f"no navigation file for the dive (tried {tried})")
         return _result(dive, None, good, located, pose, quarantine, len(rels))
     src, nav_path = nav
-    options = {"dive_dir": cat.root / dive} if src.format == "ifdo" else {}
+    folder_rel = dive_rel(cat, dive)
+    options = {"dive_dir": cat.root / folder_rel} if src.format == "ifdo" else {}
     data = read_nav(src.format, nav_path, columns=src.columns.model_dump() if src.columns else None,
                     **options)
     nav_rel = nav_path.relative_to(cat.root).as_posix()
@@ -194,7 +274,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
     if data.per_image:
         by_path: dict[str, int] = {}
         for i, (img, line) in enumerate(zip(table["image"], table["line"], strict=True)):
-            rel = _safe_relpath(dive, str(img)) if img is not None else None
+            rel = _safe_relpath(folder_rel, str(img)) if img is not None else None
             if rel is None:
                 reject(f"{nav_rel}:{line}", reasons.UNSAFE_PATH,
                        f"image path {img!r} is absolute or escapes the catalog root")
