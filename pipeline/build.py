@@ -66,6 +66,10 @@ class BuildLocked(RuntimeError):
     """Another build holds the output folder's lock."""
 
 
+class SettingsError(ValueError):
+    """A catalog setting or option that cannot work; checked before any ingest."""
+
+
 class NothingLocated(ValueError):
     """No image of the site could be located: the catalog does not describe the survey."""
 
@@ -144,6 +148,18 @@ def check_output(cat: Catalog, out: Path) -> None:
     if cat.labels:
         inputs["labels file"] = [cat.root / cat.labels]
     check_overlap(real, inputs, folders)
+
+
+def check_settings(cat: Catalog, r_loc_m: float | None = None) -> None:
+    """What can be checked before any ingest: the explicit CRS, the labels file, --r-loc."""
+    try:
+        crs_policy.check_explicit(cat.crs)
+    except crs_policy.CRSError as exc:
+        raise SettingsError(f"{cat.source}: key 'crs': {exc}") from None
+    if r_loc_m is not None and not (np.isfinite(r_loc_m) and r_loc_m > cat.pairs.r_min_m):
+        raise SettingsError(f"--r-loc {r_loc_m}: expected a distance in metres above "
+                            f"pairs.r_min_m ({cat.pairs.r_min_m})")
+    _labels(cat)
 
 
 def prepare_output(cat: Catalog, out: Path) -> OutputFolder:
@@ -246,14 +262,25 @@ def load_cached(out: Path, dive: str, fingerprint: str) -> DiveResult:
 
 
 def _labels(cat: Catalog) -> dict[str, str]:
+    """image_id -> label from the catalog's labels file (SettingsError when it cannot be used)."""
     if not cat.labels:
         return {}
     path = cat.root / cat.labels
-    if not path.exists():
-        return {}
-    df = pd.read_csv(path, dtype=str)
+    if not path.is_file():
+        raise SettingsError(f"{cat.source}: key 'labels': {path} does not exist; expected a CSV "
+                            "with columns image_id,label; fix the path or remove the key")
+    try:
+        df = pd.read_csv(path, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: not a readable CSV ({exc}); expected columns "
+                            "image_id,label") from None
     if not {"image_id", "label"} <= set(df.columns):
-        raise ValueError(f"{path}: expected columns image_id,label; found {', '.join(df.columns)}")
+        raise SettingsError(f"{path}: expected columns image_id,label; found "
+                            f"{', '.join(map(str, df.columns)) or 'none'}")
+    dup = df["image_id"][df["image_id"].duplicated()]
+    if len(dup):
+        raise SettingsError(f"{path}: image_id {dup.iloc[0]!r} is listed more than once "
+                            f"({len(dup)} duplicates); expected one label per image")
     return dict(zip(df["image_id"], df["label"], strict=True))
 
 
@@ -267,7 +294,7 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
     if len(locs) == 0:
         raise NothingLocated(_nothing_located(cat, parts, quar))
     lon, lat = locs["lon"].to_numpy(), locs["lat"].to_numpy()
-    site_crs = crs_policy.choose_crs(lon, lat, cat.crs)
+    site_crs = crs_policy.choose_crs(lon, lat, cat.crs, force=cat.crs_force)
     x, y = crs_policy.project(lon, lat, site_crs)
     locs["easting"], locs["northing"] = x, y
     order = np.lexsort((locs["path"].to_numpy(), hilbert_distance(x, y)))
@@ -408,6 +435,7 @@ def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = N
           full_rebuild: bool = False, workers: int | None = None, log=print, progress_factory=None) -> dict:
     """Run the whole pipeline for one catalog under the output folder's lock."""
     out_dir = output_dir(cat, out)
+    check_settings(cat, r_loc_m)
     prepare_output(cat, out_dir)
     lk = lock(out_dir)
     acquire(lk, out_dir)

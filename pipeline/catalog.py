@@ -119,6 +119,7 @@ class Catalog(_Strict):
     validate_images: Literal["header", "decode"] = Field("decode", alias="validate")
     max_interp_gap_s: Annotated[float, Field(gt=0)] = 2.0
     crs: str = "auto"
+    crs_force: bool = False  # use an explicit crs even far from the site (refused otherwise)
     pairs: PairPolicy = PairPolicy()
     train_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = (192, 256)
     output: Path

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .build import BuildLocked, NothingLocated, build
+from .build import BuildLocked, NothingLocated, SettingsError, build
 from .catalog import CatalogError, find_catalog, load_catalog
+from .crs import CRSError
 from .output import OutputRefused
 from .summary import summary_markdown
 
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
         report = build(cat, out=args.out, r_loc_m=args.r_loc, full_rebuild=args.full_rebuild,
                        workers=args.workers, progress_factory=bar)
-    except (CatalogError, BuildLocked, NothingLocated, OutputRefused) as exc:
+    except (CatalogError, BuildLocked, NothingLocated, OutputRefused, SettingsError,
+            CRSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if report.get("no_change"):

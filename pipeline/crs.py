@@ -100,33 +100,75 @@ def utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0.0 else 32700) + zone
 
 
+class CRSError(ValueError):
+    """The catalog's CRS cannot serve the site (not projected, not metres, far from it)."""
+
+
+FAR_DEG = 6.0  # one UTM zone: how far outside its area of use a site may lie before refusal
+
+
+def _degrees_outside(crs: pyproj.CRS, lon: float, lat: float) -> float | None:
+    """How many degrees (lon or lat) the point lies outside the CRS's area of use, or None
+    when the CRS has none recorded."""
+    area = crs.area_of_use
+    if area is None:
+        return None
+    west, south, east, north = area.bounds
+    if west <= east:
+        dlon = 0.0 if west <= lon <= east else min(abs(normalise_lon(lon - west)),
+                                                   abs(normalise_lon(lon - east)))
+    else:  # the area crosses the antimeridian
+        dlon = 0.0 if (lon >= west or lon <= east) else min(abs(normalise_lon(lon - west)),
+                                                          abs(normalise_lon(lon - east)))
+    dlat = max(south - lat, lat - north, 0.0)
+    return float(max(dlon, dlat))
+
+
+def check_explicit(explicit: str) -> pyproj.CRS | None:
+    """The catalog's explicit CRS, checked before any ingest (None for 'auto')."""
+    if explicit is None or explicit.strip().lower() == "auto":
+        return None
+    try:
+        crs = pyproj.CRS.from_user_input(explicit.strip())
+    except pyproj.exceptions.CRSError as e:
+        raise CRSError(f"crs {explicit!r} is not a CRS pyproj knows: {e}") from None
+    return _check_projected(crs, explicit)
+
+
 def _check_projected(crs: pyproj.CRS, name: str) -> pyproj.CRS:
     if not crs.is_projected:
         kind = "geographic (degrees)" if crs.is_geographic else "not projected"
-        raise ValueError(
+        raise CRSError(
             f"crs {name!r} ({crs.name}) is {kind}; pairs need a projected CRS in metres, "
             "e.g. a UTM zone such as EPSG:32755, or 'auto'"
         )
     units = {(a.unit_name or "").lower() for a in crs.axis_info[:2]}
     if not units <= _METRE:
-        raise ValueError(
+        raise CRSError(
             f"crs {name!r} ({crs.name}) has axis units {sorted(units)}; pair radii are in "
             "metres, so the CRS must be in metres too"
         )
     return crs
 
 
-def choose_crs(lon: np.ndarray, lat: np.ndarray, explicit: str = "auto") -> pyproj.CRS:
+def choose_crs(lon: np.ndarray, lat: np.ndarray, explicit: str = "auto",
+               force: bool = False) -> pyproj.CRS:
     """The site's projected CRS: `explicit` ("EPSG:<code>") when given, else the UTM/UPS zone of
-    `site_centre(lon, lat)`. Raises ValueError for a geographic or non-metre explicit CRS."""
-    if explicit is None or explicit.strip().lower() == "auto":
-        lon_c, lat_c = site_centre(lon, lat)
+    `site_centre(lon, lat)`. Raises CRSError for a geographic or non-metre explicit CRS, and for
+    one whose area of use lies more than FAR_DEG from the site centre unless `force`."""
+    lon_c, lat_c = site_centre(lon, lat)
+    crs = check_explicit(explicit)
+    if crs is None:
         return pyproj.CRS.from_epsg(utm_epsg(lon_c, lat_c))
-    try:
-        crs = pyproj.CRS.from_user_input(explicit.strip())
-    except pyproj.exceptions.CRSError as e:
-        raise ValueError(f"crs {explicit!r} is not a CRS pyproj knows: {e}") from None
-    return _check_projected(crs, explicit)
+    off = _degrees_outside(crs, lon_c, lat_c)
+    if off is not None and off > FAR_DEG and not force:
+        zone = utm_epsg(lon_c, lat_c)
+        raise CRSError(
+            f"crs {explicit!r} ({crs.name}) is meant for an area {off:.0f} degrees away from the "
+            f"site centre (lon {lon_c:.4f}, lat {lat_c:.4f}); distances and pairs there would be "
+            f"distorted. Expected the site's own zone, EPSG:{zone}, or 'auto'; if this CRS is "
+            "really meant, set crs_force: true in the catalog")
+    return crs
 
 
 def _crs_key(crs: pyproj.CRS | str | int) -> str:

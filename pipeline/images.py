@@ -15,7 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import reasons
 
@@ -39,30 +40,75 @@ def _fit(width: int, height: int, train_hw: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+# EXIF orientations that swap width and height (5-8: transposed or rotated by 90 degrees)
+_SWAPS_AXES = {5, 6, 7, 8}
+_WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode Pillow decodes: 16-bit and 32-bit integer greyscale are scaled
+    from their full range (a plain convert would clip them to white), float images from
+    [0, 1], palette and alpha modes through Pillow's own conversion."""
+    if im.mode in _WIDE_MODES:
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") else float(max(a.max(), 1.0))
+        grey = np.clip(np.rint(a / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        grey = np.clip(np.rint(np.nan_to_num(a) * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return im.convert("RGB")
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block is no reason to lose the image
+        return 1
+
+
 def check_image(root: Path, rel: str, train_hw: tuple[int, int], decode: bool) -> ImageCheck:
     path = root / rel
+    if path.is_symlink():
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(Path(os.path.realpath(root))):
+            return ImageCheck(rel, reasons.UNSAFE_PATH, f"a symlink to {real}, outside the "
+                              "catalog root", None, None, None)
     try:
         size = path.stat().st_size
     except OSError as exc:
-        return ImageCheck(rel, reasons.DECODE_ERROR, f"cannot stat: {exc}", None, None, None)
+        return ImageCheck(rel, reasons.UNREADABLE, f"cannot open: {exc}", None, None, None)
     if size == 0:
         return ImageCheck(rel, reasons.EMPTY_FILE, "file has 0 bytes", None, None, None)
     try:
         with Image.open(path) as im:
             width, height = im.size
+            orientation = _orientation(im)
+            if orientation in _SWAPS_AXES:
+                width, height = height, width  # the size as the image is meant to be seen
             if not decode:
                 return ImageCheck(rel, None, None, width, height, None)
             out_w, out_h = _fit(width, height, train_hw)
             if im.format == "JPEG":
-                im.draft("RGB", (out_w, out_h))  # DCT scaling: decode at >= the target size
+                draft = (out_h, out_w) if orientation in _SWAPS_AXES else (out_w, out_h)
+                im.draft("RGB", draft)  # DCT scaling: decode at >= the target size
             im.load()  # full decode of the entropy-coded data: truncation raises here
-            rgb = im.convert("RGB")
+            upright = ImageOps.exif_transpose(im) if orientation != 1 else im
+            rgb = to_rgb(upright)
             if rgb.size != (out_w, out_h):
                 rgb = rgb.resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0)
             buf = io.BytesIO()
             rgb.save(buf, format="JPEG", quality=SHARD_JPEG_QUALITY)
             return ImageCheck(rel, None, None, width, height, buf.getvalue())
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        return ImageCheck(rel, reasons.IMAGE_REFUSED, f"Pillow refuses it: {exc}", None, None, None)
+    except PermissionError as exc:
+        return ImageCheck(rel, reasons.UNREADABLE, f"cannot open: {exc}", None, None, None)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError,
+            NotImplementedError) as exc:
         return ImageCheck(rel, reasons.DECODE_ERROR, f"{type(exc).__name__}: {exc}", None, None, None)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import posixpath
 import re
+import time as _time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from . import reasons
 from .catalog import Catalog, NavSource
 from .images import ImageCheck, check_images
 from .output import MARKER as OUTPUT_MARKER
-from .readers import image_time_from_name, read_nav
+from .readers import NavFormatError, image_time_from_name, read_nav
 
 DIVE_COLUMNS = ["image_id", "dive", "path", "timestamp", "lat", "lon", "depth_m", "altitude_m",
                 "heading_deg", "width", "height"]
@@ -96,17 +97,30 @@ def expand(template: str, cat: Catalog, dive: str) -> str:
     return template.format(dive=dive_rel(cat, dive), dive_id=dive)
 
 
-def _matches(cat: Catalog, template: str, dive: str) -> list[Path]:
+def _any_case_extension(template: str) -> str:
+    """``*.jpg`` -> ``*.[jJ][pP][gG]``: cameras and copies write ``.JPG`` as often as ``.jpg``."""
+    m = re.search(r"\.([A-Za-z0-9]+)$", template)
+    if not m:
+        return template
+    ext = "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in m.group(1))
+    return template[: m.start(1)] + ext
+
+
+def _matches(cat: Catalog, template: str, dive: str, images: bool = False) -> list[Path]:
     """Files a template matches for a dive, sorted (globs allowed).
 
-    Catalogs written when ``{dive}`` stood for the dive folder's *name* (``dives/{dive}/...``
-    with ``dives: "dives/*"``) still match: when the template as written finds nothing, the
-    name is tried in place of ``{dive}``."""
+    Images: the extension matches in any case, and a symlink counts even when it dangles (it is
+    then quarantined as unreadable, never dropped). Catalogs written when ``{dive}`` stood for
+    the dive folder's *name* (``dives/{dive}/...`` with ``dives: "dives/*"``) still match: when
+    the template as written finds nothing, the name is tried in place of ``{dive}``."""
     def found(pattern: str) -> list[Path]:
+        if images:
+            pattern = _any_case_extension(pattern)
+        keep = (lambda q: q.is_symlink() or q.is_file()) if images else (lambda q: q.is_file())
         if _WILDCARD.search(pattern):
-            return sorted(Path(p) for p in glob.glob(str(cat.root / pattern)) if Path(p).is_file())
+            return sorted({Path(p) for p in glob.glob(str(cat.root / pattern)) if keep(Path(p))})
         path = cat.root / pattern
-        return [path] if path.is_file() else []
+        return [path] if keep(path) else []
 
     hits = found(expand(template, cat, dive))
     name = dive_rel(cat, dive).rsplit("/", 1)[-1]
@@ -119,7 +133,7 @@ def dive_images(cat: Catalog, dive: str) -> list[str]:
     """Image paths relative to the catalog root, sorted, forward slashes."""
     if cat.images is None:
         return []
-    return [p.relative_to(cat.root).as_posix() for p in _matches(cat, cat.images, dive)]
+    return [p.relative_to(cat.root).as_posix() for p in _matches(cat, cat.images, dive, images=True)]
 
 
 def nav_candidates(cat: Catalog, src: NavSource, dive: str) -> list[Path]:
@@ -164,8 +178,11 @@ def dive_fingerprint(cat: Catalog, dive: str) -> str:
     if nav:
         h.update(hashlib.sha256(nav[1].read_bytes()).digest())
     for rel in dive_images(cat, dive):
-        st = (cat.root / rel).stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = (cat.root / rel).stat()
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:  # a dangling symlink: quarantined as unreadable, still part of the key
+            h.update(f"{rel}\0dangling\n".encode())
     return h.hexdigest()
 
 
@@ -187,22 +204,59 @@ def _local_frame(lat: np.ndarray, lon: np.ndarray) -> tuple[Transformer, Transfo
             Transformer.from_crs(crs, 4326, always_xy=True))
 
 
+PLAUSIBLE_FROM_YEAR = 1990
+_T1990 = 631152000.0  # 1990-01-01T00:00:00Z
+
+
+def _plausible(t) -> np.ndarray:
+    """Unix seconds from 1990 to a day from now (AUV imagery, not the year 56172)."""
+    return (np.asarray(t) >= _T1990) & (np.asarray(t) <= _time.time() + 86400.0)
+
+
+def _implausible_times(nav_rel: str, t: np.ndarray) -> np.ndarray:
+    """Rows whose time is outside the plausible window; NavFormatError when most are (a unit
+    mistake: milliseconds read as seconds, a time offset), naming the likely unit."""
+    ok = _plausible(t) | ~np.isfinite(t)
+    bad = ~ok
+    if len(t) and bad.sum() > 0.5 * len(t):
+        med = float(np.nanmedian(t[bad]))
+        guess = next((unit for unit, f in (("milliseconds", 1e3), ("microseconds", 1e6),
+                                          ("nanoseconds", 1e9)) if _plausible(med / f)), None)
+        year = 1970 + med / 31557600.0
+        hint = (f"they look like {guess} since 1970, read as seconds" if guess else
+                "check the time column and its unit")
+        raise NavFormatError(
+            f"{nav_rel}: {int(bad.sum())} of {len(t)} timestamps lie outside "
+            f"{PLAUSIBLE_FROM_YEAR}..now (median {med:.6g}, i.e. the year {year:.0f}); expected "
+            f"unix seconds; {hint}")
+    return bad
+
+
 def _jumps(t: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Per-image poses far from the running median of their neighbours in time."""
+    """Per-image poses far from the track of their neighbours in time, the first and last of a
+    dive included: each pose is compared with the median of its JUMP_WINDOW nearest neighbours
+    (itself left out), allowing for the distance the vehicle travels in the time between."""
     n = len(t)
     if n < 3:
         return np.zeros(n, bool)
     fwd, _ = _local_frame(lat, lon)
     order = np.argsort(t, kind="stable")
+    ts = t[order].astype(np.float64)
     x, y = fwd.transform(lon[order], lat[order])
-    half = JUMP_WINDOW // 2
-    xp = np.pad(x, half, mode="edge")
-    yp = np.pad(y, half, mode="edge")
-    win = np.lib.stride_tricks.sliding_window_view
-    mx = np.median(win(xp, JUMP_WINDOW), axis=1)
-    my = np.median(win(yp, JUMP_WINDOW), axis=1)
+    x, y = np.asarray(x), np.asarray(y)
+    w = min(JUMP_WINDOW + 1, n)
+    start = np.clip(np.arange(n) - w // 2, 0, n - w)
+    idx = start[:, None] + np.arange(w)[None, :]
+    self_ = idx == np.arange(n)[:, None]
+    mx = np.nanmedian(np.where(self_, np.nan, x[idx]), axis=1)
+    my = np.nanmedian(np.where(self_, np.nan, y[idx]), axis=1)
+    mt = np.nanmedian(np.where(self_, np.nan, ts[idx]), axis=1)
+    step = np.hypot(np.diff(x), np.diff(y))
+    dt = np.diff(ts)
+    speed = float(np.median(step[dt > 0] / dt[dt > 0])) if (dt > 0).any() else 0.0
+    allowed = JUMP_LIMIT_M + speed * np.abs(ts - mt)
     out = np.zeros(n, bool)
-    out[order] = np.hypot(x - mx, y - my) > JUMP_LIMIT_M
+    out[order] = np.hypot(x - mx, y - my) > allowed
     return out
 
 
@@ -249,6 +303,9 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
     def reject(source: str, reason: str, detail: str | None) -> None:
         quarantine.append({"dive": dive, "source": source, "reason": reason, "detail": detail})
 
+    if cat.images is not None and not rels:
+        reject(expand(cat.images, cat, dive), reasons.DIVE_EMPTY,
+               f"the images template matches no file for dive {dive}")
     checks = check_images(cat.root, rels, cat.train_size, cat.validate_images == "decode",
                           workers=workers, progress=progress)
     nav_only = cat.images is None
@@ -267,10 +324,36 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
     src, nav_path = nav
     folder_rel = dive_rel(cat, dive)
     options = {"dive_dir": cat.root / folder_rel} if src.format == "ifdo" else {}
-    data = read_nav(src.format, nav_path, columns=src.columns.model_dump() if src.columns else None,
-                    **options)
     nav_rel = nav_path.relative_to(cat.root).as_posix()
-    table = data.table
+    try:
+        if not Path(os.path.realpath(nav_path)).is_relative_to(Path(os.path.realpath(cat.root))):
+            raise NavFormatError(f"{nav_rel}: a symlink to {os.path.realpath(nav_path)}, outside "
+                                 "the catalog root; the pipeline never reads outside it")
+        data = read_nav(src.format, nav_path,
+                        columns=src.columns.model_dump() if src.columns else None, **options)
+        table = data.table
+        usable = (np.isfinite(table["timestamp"].to_numpy(np.float64))
+                  & np.isfinite(table["lat"].to_numpy(np.float64))
+                  & np.isfinite(table["lon"].to_numpy(np.float64)))
+        if not usable.any():
+            first = (f" (line {table['line'].iat[0]} has none)"
+                     if len(table) and "line" in table else "")
+            raise NavFormatError(f"{nav_rel}: no row with a time, latitude and longitude"
+                                 f"{first}; expected a {src.format} file")
+        bad_time = _implausible_times(nav_rel, table["timestamp"].to_numpy(np.float64))
+    except (NavFormatError, OSError, UnicodeDecodeError, ValueError) as exc:
+        # the whole dive is quarantined with the reason; the rest of the site is still built
+        detail = str(exc) if nav_rel in str(exc) else f"{nav_rel}: {exc}"
+        for c in good:
+            reject(c.path, reasons.NAV_UNREADABLE, detail)
+        if not good:
+            reject(nav_rel, reasons.NAV_UNREADABLE, detail)
+        return _result(dive, src.format, good, located, pose, quarantine, len(rels))
+    if bad_time.any():
+        table = table.copy()
+        table.loc[bad_time, ["lat", "lon"]] = np.nan  # those rows locate nothing (nav_invalid)
+        if not data.per_image:
+            table = table[~bad_time].reset_index(drop=True)
     if data.per_image:
         by_path: dict[str, int] = {}
         for i, (img, line) in enumerate(zip(table["image"], table["line"], strict=True)):
@@ -283,7 +366,8 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         if nav_only:  # navigation-only catalog: every pose row stands for an image
             good = [ImageCheck(p, None, None, None, None, None) for p in by_path]
         t_nav = table["timestamp"].to_numpy()
-        span = (np.nanmin(t_nav), np.nanmax(t_nav)) if len(t_nav) else (np.inf, -np.inf)
+        t_ok = t_nav[_plausible(t_nav)]
+        span = (np.nanmin(t_ok), np.nanmax(t_ok)) if len(t_ok) else (np.inf, -np.inf)
         rows = np.array([by_path.get(c.path, -1) for c in good], dtype=np.int64)
         lat = table["lat"].to_numpy()
         lon = table["lon"].to_numpy()
@@ -303,7 +387,10 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
                 else:
                     reject(c.path, reasons.NO_NAV, f"no entry in {nav_rel}")
             elif not valid[k]:
-                reject(c.path, reasons.NAV_INVALID, f"{nav_rel}:{line}: latitude/longitude missing or NaN")
+                t_row = t_nav[rows[k]]
+                why = (f"timestamp {t_row:.3f} outside {PLAUSIBLE_FROM_YEAR}..now"
+                       if not _plausible(t_row) else "latitude/longitude missing or NaN")
+                reject(c.path, reasons.NAV_INVALID, f"{nav_rel}:{line}: {why}")
             elif jump[k]:
                 reject(c.path, reasons.NAV_JUMP,
                        f"{nav_rel}:{line}: position > {JUMP_LIMIT_M:g} m from its neighbours' track")

@@ -15,4 +15,9 @@ ALL = (DECODE_ERROR, EMPTY_FILE, OUTSIDE_NAV_SPAN, NO_NAV, NAV_GAP, NAV_INVALID,
 NO_TIME = "no_time"  # vehicle-navigation dive, but the image name carries no capture time
 UNSAFE_PATH = "unsafe_path"  # a navigation entry's image path escapes the catalog root
 
-ALL = (*ALL, NO_TIME, UNSAFE_PATH)
+UNREADABLE = "unreadable"  # the file cannot be opened (a dangling symlink, no permission)
+IMAGE_REFUSED = "image_refused"  # Pillow refuses it: a decompression bomb, an unsupported mode
+NAV_UNREADABLE = "nav_unreadable"  # the dive's navigation file cannot be read: the whole dive
+DIVE_EMPTY = "dive_empty"  # the dive's template matched no image file
+
+ALL = (*ALL, NO_TIME, UNSAFE_PATH, UNREADABLE, IMAGE_REFUSED, NAV_UNREADABLE, DIVE_EMPTY)

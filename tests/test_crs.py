@@ -144,7 +144,13 @@ def test_choose_crs_auto_and_explicit():
     assert choose_crs(lon, lat).to_epsg() == 32755
     assert choose_crs(lon, lat, "auto").to_epsg() == 32755
     assert choose_crs(lon, lat, "EPSG:32756").to_epsg() == 32756  # explicit wins
-    assert choose_crs(lon, lat, "EPSG:3031").to_epsg() == 3031
+    # a CRS meant for somewhere else is refused unless forced: a zone 14 zones away, the
+    # Antarctic polar stereographic for a site at 43 S
+    for far in ("EPSG:32741", "EPSG:3031", "EPSG:32655"):
+        with pytest.raises(ValueError, match="crs_force"):
+            choose_crs(lon, lat, far)
+    assert choose_crs(lon, lat, "EPSG:3031", force=True).to_epsg() == 3031
+    assert choose_crs(lon, lat, "EPSG:32754").to_epsg() == 32754  # the neighbouring zone
     assert choose_crs(np.array([179.99, -179.99]), np.zeros(2)).to_epsg() == 32601
 
 
