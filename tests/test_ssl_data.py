@@ -98,7 +98,7 @@ def test_load_manifest(manifests, manifest):
     assert m.anchor.dtype == np.int32 and m.positive.dtype == np.int32
     assert m.distance_m.dtype == np.float32 and len(m.anchor) == pairs.num_rows > 0
     assert (m.anchor < m.positive).all()
-    assert m.shards == {d: manifests / "images" / f"{d}.parquet" for d in ("dive01", "dive02")}
+    assert m.shards == {d: real / "images" / f"{d}.parquet" for d in ("dive01", "dive02")}
 
 
 def test_mismatched_locations_refused(manifests, tmp_path):
