@@ -186,9 +186,21 @@ def dive_fingerprint(cat: Catalog, dive: str) -> str:
     return h.hexdigest()
 
 
-def _safe_relpath(dive_rel: str, image: str) -> str | None:
-    """Image path relative to the root, or None when it is absolute or escapes the root."""
-    if not image or os.path.isabs(image) or image.startswith(("/", "\\")) or ":" in image[:3]:
+def _safe_relpath(dive_rel: str, image: str, root: Path | None = None) -> str | None:
+    """Image path relative to the root, or None when it escapes the root.
+
+    A relative path is taken from the dive folder. An absolute path (oplab writes them for
+    ACFR-named images) is accepted when it lies inside the root, and made relative to it;
+    anything else absolute (another machine's root, a drive letter) is None."""
+    if not image:
+        return None
+    if image.startswith("/") and root is not None:
+        norm = posixpath.normpath(image)
+        for base in {Path(root).as_posix(), Path(os.path.realpath(root)).as_posix()}:
+            if norm.startswith(base.rstrip("/") + "/"):
+                return norm[len(base.rstrip("/")) + 1:]
+        return None
+    if os.path.isabs(image) or image.startswith(("/", "\\")) or ":" in image[:3]:
         return None
     joined = posixpath.normpath(posixpath.join(dive_rel, image.replace("\\", "/")))
     if joined == ".." or joined.startswith("../") or joined.startswith("/"):
@@ -357,10 +369,10 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
     if data.per_image:
         by_path: dict[str, int] = {}
         for i, (img, line) in enumerate(zip(table["image"], table["line"], strict=True)):
-            rel = _safe_relpath(folder_rel, str(img)) if img is not None else None
+            rel = _safe_relpath(folder_rel, str(img), cat.root) if img is not None else None
             if rel is None:
                 reject(f"{nav_rel}:{line}", reasons.UNSAFE_PATH,
-                       f"image path {img!r} is absolute or escapes the catalog root")
+                       f"image path {img!r} lies outside the catalog root {cat.root}")
                 continue
             by_path.setdefault(rel, i)
         if nav_only:  # navigation-only catalog: every pose row stands for an image

@@ -154,3 +154,25 @@ def test_a_catalog_that_locates_nothing_says_where_with_exit_2(flat, tmp_path, c
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_absolute_image_paths_inside_the_root_are_normalised(flat, tmp_path):
+    """oplab writes absolute relative_path values for ACFR-named images."""
+    import pandas as pd
+
+    src, flat_cat = flat
+    site = tmp_path / "site"
+    shutil.copytree(src, site, ignore=shutil.ignore_patterns("manifests"))
+    nav = site / "dive01" / "nav" / "auv_ekf_LC.csv"
+    df = pd.read_csv(nav)
+    df["relative_path"] = [str(site / "dive01" / p) for p in df["relative_path"]]
+    df.loc[0, "relative_path"] = "/somewhere/else/dive01/" + Path(df.loc[0, "relative_path"]).name
+    df.to_csv(nav, index=False)
+    cat = load_catalog(site / "catalog.yaml")
+    build(cat, **QUIET)
+    loc = pq.read_table(cat.output / "locations.parquet").to_pandas()
+    quar = pq.read_table(cat.output / "quarantine.parquet").to_pandas()
+    ref = pq.read_table(flat_cat.output / "locations.parquet").to_pandas()
+    assert len(loc) == len(ref) - 1
+    unsafe = quar[quar["reason"] == "unsafe_path"]
+    assert len(unsafe) == 1 and "/somewhere/else" in unsafe["detail"].iloc[0]
