@@ -272,6 +272,10 @@ def _jumps(t: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return out
 
 
+def _unique(rows: list[int] | None) -> int:
+    return rows[0] if rows and len(rows) == 1 else -1
+
+
 def _interpolate(nav: pd.DataFrame, t: np.ndarray, max_gap_s: float):
     """Interpolate vehicle navigation at image times; reason per image (None when located)."""
     tn = nav["timestamp"].to_numpy()
@@ -380,7 +384,23 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         t_nav = table["timestamp"].to_numpy()
         t_ok = t_nav[_plausible(t_nav)]
         span = (np.nanmin(t_ok), np.nanmax(t_ok)) if len(t_ok) else (np.inf, -np.inf)
+        # a pose file that names its images under another folder than the one they are in
+        # (ACFR's stereo_pose_est.data lists bare names; i*_cv/ vs images/) still matches them
+        # by file name, where the name is unique in the dive
+        names: dict[str, list[int]] = {}
+        for rel, i in by_path.items():
+            names.setdefault(posixpath.basename(rel), []).append(i)
         rows = np.array([by_path.get(c.path, -1) for c in good], dtype=np.int64)
+        claimed = set(rows[rows >= 0].tolist())
+        by_name: dict[int, list[int]] = {}  # nav row -> unmatched images of that file name
+        for k, c in enumerate(good):
+            if rows[k] < 0:
+                r = _unique(names.get(posixpath.basename(c.path)))
+                if r >= 0 and r not in claimed:
+                    by_name.setdefault(r, []).append(k)
+        for r, ks in by_name.items():
+            if len(ks) == 1:  # one image, one pose: never two images on one pose
+                rows[ks[0]] = r
         lat = table["lat"].to_numpy()
         lon = table["lon"].to_numpy()
         has = rows >= 0
