@@ -24,6 +24,7 @@ import dask
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 from prefect_dask import DaskTaskRunner
 
 from pipeline import build as pb
@@ -57,11 +58,6 @@ def _retry_on_io_error(task, task_run, state) -> bool:
     except Exception:
         return False
     return False
-
-
-@task(name="plan", cache_policy=NO_CACHE)
-def plan_task(cat: Catalog, out: Path, r_loc_m: float | None, full_rebuild: bool) -> pb.BuildPlan:
-    return pb.plan(cat, out, r_loc_m, full_rebuild)
 
 
 class _ProgressLog:
@@ -129,29 +125,38 @@ def ingest_dives(cat: Catalog, out: Path, dives: dict[str, str],
     return [f.result() for f in futures]
 
 
-@task(name="site-index-and-pairs", cache_policy=NO_CACHE)
-def site_task(bp: pb.BuildPlan) -> pb.Site:
-    return pb.assemble_site(bp)
-
-
-@task(name="publish", cache_policy=NO_CACHE)
-def publish_task(bp: pb.BuildPlan, site: pb.Site, timings: dict) -> dict:
-    return pb.publish(bp, site, timings)
-
-
 @task(name="artifacts", cache_policy=NO_CACHE)
-def artifacts_task(report: dict, site: pb.Site, out: Path) -> None:
+def artifacts_task(report: dict, out: Path) -> None:
+    import pyarrow.parquet as pq
+
     key = report["catalog"].lower().replace("_", "-")
     create_markdown_artifact(markdown=summary_markdown(report), key=f"{key}-summary",
                              description=f"build-pairs summary for {report['catalog']}")
-    png = survey_map_png(site.locations, site.pairs, None,
-                         title=f"{report['catalog']}: {site.locations.num_rows} images, "
-                               f"{site.pairs.num_rows} pairs within "
+    locations = pq.read_table(out / "locations.parquet")  # the generation just published
+    pairs = pq.read_table(out / "pairs.parquet")
+    png = survey_map_png(locations, pairs, None,
+                         title=f"{report['catalog']}: {locations.num_rows} images, "
+                               f"{pairs.num_rows} pairs within "
                                f"{report['pair_policy']['r_loc_m']:g} m")
     pb.write_extra(report["catalog"], out, MAP_NAME, png)
     create_image_artifact(image_url="data:image/png;base64," + base64.b64encode(png).decode(),
                           key=f"{key}-survey-map",
                           description=f"tracks by dive and a sample of neighbour links ({MAP_NAME})")
+
+
+def _as_task(name: str, fn, *args):
+    """A pipeline stage as a Prefect task of the flow run (its own state, logs and timing)."""
+    return task(fn, name=name, cache_policy=NO_CACHE)(*args)
+
+
+def _dask_ingest(bp: pb.BuildPlan) -> None:
+    """The changed dives of a plan, mapped on the Dask task runner."""
+    runner, per_dive = dask_runner(bp.catalog, len(bp.changed))
+    # local worker processes must not be daemonic: a dive's ingest decodes its images in a
+    # process pool of its own
+    with dask.config.set({"distributed.worker.daemon": False}):
+        ingest_dives.with_options(task_runner=runner)(
+            bp.catalog, bp.output, {d: bp.dives[d] for d in bp.changed}, per_dive)
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -162,44 +167,23 @@ def build_pairs(catalog: str = "seafloor", r_loc_m: float | None = None,
 
     catalog: a name in catalogs/ (the deployment's own) or a path to a catalog YAML.
     r_loc_m: override the catalog's pairs.r_loc_m (metres). full_rebuild: ignore the dive cache.
+
+    This is pipeline.build.build, with its stages as tasks and the ingest on Dask; a user's
+    mistake (catalog, output folder, settings) fails the run with that one message.
     """
     logger = get_run_logger()
-    t0 = time.perf_counter()
-    cat = resolve_catalog(catalog)
-    out = pb.output_dir(cat)
-    pb.prepare_output(cat, out)
-    lk = pb.lock(out)
-    pb.acquire(lk, out)
     try:
-        bp = plan_task(cat, out, r_loc_m, full_rebuild)
-        for problem in bp.repairs:
-            logger.warning("%s: damaged output, repairing: %s", cat.name, problem)
-        if bp.no_change:
-            pb.tidy(cat, out)
-            logger.info("%s: no change (%d dives cached); manifests left untouched", cat.name,
-                        len(bp.dives))
-            return {"catalog": cat.name, "no_change": True, "dives": sorted(bp.dives)}
-        logger.info("%s: %d dives: %d to ingest (%s), %d cached, %d removed", cat.name,
-                    len(bp.dives), len(bp.changed), ", ".join(bp.changed) or "-",
-                    len(bp.cached), len(bp.removed))
-        timings = {"plan": round(time.perf_counter() - t0, 3)}
-        t1 = time.perf_counter()
-        if bp.changed:
-            runner, per_dive = dask_runner(cat, len(bp.changed))
-            # local worker processes must not be daemonic: a dive's ingest decodes its
-            # images in a process pool of its own
-            with dask.config.set({"distributed.worker.daemon": False}):
-                ingest_dives.with_options(task_runner=runner)(
-                    cat, out, {d: bp.dives[d] for d in bp.changed}, per_dive)
-        timings["ingest"] = round(time.perf_counter() - t1, 3)
-        site = site_task(bp)
-        report = publish_task(bp, site, timings)
-        report.update(ingested=bp.changed, reused=bp.cached, removed=bp.removed, no_change=False)
-        artifacts_task(report, site, out)
+        cat = resolve_catalog(catalog)
+        out = pb.output_dir(cat)
+        report = pb.build(cat, r_loc_m=r_loc_m, full_rebuild=full_rebuild, log=logger.info,
+                          ingest=_dask_ingest, step=_as_task)
+    except pb.USER_ERRORS as exc:
+        logger.error("%s", exc)
+        return Failed(message=str(exc))
+    if not report["no_change"]:
+        artifacts_task(report, out)
         logger.info("%s: %d located, %d quarantined, %d pairs -> %s", cat.name,
                     report["images_located"], report["quarantined"], report["pairs"], out)
-        return {k: report[k] for k in ("catalog", "output", "images_found", "images_located",
-                                        "quarantined", "pairs", "ingested", "reused", "removed",
-                                        "no_change")}
-    finally:
-        lk.release()
+    keys = ("catalog", "output", "images_found", "images_located", "quarantined", "pairs",
+            "ingested", "reused", "removed", "no_change")
+    return {k: report.get(k) for k in keys} | {"dives": sorted(report.get("per_dive", {}))}

@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from . import crs as crs_policy
 from . import schema
-from .catalog import Catalog
+from .catalog import Catalog, CatalogError
 from .index import hilbert_distance, row_group_rows, to_geoparquet_table
 from .ingest import (
     DiveResult,
@@ -72,6 +72,11 @@ class SettingsError(ValueError):
 
 class NothingLocated(ValueError):
     """No image of the site could be located: the catalog does not describe the survey."""
+
+
+# a user's mistake, reported as one message (exit code 2 in the CLIs), never a traceback
+USER_ERRORS = (CatalogError, BuildLocked, NothingLocated, OutputRefused, SettingsError,
+               crs_policy.CRSError)
 
 
 def _nothing_located(cat: Catalog, parts: list[DiveResult], quar: pd.DataFrame) -> str:
@@ -431,9 +436,33 @@ def write_extra(catalog: str, out: Path, name: str, data: bytes) -> Path:
     return path
 
 
+def ingest_in_process(bp: BuildPlan, workers: int | None = None, log=print,
+                      progress_factory=None) -> None:
+    """The default ingest runner: each changed dive in turn, its images on a process pool."""
+    for dive in bp.changed:
+        log(f"{bp.catalog.name}: ingesting {dive}")
+        if note := nav_choice(bp.catalog, dive):
+            log(f"{bp.catalog.name}: {note}")
+        bar = progress_factory(dive) if progress_factory else None
+        ingest_cached(bp.catalog, bp.output, dive, bp.dives[dive], workers=workers,
+                      progress=bar.update if bar is not None else None)
+        if bar is not None:
+            bar.close()
+
+
+def _run_step(name: str, fn, *args):
+    return fn(*args)
+
+
 def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = None,
-          full_rebuild: bool = False, workers: int | None = None, log=print, progress_factory=None) -> dict:
-    """Run the whole pipeline for one catalog under the output folder's lock."""
+          full_rebuild: bool = False, workers: int | None = None, log=print, progress_factory=None,
+          ingest=None, step=_run_step) -> dict:
+    """Run the whole pipeline for one catalog under the output folder's lock.
+
+    ``ingest(bp)`` ingests ``bp.changed`` into the cache (default: in this process; the Prefect
+    flow passes one that maps the dives on Dask). ``step(name, fn, *args)`` runs each stage
+    (the flow passes one that makes it a task). Damage found in the output is logged through
+    ``log`` and repaired."""
     out_dir = output_dir(cat, out)
     check_settings(cat, r_loc_m)
     prepare_output(cat, out_dir)
@@ -441,7 +470,7 @@ def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = N
     acquire(lk, out_dir)
     try:
         t0 = time.perf_counter()
-        bp = plan(cat, out_dir, r_loc_m, full_rebuild)
+        bp = step("plan", plan, cat, out_dir, r_loc_m, full_rebuild)
         for problem in bp.repairs:
             log(f"{cat.name}: damaged output, repairing: {problem}")
         if bp.no_change:
@@ -450,20 +479,18 @@ def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = N
             report = json.loads((out_dir / "report.json").read_text())
             report["no_change"] = True
             return report
+        log(f"{cat.name}: {len(bp.dives)} dives: {len(bp.changed)} to ingest "
+            f"({', '.join(bp.changed) or '-'}), {len(bp.cached)} cached, {len(bp.removed)} removed")
         timings = {"plan": round(time.perf_counter() - t0, 3)}
         t1 = time.perf_counter()
-        for dive in bp.changed:
-            log(f"{cat.name}: ingesting {dive}")
-            if note := nav_choice(cat, dive):
-                log(f"{cat.name}: {note}")
-            bar = progress_factory(dive) if progress_factory else None
-            ingest_cached(cat, out_dir, dive, bp.dives[dive], workers=workers,
-                          progress=bar.update if bar is not None else None)
-            if bar is not None:
-                bar.close()
+        if bp.changed:
+            if ingest is None:
+                ingest_in_process(bp, workers, log, progress_factory)
+            else:
+                ingest(bp)
         timings["ingest"] = round(time.perf_counter() - t1, 3)
-        site = assemble_site(bp)
-        report = publish(bp, site, timings)
+        site = step("site-index-and-pairs", assemble_site, bp)
+        report = step("publish", publish, bp, site, timings)
         report["ingested"], report["reused"], report["removed"] = bp.changed, bp.cached, bp.removed
         report["no_change"] = False
         return report
