@@ -134,6 +134,9 @@ def output_dir(cat: Catalog, out: str | Path | None = None) -> Path:
 
 def check_output(cat: Catalog, out: Path) -> None:
     """Refuse an output folder that overlaps the survey's inputs (OutputRefused)."""
+    if out.exists() and not out.is_dir():
+        raise OutputRefused(f"output {out} is a file, not a folder; set 'output' (or --out) to a "
+                            "folder")
     root, real = Path(os.path.realpath(cat.root)), Path(os.path.realpath(out))
     if root == real or root.is_relative_to(real):
         raise OutputRefused(
