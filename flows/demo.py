@@ -20,6 +20,8 @@ import time
 import urllib.error
 from pathlib import Path
 
+from pipeline.build import USER_ERRORS
+
 from . import server
 from .build_pairs import FLOW_NAME, resolve_catalog
 
@@ -55,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # SIGTERM like Ctrl-C: stop what the demo started before exiting
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    cat = resolve_catalog(args.catalog)
+    try:
+        cat = resolve_catalog(args.catalog)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     env = server.prefect_env(args.home, args.port)
     url = server.api_url(args.port)
     started: list[subprocess.Popen] = []

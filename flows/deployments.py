@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.catalog import Catalog, load_catalog
+from pipeline.build import USER_ERRORS
+from pipeline.catalog import Catalog, CatalogError, load_catalog
 
 from .build_pairs import FLOW_NAME, catalogs_dir
 
@@ -31,7 +32,8 @@ def catalog_files(folder: Path | None = None) -> list[Path]:
     folder = Path(folder) if folder else catalogs_dir()
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
     if not files:
-        raise FileNotFoundError(f"no catalog files (*.yaml) in {folder}")
+        raise CatalogError(f"{folder}: no catalog files (*.yaml) there; expected one YAML per "
+                           "site (see catalogs/seafloor.yaml), or pass --catalogs DIR")
     return files
 
 
@@ -101,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="write prefect.yaml at the repo root")
     ap.add_argument("--check", action="store_true", help="exit 1 if prefect.yaml is out of date")
     args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     text = prefect_yaml(args.catalogs, args.pool)
     target = REPO / "prefect.yaml"
     if args.write:

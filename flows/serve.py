@@ -30,9 +30,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from prefect import serve
 
+    from pipeline.build import USER_ERRORS
+
     from .deployments import runner_deployments
 
-    deployments = runner_deployments(args.catalogs)
+    try:
+        deployments = runner_deployments(args.catalogs)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print("serving " + ", ".join(f"{FLOW_NAME}/{d.name}" for d in deployments), flush=True)
     serve(*deployments, pause_on_shutdown=False, limit=args.limit)
     return 0

@@ -307,3 +307,18 @@ def test_a_bad_input_costs_only_itself(site, capsys, name, mutate, allowed):
     files = {p.relative_to(site).as_posix() for p in site.glob("dive*/images/*")}
     seen = list(loc["path"]) + [s for s in quar["source"] if s in files]
     assert sorted(seen) == sorted(files)
+
+
+@pytest.mark.parametrize("module,argv", [
+    ("flows.deployments", ["--catalogs", "/nonexistent-folder"]),
+    ("flows.serve", ["--catalogs", "/nonexistent-folder"]),
+    ("flows.demo", ["--catalog", "no-such-site"]),
+])
+def test_flows_command_lines_report_a_mistake_with_exit_2(module, argv):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 2 and res.stderr.startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
