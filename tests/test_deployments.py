@@ -10,6 +10,7 @@ import yaml
 
 from flows import deployments
 from flows.build_pairs import _retry_on_io_error, catalogs_dir, resolve_catalog
+from pipeline.catalog import CatalogError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_catalog_names_resolve_in_the_configured_folder(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="no catalog named 'seafloor'.*known: elsewhere"):
         resolve_catalog("seafloor")
     shutil.rmtree(tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CatalogError, match="no catalog files"):
         deployments.catalog_files(tmp_path)
 
 
