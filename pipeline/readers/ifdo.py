@@ -3,13 +3,31 @@
 Structure::
 
     {"image-set-header": {...defaults...},
-     "image-set-items": {"<file name>": {...} | [{...}, ...], ...}}
+     "image-set-items": {"<file name>": {...} | [{...}, ...] | null, ...}}
 
-Header values are defaults that item values override. An item given as a list (a video, or
-several entries for one file) is read from its first entry. Fields read:
+Item shapes, as the tools write them: a mapping per photo (ifdo 1.6.0, mariqt 1.0.1); a list
+for a video, whose first entry holds the video's start and its defaults (the iFDO schema's
+``prefixItems``); a list of one for every photo (ifdo 1.2.x writes all items as lists). A list
+is read from its first entry; an empty item (``null``) gets the header's values.
 
-- ``image-datetime``: "%Y-%m-%d %H:%M:%S.%f" (also without the fraction, or ISO 8601 with
-  ``T``/``Z``), UTC unless a zone is given;
+Header values are defaults that item values override ("The default settings for all fields.
+Can be overwritten by metadata in the image-set-items field", iFDO v2.0.1 schema), with one
+exception: ``image-datetime``, ``image-latitude``, ``image-longitude`` and
+``image-altitude-meters`` in the header are a summary of the set when any item carries the same
+field. The v2.0.1 schema requires them in the header, and mariqt 1.0.1 fills them with the first
+image's time and the median of the items' values (``_trySetRepresentativeHeaderFieldsDtLatLonAlt``).
+Such a header value never stands in for an item that lacks the field: that item has no time,
+position or depth (and the pipeline quarantines it). Only where NO item carries the field is the
+header value every item's value (a field constant over the set; mariqt moves those into the
+header). The rule is per field.
+
+Fields read:
+
+- ``image-datetime``: in the ``image-datetime-format`` (a Python strptime format, given in the
+  header or in the item, the item's winning; default "%Y-%m-%d %H:%M:%S.%f"), UTC unless the
+  format carries a zone. A value that does not match the declared format but is in the default
+  format or ISO 8601 is read as such and counted in ``notes["ifdo_datetime_format_mismatch"]``
+  (ifdo 1.2.5 writes the header's format but always formats datetimes the default way);
 - ``image-latitude``, ``image-longitude``: WGS84 degrees (NaN when absent);
 - v2: ``image-altitude-meters`` is relative to sea level, negative below it, so
   depth = -image-altitude-meters; ``image-meters-above-ground`` is the altitude above the seabed;
@@ -17,10 +35,20 @@ several entries for one file) is read from its first entry. Fields read:
   above the seabed. ``image-altitude`` is read by its sign: a negative value is a height
   relative to sea level (depth = -image-altitude, used when ``image-depth`` is absent), zero or
   positive is metres above the seabed (used when ``image-meters-above-ground`` is absent);
-- ``image-camera-yaw-degrees``: heading (NaN when absent).
+- ``image-camera-yaw-degrees``: heading in degrees, returned in [0, 360); NaN when absent. The
+  iFDO schema defines it as the rotation of the camera frame (x = top of the image) about the
+  down axis of North-East-Down: 0 = the image's top towards north, clockwise seen from above.
+  mariqt 1.0.1 writes it in (-180, 180].
+
+Image paths come from ``image-set-local-path`` (an older name, ``image-local-path``, is read
+too). When a v2 file has neither, the schema's default applies: "The default is the relative
+path ``../raw``" (iFDO v2.0.1 schema; ifdo 1.2.x cannot write the field at all, ifdo 1.6.0
+writes it only when given), counted in ``notes["ifdo_default_local_path"]``. v1 files without it
+keep the bare item names.
 
 The version comes from ``image-set-ifdo-version`` ("v1.x" or "v2.x"); without it, from which
-fields are present.
+fields are present. A ``.json`` file that is not JSON but is a YAML iFDO document is read as
+YAML (ifdo 1.2.5 writes YAML whatever the suffix), counted in ``notes["ifdo_yaml_in_json"]``.
 """
 
 from __future__ import annotations
@@ -43,18 +71,24 @@ ITEMS = "image-set-items"
 _DEG, _M = "a number in degrees", "a number in metres"
 
 
+DEFAULT_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+DEFAULT_LOCAL_PATH_V2 = "../raw"
+# header fields that summarise the items whenever an item carries them (see the module notes)
+SUMMARY_FIELDS = ("image-datetime", "image-latitude", "image-longitude", "image-altitude-meters")
+
+
 def read_ifdo(path: Path, dive_dir: Path | None = None) -> NavData:
     """Read an iFDO file; ``line`` is the 1-based position of the item in image-set-items.
 
-    Image paths: the header's ``image-set-local-path`` (relative to the iFDO file's folder)
-    joined with the item's file name, expressed relative to ``dive_dir`` (normalised, forward
-    slashes), e.g. ``dive01/nav/dive01_iFDO.json`` with local path ``../images`` and
-    ``dive_dir=dive01`` gives ``images/<name>``. A path outside ``dive_dir`` comes back with
-    ``..`` in it; an absolute local path or file name comes back as written. With ``dive_dir``
-    None the local path joined with the name is returned as written.
+    Image paths: the header's ``image-set-local-path`` (relative to the iFDO file's folder;
+    ``../raw`` when a v2 file has none) joined with the item's file name, expressed relative to
+    ``dive_dir`` (normalised, forward slashes), e.g. ``dive01/nav/dive01_iFDO.json`` with local
+    path ``../images`` and ``dive_dir=dive01`` gives ``images/<name>``. A path outside
+    ``dive_dir`` comes back with ``..`` in it; an absolute local path or file name comes back as
+    written. With ``dive_dir`` None the local path joined with the name is returned as written.
     """
     path = Path(path)
-    doc = _load(path)
+    doc, notes = _load(path)
     if not isinstance(doc, dict) or not isinstance(doc.get(ITEMS), dict):
         if not isinstance(doc, dict):
             found = f"a {type(doc).__name__} at the top level"
@@ -71,13 +105,23 @@ def read_ifdo(path: Path, dive_dir: Path | None = None) -> NavData:
         )
     items = doc[ITEMS]
     v1 = _is_v1(header, items)
-    n = len(items)
+    notes["ifdo_version"] = 1 if v1 else 2
+    entries = [
+        (str(key), _first_entry(f"{path}: item {i + 1} ('{key}')", value))
+        for i, (key, value) in enumerate(items.items())
+    ]
+    carried = {f for f in SUMMARY_FIELDS if any(_carries(v, f) for v in items.values())}
+    defaults = {k: v for k, v in header.items() if k not in carried}
+    n = len(entries)
     cols = {k: np.full(n, np.nan) for k in ("t", "lat", "lon", "depth", "alt", "yaw")}
     images, lines = [], np.arange(1, n + 1, dtype=np.int64)
-    for i, (key, value) in enumerate(items.items()):
+    mismatched = defaulted = 0
+    for i, (key, entry) in enumerate(entries):
         where = f"{path}: item {i + 1} ('{key}')"
-        rec = _merged(where, header, value)
-        cols["t"][i] = _time(where, rec.get("image-datetime"))
+        rec = {**defaults, **entry}
+        cols["t"][i], fell_back = _time(where, rec.get("image-datetime"),
+                                        rec.get("image-datetime-format"))
+        mismatched += fell_back
         cols["lat"][i] = _num(where, rec, "image-latitude", _DEG)
         cols["lon"][i] = _num(where, rec, "image-longitude", _DEG)
         cols["yaw"][i] = _num(where, rec, "image-camera-yaw-degrees", _DEG)
@@ -92,22 +136,42 @@ def read_ifdo(path: Path, dive_dir: Path | None = None) -> NavData:
         else:
             depth = -_num(where, rec, "image-altitude-meters", _M)
         cols["depth"][i], cols["alt"][i] = depth, above
-        images.append(_image(path, str(key), rec.get("image-set-local-path"), dive_dir))
+        local = rec.get("image-set-local-path")
+        if local is None or local == "":
+            local = rec.get("image-local-path")
+        if (local is None or local == "") and not v1:
+            local, defaulted = DEFAULT_LOCAL_PATH_V2, defaulted + 1
+        images.append(_image(path, key, local, dive_dir))
     check_latlon(path, cols["lat"], cols["lon"], lines, "image-latitude", "image-longitude",
                  where="item")
     table = nav_table(
         n, cols["t"], cols["lat"], cols["lon"], cols["depth"], lines,
         altitude_m=cols["alt"], heading_deg=cols["yaw"], image=images,
     )
-    return NavData(table=table, per_image=True, path=path, format="ifdo",
-                   notes={"ifdo_version": 1 if v1 else 2})
+    if mismatched:
+        notes["ifdo_datetime_format_mismatch"] = mismatched
+    if defaulted:
+        notes["ifdo_default_local_path"] = defaulted
+    ignored = carried & {k for k, v in header.items() if v is not None}
+    if ignored:
+        notes["ifdo_header_summary_fields_ignored"] = len(ignored)
+    return NavData(table=table, per_image=True, path=path, format="ifdo", notes=notes)
+
+
+def _carries(value: Any, key: str) -> bool:
+    """Whether an item (a mapping, or a list of them) gives ``key`` a value of its own."""
+    if isinstance(value, dict):
+        return value.get(key) is not None
+    if isinstance(value, list):
+        return any(isinstance(e, dict) and e.get(key) is not None for e in value)
+    return False
 
 
 def _kind(value: Any) -> str:
     return "an empty value" if value is None else f"a {type(value).__name__}"
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path) -> tuple[Any, dict[str, int]]:
     suffix = path.suffix.lower()
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -118,8 +182,12 @@ def _load(path: Path) -> Any:
         ) from None
     if suffix == ".json":
         try:
-            return json.loads(text)
+            return json.loads(text), {}
         except json.JSONDecodeError as exc:
+            # ifdo 1.2.x writes YAML into files named .json
+            doc = _yaml_or_none(text)
+            if isinstance(doc, dict) and ITEMS in doc:
+                return doc, {"ifdo_yaml_in_json": 1}
             raise NavFormatError(
                 f"{path}: line {exc.lineno}, column {exc.colno}: found invalid JSON ({exc.msg}); "
                 "expected an iFDO JSON document"
@@ -127,9 +195,8 @@ def _load(path: Path) -> Any:
     if suffix in (".yaml", ".yml"):
         import yaml
 
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            return yaml.load(text, Loader=loader)
+            return yaml.load(text, Loader=_yaml_loader()), {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else 1
@@ -142,6 +209,21 @@ def _load(path: Path) -> Any:
         f"{path}: line 1, file name: found suffix {path.suffix!r}; "
         "expected an iFDO file ending in .json, .yaml or .yml"
     )
+
+
+def _yaml_loader():
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _yaml_or_none(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_yaml_loader())
+    except yaml.YAMLError:
+        return None
 
 
 def _is_v1(header: dict, items: dict) -> bool:
@@ -159,7 +241,8 @@ def _is_v1(header: dict, items: dict) -> bool:
     return bool({"image-depth", "image-altitude"} & keys)
 
 
-def _merged(where: str, header: dict, value: Any) -> dict:
+def _first_entry(where: str, value: Any) -> dict:
+    """An item's own fields: the mapping, or the first entry of a list (video, list of one)."""
     if isinstance(value, list):
         if value and not isinstance(value[0], dict):
             raise NavFormatError(
@@ -167,13 +250,13 @@ def _merged(where: str, header: dict, value: Any) -> dict:
             )
         value = value[0] if value else None
     if value is None:
-        return dict(header)
+        return {}
     if not isinstance(value, dict):
         raise NavFormatError(
             f"{where}: found {_kind(value)} {value!r}; "
             "expected a mapping of iFDO fields (or a list of them)"
         )
-    return {**header, **value}
+    return value
 
 
 def _num(where: str, rec: dict, key: str, expected: str) -> float:
@@ -190,36 +273,39 @@ def _num(where: str, rec: dict, key: str, expected: str) -> float:
         ) from None
 
 
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S")
+_FALLBACK_FORMATS = (DEFAULT_DATETIME_FORMAT, "%Y-%m-%d %H:%M:%S")
 
 
-def _time(where: str, value: Any) -> float:
+def _time(where: str, value: Any, fmt: Any = None) -> tuple[float, bool]:
+    """Unix seconds of ``image-datetime``, and whether it missed its declared format."""
     if value is None:
-        return math.nan
-    when = None
-    if isinstance(value, dt.datetime):
-        when = value
+        return math.nan, False
+    declared = fmt if isinstance(fmt, str) and fmt else None
+    when, used = None, None
+    if isinstance(value, dt.datetime):  # YAML timestamps arrive parsed
+        when, used = value, declared
     elif isinstance(value, str):
         text = value.strip()
-        for fmt in _TIME_FORMATS:
+        for form in ((declared,) if declared else ()) + _FALLBACK_FORMATS:
             try:
-                when = dt.datetime.strptime(text, fmt)
+                when, used = dt.datetime.strptime(text, form), form
                 break
             except ValueError:
                 pass
         if when is None:
             try:
-                when = dt.datetime.fromisoformat(text)
+                when, used = dt.datetime.fromisoformat(text), "ISO 8601"
             except ValueError:
                 when = None
     if when is None:
+        fmt_note = f" or the declared image-datetime-format {declared!r}" if declared else ""
         raise NavFormatError(
             f"{where}, key 'image-datetime': found {value!r}; "
-            "expected a UTC time such as '2024-03-13 00:40:46.897000' (or ISO 8601)"
+            f"expected a UTC time such as '2024-03-13 00:40:46.897000' (or ISO 8601){fmt_note}"
         )
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+    return when.timestamp(), declared is not None and used != declared
 
 
 def _image(path: Path, key: str, local: Any, dive_dir: Path | None) -> str:

@@ -1,12 +1,26 @@
 """oplab_pipeline camera pose CSV (format ``oplab-camera-csv``): one row per image.
 
-Header (extra columns may follow; case and spaces in names are ignored)::
+Written by oplab_pipeline's ``auv_nav process`` as ``auv_ekf_<camera>.csv`` (also ``auv_dr_``,
+``auv_pf_``). Header (extra columns may follow; case and spaces in names are ignored)::
 
     relative_path,northing [m],easting [m],depth [m],roll [deg],pitch [deg],heading [deg],
     altitude [m],timestamp [s],latitude [deg],longitude [deg],...
 
+oplab_pipeline 1.2.0 writes 26 columns (velocities and ``vehicle_std_*`` follow), every number
+as Python's ``str(float)``, and ``None`` for a value it never filled (read as missing).
+
 Positions come from latitude/longitude. Northing/easting are metres from the mission origin
-(a local frame, not UTM) and are not used.
+(a local frame, not UTM) and are not used. oplab_pipeline 1.2.0 computes the camera row's
+latitude/longitude from the vehicle centre's northing/easting, not the lever-arm-corrected
+camera's (``Camera.fromSyncedBodyVelocity``), so they are the vehicle's position.
+
+Heading: ``heading [deg]`` is the EKF yaw in degrees, 0 = north, clockwise seen from above
+(auv_nav's North-East-Down body frame, converted from radians with ``* 180 / pi``). It is not
+wrapped: values such as 366.25 or -8 occur; they come back in [0, 360).
+
+``relative_path`` is whatever auv_nav's image parser stored: a path relative to the dive's raw
+folder for some cameras, an ABSOLUTE path of the processing machine's raw folder for others
+(the ACFR, SeaXerocks and rosbag image parsers). It is passed through unchanged.
 """
 
 from __future__ import annotations

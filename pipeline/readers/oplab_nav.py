@@ -1,9 +1,14 @@
 """oplab vehicle navigation CSV (format ``oplab-nav-csv``): the 10 Hz vehicle time series.
 
-Header (case and spaces in names are ignored)::
+Header (case and spaces in names are ignored; extra columns may follow)::
 
     timestamp [s],northing [m],easting [m],depth [m],roll [deg],pitch [deg],heading [deg],
     altitude [m],latitude [deg],longitude [deg]
+
+oplab_pipeline 1.2.0's ``auv_ekf_centre.csv`` names its first column ``timestamp`` (no unit)
+and adds twelve ``vehicle_std_*`` columns. Heading is as in the camera CSV (see
+:mod:`pipeline.readers.oplab_camera`): the EKF yaw in degrees, 0 = north, clockwise, not wrapped
+(returned in [0, 360)).
 
 Real logs contain NaN rows, repeated timestamps, rows out of order and position jumps (GPS or
 USBL fixes far off the track). :func:`clean_track` turns them into a clean series: no NaN
