@@ -23,11 +23,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--r-loc", type=float, default=None, help="override pairs.r_loc_m (metres)")
     b.add_argument("--full-rebuild", action="store_true", help="ignore the per-dive cache")
     b.add_argument("--workers", type=int, default=None, help="image processes (default: all cores)")
+    i = sub.add_parser("init", help="scan a survey folder and propose a catalog for it",
+                       description="Scan a survey folder (dive folders with images, navigation "
+                       "files) and propose a catalog: printed on stdout (the report on stderr), "
+                       "or written as SURVEY_DIR/catalog.yaml with --write.")
+    i.add_argument("survey_dir", metavar="SURVEY_DIR", help="the survey's top folder")
+    i.add_argument("--write", action="store_true",
+                   help="write SURVEY_DIR/catalog.yaml (never over an existing one)")
+    i.add_argument("--force", action="store_true",
+                   help="with --write: replace an existing SURVEY_DIR/catalog.yaml")
+    i.add_argument("--name", default=None,
+                   help="catalog name (default: the survey folder's name)")
+    i.add_argument("--output", default=None, metavar="DIR",
+                   help="output folder for the manifests, relative to the current folder "
+                   "(default: SURVEY_DIR/manifests, or a free name beside it)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "init":
+        from .scaffold import run_init
+
+        return run_init(args)
     try:
         cat = load_catalog(find_catalog(args.catalog))
         from tqdm import tqdm
