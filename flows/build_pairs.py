@@ -84,12 +84,15 @@ def ingest_dive_task(cat: Catalog, out: Path, dive: str, fingerprint: str,
 
     logger = get_run_logger()
     t0 = time.perf_counter()
-    n = len(dive_images(cat, dive)) if cat.images is not None else 0
+    # listed here, on the worker: a subflow's parameters go to the API, so the plan's list of
+    # the dive's files is not shipped (it may hold a million paths)
+    rels = dive_images(cat, dive)
+    n = len(rels)
     logger.info("dive %s: ingesting %d images", dive, n)
     if note := nav_choice(cat, dive):
         logger.info(note)
     folder = pb.ingest_cached(cat, out, dive, fingerprint, workers=workers,
-                              progress=_ProgressLog(dive, n))
+                              progress=_ProgressLog(dive, n), rels=rels)
     res = pb.load_cached(out, dive, fingerprint)
     secs = time.perf_counter() - t0
     logger.info("dive %s: %d located, %d quarantined in %.1f s (nav: %s)", dive,

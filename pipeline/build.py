@@ -116,6 +116,7 @@ class BuildPlan:
     state: dict  # what the published manifests were built from
     no_change: bool
     repairs: list[str] = field(default_factory=list)  # damage found in the output, to repair
+    images: dict[str, list[str]] = field(default_factory=dict)  # dive -> its image files
 
 
 @dataclass
@@ -199,7 +200,8 @@ def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bo
     cache against what was recorded when they were written (damage is repaired, not reused)."""
     folder = claim(out, cat.name, cat.source, cat.root)
     folder.own(CACHE)
-    dives = {d: dive_fingerprint(cat, d) for d in discover_dives(cat)}
+    images = {d: dive_images(cat, d) for d in discover_dives(cat)}  # each dive globbed once
+    dives = {d: dive_fingerprint(cat, d, rels) for d, rels in images.items()}
     policy = _policy(cat, r_loc_m)
     labels = cat.root / cat.labels if cat.labels else None
     state = {"catalog_sha256": cat.sha256, "dives": dives, "pair_policy": policy,
@@ -222,7 +224,7 @@ def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bo
     removed = sorted(set(previous.get("dives", {})) - set(dives))
     no_change = (not full_rebuild and gen is not None and not repairs and previous == state
                  and not changed)
-    return BuildPlan(cat, out, dives, cached, changed, removed, state, no_change, repairs)
+    return BuildPlan(cat, out, dives, cached, changed, removed, state, no_change, repairs, images)
 
 
 def _policy(cat: Catalog, r_loc_m: float | None) -> dict:
@@ -235,13 +237,14 @@ def _policy(cat: Catalog, r_loc_m: float | None) -> dict:
 CACHE_FILES = ("locations.parquet", "quarantine.parquet", "images.parquet", "summary.json")
 
 
-def ingest_cached(cat: Catalog, out: Path, dive: str, fingerprint: str, workers=None, progress=None) -> Path:
+def ingest_cached(cat: Catalog, out: Path, dive: str, fingerprint: str, workers=None, progress=None,
+                  rels: list[str] | None = None) -> Path:
     """Ingest one dive into its cache entry (keyed by the fingerprint); returns the entry.
 
     The entry lists its files before writing them and records their sizes last (done.json), so
     a killed ingest leaves an incomplete entry that the next build ingests again. Entries of the
     dive's older fingerprints are removed by their own lists."""
-    res = ingest_dive(cat, dive, workers=workers, progress=progress)
+    res = ingest_dive(cat, dive, workers=workers, progress=progress, rels=rels)
     entry = _cache_dir(out, dive, fingerprint)
     begin_entry(entry, list(CACHE_FILES))
     pq.write_table(pa.Table.from_pandas(res.locations, preserve_index=False), entry / "locations.parquet")
@@ -448,7 +451,7 @@ def ingest_in_process(bp: BuildPlan, workers: int | None = None, log=print,
             log(f"{bp.catalog.name}: {note}")
         bar = progress_factory(dive) if progress_factory else None
         ingest_cached(bp.catalog, bp.output, dive, bp.dives[dive], workers=workers,
-                      progress=bar.update if bar is not None else None)
+                      progress=bar.update if bar is not None else None, rels=bp.images.get(dive))
         if bar is not None:
             bar.close()
 

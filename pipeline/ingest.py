@@ -163,7 +163,7 @@ def nav_choice(cat: Catalog, dive: str) -> str | None:
     return None
 
 
-def dive_fingerprint(cat: Catalog, dive: str) -> str:
+def dive_fingerprint(cat: Catalog, dive: str, rels: list[str] | None = None) -> str:
     """Changes when anything that affects this dive's ingest changes (cache key)."""
     h = hashlib.sha256()
     nav = dive_nav_source(cat, dive)
@@ -177,7 +177,7 @@ def dive_fingerprint(cat: Catalog, dive: str) -> str:
     h.update(json.dumps(settings, sort_keys=True).encode())
     if nav:
         h.update(hashlib.sha256(nav[1].read_bytes()).digest())
-    for rel in dive_images(cat, dive):
+    for rel in dive_images(cat, dive) if rels is None else rels:
         try:
             st = (cat.root / rel).stat()
             h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -311,9 +311,10 @@ def _interpolate(nav: pd.DataFrame, t: np.ndarray, max_gap_s: float):
     }, reason, detail
 
 
-def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=None) -> DiveResult:
+def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=None,
+                rels: list[str] | None = None) -> DiveResult:
     """Read one dive's navigation and images; returns located rows, quarantine and shards."""
-    rels = dive_images(cat, dive)
+    rels = dive_images(cat, dive) if rels is None else rels  # the plan's list: globbed once
     quarantine: list[dict] = []
 
     def reject(source: str, reason: str, detail: str | None) -> None:
