@@ -237,3 +237,19 @@ def test_flow_on_a_real_dask_cluster_matches_the_sequential_build(stack, source,
     for shard in sorted((seq / "images").glob("*.parquet")):
         assert pq.read_table(out / "images" / shard.name).equals(pq.read_table(shard))
     assert yaml.safe_load(path.read_text())["dask"]["address"] == address
+
+
+def test_a_users_mistake_fails_the_run_with_that_one_message(stack, source, tmp_path):
+    """An output folder that holds a dive: the flow run fails with the builder's message."""
+    site = site_with(source, tmp_path / "site", ["dive01"])
+    path = write_catalog(tmp_path / "catalogs", "badsite", site, site / "dive01" / "out")
+    code = ("from flows.build_pairs import build_pairs; "
+            f"s = build_pairs(catalog={str(path)!r}, return_state=True); "
+            "print(s.type.value); print(s.message)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=stack.env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    state, message = res.stdout.strip().splitlines()[-2:]
+    assert state == "FAILED" and "dive folder" in message
+    assert "Traceback" not in res.stdout + res.stderr
+    assert not (site / "dive01" / "out").exists()
