@@ -16,6 +16,7 @@ import math
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +82,13 @@ def read_camera_nav(dive_dir: Path, fmt: str) -> pd.DataFrame:
     """Per-image poses of a dive from its camera-pose file: name, t, lat, lon, depth, alt, heading."""
     path = dive_dir / NAV_FILES[fmt].format(dive=dive_dir.name)
     if fmt == "ifdo":
-        items = json.loads(path.read_text())["image-set-items"]
+        doc = json.loads(path.read_text())
+        header = doc["image-set-header"]
         recs = []
-        for name, item in items.items():
+        for name, value in doc["image-set-items"].items():
+            # iFDO: an item is an object or a list whose first entry holds the image's values;
+            # header values are defaults for what the item leaves out
+            item = {**header, **ifdo_entry(value)}
             when = dt.datetime.strptime(item["image-datetime"], "%Y-%m-%d %H:%M:%S.%f")
             recs.append({
                 "name": name, "t": when.replace(tzinfo=dt.UTC).timestamp(),
@@ -108,6 +113,11 @@ def read_camera_nav(dive_dir: Path, fmt: str) -> pd.DataFrame:
             "alt": raw["altitude [m]"], "heading": raw["heading [deg]"],
         })
     return df.astype({c: float for c in ("t", "lat", "lon", "depth", "alt", "heading")})
+
+
+def ifdo_entry(value) -> dict:
+    """The image's own values of an iFDO item: the object, or a list's first entry."""
+    return value[0] if isinstance(value, list) else value
 
 
 def read_raw_nav(dive_dir: Path) -> pd.DataFrame:
@@ -206,16 +216,37 @@ def test_acceptance_command_dives_and_formats(acceptance):
         assert (d / RAW_NAV).is_file()
 
 
+# iFDO v2 core fields every image set's header must carry, and those every item must carry
+# (the required lists of the published iFDO v2.0 JSON schema, which mariqt validates against)
+IFDO_HEADER_REQUIRED = (
+    "image-set-name", "image-set-uuid", "image-set-handle", "image-set-ifdo-version",
+    "image-datetime", "image-latitude", "image-longitude", "image-altitude-meters",
+    "image-coordinate-reference-system", "image-coordinate-uncertainty-meters",
+    "image-context", "image-project", "image-event", "image-platform", "image-sensor",
+    "image-pi", "image-creators", "image-license", "image-copyright", "image-abstract",
+)
+IFDO_ITEM_REQUIRED = ("image-uuid", "image-hash-sha256", "image-handle")
+IFDO_NAMED = ("image-context", "image-project", "image-event", "image-platform", "image-sensor",
+              "image-pi", "image-license")
+URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+
+
+def assert_uuid4(value: str, what: str) -> None:
+    u = uuid.UUID(value)
+    assert u.version == 4 and u.variant == uuid.RFC_4122, f"{what}: {value} is not a version-4 UUID"
+    assert str(u) == value, f"{what}: {value} is not in canonical form"
+
+
 def test_ifdo_validates_and_lists_every_image(acceptance):
     from ifdo import iFDO
 
     dive = acceptance.root / "dive01"
     path = dive / "nav" / "dive01_iFDO.json"
-    doc = iFDO.load(path)  # validates against the iFDO model
+    doc = iFDO.load(path)  # parses and validates through the ifdo package's model
     assert len(doc.image_set_items) == len(jpgs(dive))
 
     raw = json.loads(path.read_text())
-    items = raw["image-set-items"]
+    items = {name: ifdo_entry(v) for name, v in raw["image-set-items"].items()}
     assert set(items) == {p.name for p in jpgs(dive)}
     alt = np.array([it["image-altitude-meters"] for it in items.values()])
     above = np.array([it["image-meters-above-ground"] for it in items.values()])
@@ -230,6 +261,98 @@ def test_ifdo_validates_and_lists_every_image(acceptance):
     for name, it in list(items.items())[:20]:
         when = dt.datetime.strptime(it["image-datetime"], "%Y-%m-%d %H:%M:%S.%f")
         assert abs(when.replace(tzinfo=dt.UTC).timestamp() - name_time(name)) < 0.0015
+
+
+def test_ifdo_meets_the_community_requirements(acceptance):
+    """What mariqt's schema check and ifdo 1.2.5 (marimba's) need: the required header
+    fields, version-4 UUIDs, an image-handle on every item, items as lists."""
+    from ifdo import iFDO
+
+    dive = acceptance.root / "dive01"
+    path = dive / "nav" / "dive01_iFDO.json"
+    raw = json.loads(path.read_text())
+    header = raw["image-set-header"]
+    missing = [k for k in IFDO_HEADER_REQUIRED if header.get(k) in (None, "", [], {})]
+    assert not missing, f"required iFDO header fields missing: {missing}"
+    assert re.fullmatch(r"v2\.\d+\.\d+", header["image-set-ifdo-version"])
+    for key in IFDO_NAMED:
+        assert isinstance(header[key], dict) and header[key]["name"], key
+    assert header["image-creators"] and all(c["name"] for c in header["image-creators"])
+    assert URI_RE.match(header["image-set-handle"])
+    dt.datetime.strptime(header["image-datetime"], "%Y-%m-%d %H:%M:%S.%f")
+    assert -90 <= header["image-latitude"] <= 90 and -180 <= header["image-longitude"] <= 180
+
+    # items list-shaped: each a list of one object (ifdo 1.2.5 reads only lists)
+    values = raw["image-set-items"]
+    assert values and all(isinstance(v, list) and len(v) == 1 and isinstance(v[0], dict)
+                          for v in values.values())
+    entries = [v[0] for v in values.values()]
+    for name, it in zip(values, entries, strict=True):
+        absent = [k for k in IFDO_ITEM_REQUIRED if not it.get(k)]
+        assert not absent, f"{name}: required item fields missing: {absent}"
+        assert URI_RE.match(it["image-handle"]), f"{name}: image-handle is not a URI"
+    assert_uuid4(header["image-set-uuid"], "image-set-uuid")
+    for name, it in zip(values, entries, strict=True):
+        assert_uuid4(it["image-uuid"], name)
+    uuids = [header["image-set-uuid"]] + [it["image-uuid"] for it in entries]
+    assert len(set(uuids)) == len(uuids), "UUIDs are not unique"
+    handles = [it["image-handle"] for it in entries]
+    assert len(set(handles)) == len(handles), "image handles are not unique"
+
+    # the same, as the ifdo package parses it
+    doc = iFDO.load(path)
+    h = doc.image_set_header
+    assert h.image_set_uuid == header["image-set-uuid"]
+    assert h.image_context.name and h.image_project.name and h.image_event.name
+    assert h.image_platform.name and h.image_sensor.name and h.image_pi.name
+    assert h.image_license.name and h.image_creators and h.image_abstract and h.image_copyright
+    assert h.image_latitude is not None and h.image_coordinate_uncertainty_meters is not None
+    for name, parsed in doc.image_set_items.items():
+        assert isinstance(parsed, list) and len(parsed) == 1, name
+        (img,) = parsed
+        assert img.image_uuid == values[name][0]["image-uuid"] and img.image_handle, name
+        assert img.image_hash_sha256 and img.image_datetime is not None, name
+    assert min(img[0].image_datetime for img in doc.image_set_items.values()) == h.image_datetime
+
+
+def test_ifdo_uuids_are_reproducible_from_the_seed(tmp_path):
+    from pipeline.synth import navformats as nf
+
+    n = 5
+    t = 1710290446.897 + np.arange(n)
+    poses = {
+        "relative_path": np.array([f"images/{nf.image_name(x)}" for x in t], dtype=object),
+        "t": t, "lat": np.full(n, -43.1), "lon": np.full(n, 147.9), "depth_m": np.full(n, 40.0),
+        "altitude_m": np.full(n, 2.0), "heading_deg": np.zeros(n), "pitch_deg": np.zeros(n),
+        "roll_deg": np.zeros(n),
+    }
+    poses["lat"][2] = poses["lon"][2] = np.nan
+
+    def write(name: str, seed: int, dive: str = "dive01", **kw) -> dict:
+        path = tmp_path / name
+        nf.write_ifdo_v2(path, dive, {**poses, **kw}, {}, seed)
+        return json.loads(path.read_text())
+
+    def ids(doc: dict) -> list[str]:
+        return [v[0]["image-uuid"] for v in doc["image-set-items"].values()]
+
+    def set_uuid(doc: dict) -> str:
+        return doc["image-set-header"]["image-set-uuid"]
+
+    a, b, c = write("a.json", 0), write("b.json", 0), write("c.json", 1)
+    assert a == b, "same seed, different iFDO"
+    assert ids(a) != ids(c) and set_uuid(a) != set_uuid(c)
+    assert set_uuid(write("d.json", 0, dive="dive02")) != set_uuid(a)
+    for u in ids(a) + ids(c):
+        assert_uuid4(u, "image-uuid")
+    # an image's UUID follows its name, not its place in the list
+    dropped = write("e.json", 0, **{k: np.delete(v, 1) for k, v in poses.items()})
+    assert ids(dropped) == ids(a)[:1] + ids(a)[2:]
+    # an unknown position is left out, and the header has no default to stand in for it
+    unknown = a["image-set-items"][Path(poses["relative_path"][2]).name][0]
+    assert "image-latitude" not in unknown and "image-longitude" not in unknown
+    assert "image-latitude" not in a["image-set-header"]
+    assert "image-longitude" not in a["image-set-header"]
 
 
 def test_acfr_stereo_pose_parses(acceptance):

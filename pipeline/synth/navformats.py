@@ -5,13 +5,16 @@
 - oplab-nav-csv: the vehicle's 10 Hz navigation CSV; images are matched by the timestamp in
   their file names, so their poses need interpolation.
 - acfr-stereo-pose: ACFR's ``stereo_pose_est.data`` (VERSION 2).
-- ifdo: iFDO v2 JSON (image-set-header + image-set-items keyed by file name).
+- ifdo: iFDO v2 JSON (image-set-header + image-set-items keyed by file name, each item a
+  one-element list); see ``write_ifdo_v2`` for the validators it passes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import math
 import uuid
 from pathlib import Path
 
@@ -113,20 +116,130 @@ def write_acfr_stereo_pose(
     path.write_text("\n".join(lines) + "\n")
 
 
+# The iFDO header fields every image set must carry (the iFDO v2 core, as required by the
+# schema ifdo-v2.0.1.json that mariqt ships), and the fields every item must carry.
+IFDO_REQUIRED_HEADER = (
+    "image-set-name", "image-set-uuid", "image-set-handle", "image-set-ifdo-version",
+    "image-datetime", "image-latitude", "image-longitude", "image-altitude-meters",
+    "image-coordinate-reference-system", "image-coordinate-uncertainty-meters",
+    "image-context", "image-project", "image-event", "image-platform", "image-sensor",
+    "image-pi", "image-creators", "image-license", "image-copyright", "image-abstract",
+)
+IFDO_REQUIRED_ITEM = ("image-uuid", "image-hash-sha256", "image-handle")
+IFDO_VERSION = "v2.1.0"
+_GENERATOR = "seafloor-ssl synthetic survey generator (pipeline.synth)"
+
+
+def ifdo_uuid(seed: int, *parts: str) -> uuid.UUID:
+    """A version-4 UUID that is the same on every run: 122 pseudo-random bits from the seed and
+    the names (``parts``), with the version and variant bits of a random UUID.
+
+    It depends on the image's name, not its position, so injecting a fault (which drops an
+    image) leaves the other images' UUIDs as they were.
+    """
+    key = "/".join(("seafloor-ssl/synth", str(int(seed)), *parts)).encode()
+    return uuid.UUID(bytes=hashlib.sha256(key).digest()[:16], version=4)
+
+
+def _value(x: float, decimals: int) -> float | None:
+    """A rounded float, or None (the key is left out: unknown) for NaN."""
+    x = float(x)
+    return None if math.isnan(x) else round(x, decimals)
+
+
+def _default(values: np.ndarray, decimals: int) -> float | None:
+    """The header default of a per-image value: the median, when every image has one.
+
+    When some image's value is unknown there is no default (None): the image leaves the key
+    out, and a default would stand in for the value it does not have.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not values.size or not np.isfinite(values).all():
+        return None
+    return round(float(np.median(values)), decimals)
+
+
 def write_ifdo_v2(
     path: Path, dive: str, poses: dict[str, np.ndarray], hashes: dict[str, str], seed: int
 ) -> None:
-    """iFDO v2 JSON: header values are defaults that items override."""
+    """iFDO v2 JSON that the community's tools accept.
+
+    Header values are defaults that items override. The header carries every required field
+    (``IFDO_REQUIRED_HEADER``); its image-datetime is the first image's and its position and
+    altitudes the medians over the images (as mariqt fills them). Each item is a one-element
+    list ``[{...}]``: the iFDO schema allows an object or a list (whose first entry holds the
+    image's values), and the list is the shape every reader takes, ifdo 1.2.5 (which types
+    items as lists only and fails on objects) as well as ifdo 1.6 and mariqt. Every item has
+    image-uuid (version 4, from ``ifdo_uuid``, so a survey is reproducible from its seed),
+    image-handle (``urn:uuid:<image-uuid>``: synthetic images have no download location) and,
+    when the image was rendered, image-hash-sha256.
+
+    An unknown value (NaN: the injected ``nan_pose`` fault) is left out of its item, and the
+    header then has no default for that field, so no default stands in for it; ``null`` is
+    not an option, ifdo 1.2.5 fails on a null latitude or longitude. A survey with such a pose
+    therefore lacks the header's required image-latitude/-longitude, which the schema check
+    reports; a ``--nav-only`` survey has no images, so its items lack image-hash-sha256.
+
+    Verdicts on surveys of 30 images a dive (seed 0) written by this function:
+
+    - mariqt 1.0.1 (schema ifdo-v2.0.1), ``mariqt.tests.validateIfdo(doc,
+      check_file_names=False)``: ``(True, '')`` with no jsonschema error at all. Before this
+      writer it failed with 15 missing header fields (image-datetime, -latitude, -longitude,
+      -altitude-meters, -coordinate-uncertainty-meters, -context, -project, -event,
+      -platform, -sensor, -pi, -creators, -license, -copyright, -abstract), a version-5
+      image-set-uuid and, on every item, a version-5 image-uuid and no image-handle. With its
+      file-name check on (the default) it says ``(False, "image-set-items ->
+      PR_20240313_004046_897_LC16.jpg: invalid file name: invalid equipment type, could not
+      parse image file name")``: its naming convention ``<event>_<sensor>_<date>_<time>.<ext>``
+      is not the ACFR one the images use. The faulty survey's iFDO files fail on
+      ``image-set-header: 'image-latitude' is a required property`` (and -longitude) alone.
+    - ifdo 1.2.5: ``iFDO.load`` reads every file, faulty and nav-only ones too (before this
+      writer: ``TypeError: string indices must be integers, not 'str'``, items were objects).
+    - ifdo 1.6.0: ``iFDO.load`` reads every file (as before).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    ns = uuid.uuid5(uuid.NAMESPACE_URL, f"seafloor-ssl/synth/{seed}")
-    set_uuid = uuid.uuid5(ns, dive)
+    set_uuid = ifdo_uuid(seed, dive)
+    names = [Path(rel).name for rel in poses["relative_path"]]
+    t = np.asarray(poses["t"], dtype=np.float64)
+
+    def when(x: float) -> str:
+        return dt.datetime.fromtimestamp(float(x), tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    first = when(np.min(t)) if len(t) else when(0.0)
     header = {
         "image-set-name": f"seafloor-ssl synthetic survey {dive}",
         "image-set-uuid": str(set_uuid),
         "image-set-handle": f"urn:uuid:{set_uuid}",
-        "image-set-ifdo-version": "v2.1.0",
+        "image-set-ifdo-version": IFDO_VERSION,
         "image-set-local-path": "../images",
+        "image-datetime": first,
+        "image-latitude": _default(poses["lat"], 9),
+        "image-longitude": _default(poses["lon"], 9),
+        "image-altitude-meters": _default(-np.asarray(poses["depth_m"], dtype=np.float64), 4),
         "image-coordinate-reference-system": "EPSG:4326",
+        # the generator's navigation drifts ~0.2-0.5 m over a 10-minute dive (vehicle.py)
+        "image-coordinate-uncertainty-meters": 0.5,
+        "image-context": {"name": "seafloor-ssl synthetic AUV surveys"},
+        "image-project": {"name": "seafloor-ssl"},
+        "image-event": {"name": dive},
+        "image-platform": {"name": "synthetic AUV"},
+        "image-sensor": {"name": "synthetic downward-looking camera LC16"},
+        "image-pi": {"name": _GENERATOR},
+        "image-creators": [{"name": _GENERATOR}],
+        "image-license": {"name": "CC0-1.0",
+                          "uri": "https://creativecommons.org/publicdomain/zero/1.0/"},
+        "image-copyright": "None: synthetic images and navigation, generated from a seed.",
+        "image-abstract": (
+            f"Synthetic AUV image survey, dive {dive}: {len(names)} downward-looking still "
+            f"images captured at about 1 Hz from {first} UTC, generated by the seafloor-ssl "
+            f"synthetic survey generator with seed {int(seed)}. The vehicle follows a planned "
+            "lawn-mower track about 2 m above a procedurally generated seabed of several "
+            "habitats; consecutive images overlap. Positions and attitudes are the vehicle's "
+            "navigation estimate (the true motion plus dead-reckoning drift and sensor noise), "
+            "not the true poses. The data exist to test an image-ingest and self-supervised "
+            "learning pipeline: no real seafloor was imaged, and nothing here describes a "
+            "real place, cruise, platform or person."
+        ),
         "image-acquisition": "photo",
         "image-quality": "raw",
         "image-deployment": "survey",
@@ -134,28 +247,27 @@ def write_ifdo_v2(
         "image-capture-mode": "timer",
         "image-illumination": "artificial light",
         "image-marine-zone": "seafloor",
-        "image-meters-above-ground": 2.0,
+        "image-meters-above-ground": _default(poses["altitude_m"], 4),
     }
+    header = {k: v for k, v in header.items() if v is not None}
     items = {}
-    for i, rel in enumerate(poses["relative_path"]):
-        name = Path(rel).name
-        t = float(poses["t"][i])
-        when = dt.datetime.fromtimestamp(t, tz=dt.UTC)
-        lat, lon = float(poses["lat"][i]), float(poses["lon"][i])
+    for i, name in enumerate(names):
+        image_uuid = ifdo_uuid(seed, dive, name)
         item = {
-            "image-datetime": when.strftime("%Y-%m-%d %H:%M:%S.%f"),
-            "image-latitude": None if np.isnan(lat) else round(lat, 9),
-            "image-longitude": None if np.isnan(lon) else round(lon, 9),
+            "image-datetime": when(t[i]),
+            "image-latitude": _value(poses["lat"][i], 9),
+            "image-longitude": _value(poses["lon"][i], 9),
             # iFDO altitude is relative to sea level: negative below it
-            "image-altitude-meters": round(-float(poses["depth_m"][i]), 4),
-            "image-meters-above-ground": round(float(poses["altitude_m"][i]), 4),
-            "image-camera-yaw-degrees": round(float(poses["heading_deg"][i]), 3),
-            "image-camera-pitch-degrees": round(float(poses["pitch_deg"][i]), 3),
-            "image-camera-roll-degrees": round(float(poses["roll_deg"][i]), 3),
-            "image-uuid": str(uuid.uuid5(set_uuid, name)),
+            "image-altitude-meters": _value(-float(poses["depth_m"][i]), 4),
+            "image-meters-above-ground": _value(poses["altitude_m"][i], 4),
+            "image-camera-yaw-degrees": _value(poses["heading_deg"][i], 3),
+            "image-camera-pitch-degrees": _value(poses["pitch_deg"][i], 3),
+            "image-camera-roll-degrees": _value(poses["roll_deg"][i], 3),
+            "image-uuid": str(image_uuid),
+            "image-handle": f"urn:uuid:{image_uuid}",
         }
         if name in hashes:
             item["image-hash-sha256"] = hashes[name]
-        items[name] = {k: v for k, v in item.items() if v is not None}
+        items[name] = [{k: v for k, v in item.items() if v is not None}]
     doc = {"image-set-header": header, "image-set-items": items}
-    path.write_text(json.dumps(doc, indent=1))
+    path.write_text(json.dumps(doc, indent=1, allow_nan=False))
