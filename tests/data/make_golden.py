@@ -459,12 +459,36 @@ def make_mariqt(out: Path, poses: list[dict]) -> None:
 # ---- main ------------------------------------------------------------------------------------
 
 
+def verdict_mariqt_on_synthetic(paths: list[str]) -> None:
+    """mariqt's schema check of iFDO files written by the project's own generator
+    (python -m pipeline.synth ...), recorded in synthetic_ifdo_mariqt.txt. mariqt's file-name
+    check is reported separately: it expects <event>_<sensor>_<date>_<time> names, and the
+    generator writes ACFR-style PR_<date>_<time>_LC16 names."""
+    from mariqt.tests import validateIfdo
+
+    lines = [f"mariqt {VERSIONS['mariqt']} on the project's synthetic iFDO files"]
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        schema_ok, schema_msg = validateIfdo(doc, check_file_names=False)
+        names_ok, names_msg = validateIfdo(doc, check_file_names=True)
+        lines.append(f"{Path(path).name}: schema and datetimes: {schema_ok} {schema_msg!r}; "
+                     f"file names: {names_ok} {names_msg!r}")
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    (HERE / "synthetic_ifdo_mariqt.txt").write_text(text)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ifdo125-python", help="a Python with ifdo==1.2.5 installed")
+    ap.add_argument("--synthetic-ifdo", nargs="+", default=None,
+                    help="iFDO files written by python -m pipeline.synth: record mariqt's verdict")
     ap.add_argument("--only", choices=["ifdo-1.2.5"], help=argparse.SUPPRESS)
     ap.add_argument("--poses", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.synthetic_ifdo:
+        verdict_mariqt_on_synthetic(args.synthetic_ifdo)
+        return 0
     if args.only == "ifdo-1.2.5":
         check_versions(["ifdo-old"])
         make_ifdo_old(HERE / f"ifdo_{IFDO_OLD}", json.loads(Path(args.poses).read_text()))
