@@ -1,4 +1,5 @@
-"""``python -m pipeline build --catalog catalogs/seafloor.yaml``: the pipeline without a server."""
+"""The pipeline without a server: ``python -m pipeline build --catalog catalogs/seafloor.yaml``
+builds the manifests; ``python -m pipeline init SURVEY_DIR`` proposes a catalog for a survey."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .summary import summary_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.strip(),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="catalog -> locations, pairs, quarantine manifests",
