@@ -52,9 +52,6 @@ GEN_FILES = "files.json"  # a generation's names, written before any of them
 GEN_MANIFEST = "manifest.json"  # sizes and digests, written last: the generation is complete
 ENTRY_FILES = "entry.json"  # a cache entry's names, written before any of them
 ENTRY_DONE = "done.json"  # sizes and digests, written last: the entry is complete
-# what builders before the generation layout wrote into an output folder
-LEGACY_NAMES = {"locations.parquet", "pairs.parquet", "quarantine.parquet", "report.json",
-                "images", "dives", LOCK_NAME, "survey_map.png"}
 KEPT_IMAGES = "kept_images_folder"  # record key: an adopted images/ folder held foreign files
 LEGACY_CACHE_FILES = ("locations.parquet", "quarantine.parquet", "images.parquet",
                       "summary.json", "done")
@@ -166,10 +163,6 @@ class Generation:
     manifest: dict | None  # None: incomplete or damaged manifest.json
 
     @property
-    def name(self) -> str:
-        return self.folder.name
-
-    @property
     def state(self) -> dict:
         state = (self.manifest or {}).get("state")
         return state if isinstance(state, dict) else {}
@@ -194,12 +187,6 @@ class OutputFolder:
         owned = set(self.record.setdefault("owned", []))
         if not set(names) <= owned:
             self.record["owned"] = sorted(owned | set(names))
-            self.save()
-
-    def disown(self, *names: str) -> None:
-        owned = set(self.record.get("owned", []))
-        if owned & set(names):
-            self.record["owned"] = sorted(owned - set(names))
             self.save()
 
     # -- cache

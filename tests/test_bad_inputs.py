@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from surveys import copy_survey
 
 from pipeline import cli, reasons
 from pipeline.synth import SynthConfig, generate
@@ -30,9 +31,7 @@ def survey(tmp_path_factory):
 
 @pytest.fixture
 def site(survey, tmp_path):
-    dest = tmp_path / "site"
-    shutil.copytree(survey, dest, ignore=shutil.ignore_patterns("manifests"))
-    return dest
+    return copy_survey(survey, tmp_path / "site")
 
 
 # ---- catalog and flag mistakes: exit 2 and a message naming the key ----------------------

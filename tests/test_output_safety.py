@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from surveys import copy_survey
 
 from pipeline.build import build
 from pipeline.catalog import load_catalog
@@ -33,11 +34,6 @@ def survey(tmp_path_factory):
     root = tmp_path_factory.mktemp("safe") / "site"
     generate(SynthConfig(out=root, dives=3, images_per_dive=30, seed=5, faults=False, workers=2))
     return root
-
-
-def _copy_site(survey: Path, dest: Path) -> Path:
-    shutil.copytree(survey, dest, ignore=shutil.ignore_patterns("manifests"))
-    return dest
 
 
 def _tree_digest(root: Path, skip: Path | None = None) -> dict[str, str]:
@@ -84,13 +80,13 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_kill_at_every_write_of_a_build_leaves_a_consistent_set_and_the_next_build_repairs(
         survey, tmp_path):
-    site = _copy_site(survey, tmp_path / "site")
+    site = copy_survey(survey, tmp_path / "site")
     cat = load_catalog(site / "catalog.yaml")
     build(cat, **QUIET)
     old = _readers_agree(cat.output)
     # the change every kill interrupts: a new dive (ingest + cache) and a new publish
     shutil.copytree(site / "dive01", site / "dive05")
-    clean_site = _copy_site(site, tmp_path / "clean")
+    clean_site = copy_survey(site, tmp_path / "clean")
     clean = load_catalog(clean_site / "catalog.yaml")
     build(clean, **QUIET)
     new = _readers_agree(clean.output)
@@ -159,7 +155,7 @@ def test_output_overlapping_the_survey_is_refused_and_nothing_is_touched(survey,
 
 
 def test_dive_glob_that_matches_the_output_does_not_ingest_it(survey, tmp_path):
-    site = _copy_site(survey, tmp_path / "site")
+    site = copy_survey(survey, tmp_path / "site")
     _edit_catalog(site / "catalog.yaml", dives="*", output="manifests")
     cat = load_catalog(site / "catalog.yaml")
     (site / "notes").mkdir()  # a plain folder: a dive without navigation, quarantined
@@ -202,8 +198,8 @@ def test_foreign_output_folder_is_refused_and_left_intact(survey, tmp_path):
 
 
 def test_two_catalogs_sharing_an_output_are_refused_naming_both(survey, tmp_path):
-    a = _copy_site(survey, tmp_path / "alpha")
-    b = _copy_site(survey, tmp_path / "beta")
+    a = copy_survey(survey, tmp_path / "alpha")
+    b = copy_survey(survey, tmp_path / "beta")
     shared = tmp_path / "shared-manifests"
     for site in (a, b):
         _edit_catalog(site / "catalog.yaml", output=str(shared), name=site.name)
@@ -232,7 +228,7 @@ def _damage_in_place(path: Path) -> None:
 
 
 def test_damaged_outputs_are_repaired_or_refused_never_accepted(survey, tmp_path):
-    site = _copy_site(survey, tmp_path / "site")
+    site = copy_survey(survey, tmp_path / "site")
     cat = load_catalog(site / "catalog.yaml")
     build(cat, **QUIET)
     good = _readers_agree(cat.output)
@@ -266,7 +262,7 @@ def test_damaged_outputs_are_repaired_or_refused_never_accepted(survey, tmp_path
 
 def test_folder_of_an_earlier_builder_is_adopted_and_foreign_files_kept(survey, tmp_path):
     """Manifests as regular files, shards in images/, the cache in dives/<dive>/<fp16>/."""
-    site = _copy_site(survey, tmp_path / "site")
+    site = copy_survey(survey, tmp_path / "site")
     cat = load_catalog(site / "catalog.yaml")
     ref = tmp_path / "ref"
     build(cat, out=ref, **QUIET)
@@ -302,7 +298,7 @@ def test_folder_of_an_earlier_builder_is_adopted_and_foreign_files_kept(survey, 
 
 
 def test_a_reader_open_on_the_previous_generation_keeps_reading(survey, tmp_path):
-    site = _copy_site(survey, tmp_path / "site")
+    site = copy_survey(survey, tmp_path / "site")
     cat = load_catalog(site / "catalog.yaml")
     build(cat, **QUIET)
     m = load_manifest(cat.output / "pairs.parquet")

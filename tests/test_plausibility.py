@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from PIL import Image
+from surveys import copy_survey
 
 from pipeline import reasons
 from pipeline.build import build
@@ -38,9 +39,7 @@ def survey(tmp_path_factory):
 
 @pytest.fixture
 def site(survey, tmp_path):
-    dest = tmp_path / "site"
-    shutil.copytree(survey, dest, ignore=shutil.ignore_patterns("manifests"))
-    return dest
+    return copy_survey(survey, tmp_path / "site")
 
 
 def _tables(out: Path):
