@@ -38,8 +38,16 @@ from .ingest import (
 from .manifest import base_metadata, file_sha256, with_metadata
 from .output import (
     CACHE,
+    CURRENT,
+    ENTRY_DONE,
+    ENTRY_FILES,
+    FILE_OVERHEAD,
+    GEN_FILES,
+    GEN_MANIFEST,
+    GENERATIONS,
     LOCK_NAME,
     MANIFEST_FILES,
+    DiskFull,
     OutputFolder,
     OutputRefused,
     begin_entry,
@@ -47,13 +55,20 @@ from .output import (
     check_entry,
     check_links,
     check_overlap,
+    check_space,
     claim,
+    discard_generation,
+    disk_full_while_writing,
     dive_key,
     finish_entry,
     finish_generation,
+    is_no_space,
     link_names,
     prune,
     remove_entry,
+    remove_temp,
+    remove_temps,
+    replace_temp,
     retire_legacy,
     switch_current,
     temp_name,
@@ -75,7 +90,7 @@ class NothingLocated(ValueError):
 
 
 # a user's mistake, reported as one message (exit code 2 in the CLIs), never a traceback
-USER_ERRORS = (CatalogError, BuildLocked, NothingLocated, OutputRefused, SettingsError,
+USER_ERRORS = (CatalogError, BuildLocked, NothingLocated, OutputRefused, DiskFull, SettingsError,
                crs_policy.CRSError)
 
 
@@ -243,18 +258,47 @@ def ingest_cached(cat: Catalog, out: Path, dive: str, fingerprint: str, workers=
 
     The entry lists its files before writing them and records their sizes last (done.json), so
     a killed ingest leaves an incomplete entry that the next build ingests again. Entries of the
-    dive's older fingerprints are removed by their own lists."""
+    dive's older fingerprints are removed by their own lists.
+
+    Before writing, the free space of the output folder is checked against the in-memory
+    tables (DiskFull when they do not fit); a write that still fails for lack of space, or
+    fails in any other way, removes the entry by its own list."""
     res = ingest_dive(cat, dive, workers=workers, progress=progress, rels=rels)
     entry = _cache_dir(out, dive, fingerprint)
-    begin_entry(entry, list(CACHE_FILES))
-    pq.write_table(pa.Table.from_pandas(res.locations, preserve_index=False), entry / "locations.parquet")
-    pq.write_table(pa.Table.from_pandas(res.quarantine, preserve_index=False), entry / "quarantine.parquet")
+    locations = pa.Table.from_pandas(res.locations, preserve_index=False)
+    quarantine = pa.Table.from_pandas(res.quarantine, preserve_index=False)
     shard = pa.table({"image_id": [s[0] for s in res.shards], "jpeg": [s[1] for s in res.shards]},
                      schema=schema.IMAGE_SHARD)
-    pq.write_table(shard, entry / "images.parquet", row_group_size=256)
-    (entry / "summary.json").write_text(json.dumps(
-        {"dive": dive, "nav_format": res.nav_format, "images_found": res.images_found}))
-    finish_entry(entry, fingerprint, list(CACHE_FILES))
+    summary = json.dumps({"dive": dive, "nav_format": res.nav_format,
+                          "images_found": res.images_found})
+    payload = (locations.nbytes + quarantine.nbytes + shard.nbytes + len(summary)
+               + (len(CACHE_FILES) + 2) * FILE_OVERHEAD)
+    check_space(out, payload, f"cache the ingest of dive {dive} ({len(res.shards)} images)",
+                "nothing of this dive was written, the published manifests are unchanged")
+    writing = entry / ENTRY_FILES
+    try:
+        begin_entry(entry, list(CACHE_FILES))
+        writing = entry / "locations.parquet"
+        pq.write_table(locations, writing)
+        writing = entry / "quarantine.parquet"
+        pq.write_table(quarantine, writing)
+        writing = entry / "images.parquet"
+        pq.write_table(shard, writing, row_group_size=256)
+        writing = entry / "summary.json"
+        writing.write_text(summary)
+        writing = entry / ENTRY_DONE
+        finish_entry(entry, fingerprint, list(CACHE_FILES))
+    except BaseException as exc:
+        try:
+            remove_entry(entry)
+        except OSError:
+            pass  # an incomplete entry: the next build ingests the dive again
+        if is_no_space(exc):
+            raise disk_full_while_writing(
+                _failed_file(exc, writing, out), out, exc, payload,
+                f"the incomplete cache entry {entry} was removed "
+                "and the published manifests are unchanged") from exc
+        raise
     for old in entry.parent.iterdir():  # older fingerprints of this dive are superseded
         if old != entry and old.is_dir():
             remove_entry(old)
@@ -370,13 +414,78 @@ def shard_name(dive: str) -> str:
     return f"images/{dive}.parquet"
 
 
+def _same_device(a: Path, b: Path) -> bool:
+    """Whether a hard link from ``a`` into folder ``b`` can work at all (one filesystem)."""
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
+def _publish_payload(site: Site, geo: pa.Table, bp: BuildPlan) -> int:
+    """An upper estimate of the bytes a publish writes besides shard copies: the Arrow sizes
+    of the tables (Parquet with zstd is smaller, but for the footer and schema metadata that
+    FILE_OVERHEAD covers) and the JSON records (report.json, manifest.json, files.json)."""
+    records = len(json.dumps(site.report, default=str)) + 2 * len(json.dumps(bp.state))
+    return (geo.nbytes + site.pairs.nbytes + site.quarantine.nbytes + records
+            + (len(MANIFEST_FILES) + 2) * FILE_OVERHEAD + 512 * len(bp.dives))
+
+
+def _is_current(folder: OutputFolder, gen: Path | None) -> bool:
+    cur = folder.current()
+    return gen is not None and cur is not None and cur.folder == gen.resolve()
+
+
+def _undo_publish(folder: OutputFolder, gen: Path | None) -> bool:
+    """After a publish failed: remove its generation by its files.json unless ``current``
+    already points at it, and the temporary names of the builder's files. Returns whether
+    ``gen`` is published. A clean-up that fails itself leaves only listed files, which the
+    next build's prune removes; it never hides the error that made the publish fail."""
+    published = False
+    try:
+        published = _is_current(folder, gen)
+        if gen is not None and not published:
+            discard_generation(gen)  # only what this publish listed before writing it
+        remove_temps(folder, _own_folders(folder))
+    except OSError:
+        pass
+    return published
+
+
+def _own_folders(folder: OutputFolder) -> list[tuple[Path, str]]:
+    """Every generation and cache entry, each with its record of names (for remove_temps)."""
+    return ([(g, GEN_FILES) for g in folder.generations()]
+            + [(e, ENTRY_FILES) for entries in folder.cache_dives().values() for e in entries])
+
+
+def _failed_file(exc: OSError, writing: Path, out: Path) -> Path:
+    """The file a failed write was making: the name the error carries when it lies in the
+    output folder (the destination of a link, rename or copy; a temporary name as the file it
+    stood for), else ``writing``, the file of the step that failed."""
+    where = getattr(exc, "filename2", None) or getattr(exc, "filename", None)
+    if not where or not Path(where).is_relative_to(out):
+        return writing
+    path = Path(where)
+    name = path.name
+    if name.startswith(".") and name.endswith(".tmp") and len(name) > 5:
+        return path.with_name(name[1:-4])
+    return path
+
+
 def publish(bp: BuildPlan, site: Site, timings: dict | None = None) -> dict:
     """Publish the manifest set as one new generation, then switch ``current`` to it.
 
     Every file is written inside a new generation folder (listed in its files.json first),
     fsynced, and recorded with its size and digest in manifest.json; only then does one
     os.replace point ``current`` at it. Generations other than the new and the previous one,
-    and cache entries of dives that are gone, are removed by their own lists."""
+    and cache entries of dives that are gone, are removed by their own lists.
+
+    Before writing, the free space of the output folder is checked against an upper estimate
+    of the set (the tables, shard copies where a hard link is impossible, a margin): DiskFull
+    when it does not fit. A publish that fails before the switch (a full disk, or any other
+    error) removes its generation by its files.json and its temporary files, and leaves the
+    published set as it was; a write that failed for lack of space is raised as DiskFull
+    naming the file. No temporary name is left by a publish that succeeds either."""
     cat, out = bp.catalog, bp.output
     t0 = time.perf_counter()
     folder = claim(out, cat.name, cat.source, cat.root)
@@ -384,47 +493,91 @@ def publish(bp: BuildPlan, site: Site, timings: dict | None = None) -> dict:
               "quarantined": site.quarantine.num_rows, "pairs": site.pairs.num_rows}
     meta = base_metadata(cat.name, cat.sha256 or "", site.crs, counts)
     shards = [shard_name(d) for d in bp.dives]
-    gen = begin_generation(folder, [*MANIFEST_FILES, *shards])
-    # image shards: hard links of the cached shards (no bytes copied), a copy where the
-    # filesystem has no hard links; check_entry verified each cached shard in plan
-    for dive, fp in bp.dives.items():
-        src = _cache_dir(out, dive, fp) / "images.parquet"
-        dst = gen / shard_name(dive)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            dst.hardlink_to(src)
-        except OSError:
-            shutil.copyfile(src, dst)
+    sources = {d: _cache_dir(out, d, fp) / "images.parquet" for d, fp in bp.dives.items()}
     geo = with_metadata(to_geoparquet_table(site.locations, site.projjson), meta)
-    pq.write_table(geo, gen / "locations.parquet", compression="zstd",
-                   row_group_size=row_group_rows(site.locations.num_rows))
-    pair_meta = {**meta, schema.META_PAIR_POLICY: json.dumps(site.report["pair_policy"], sort_keys=True),
-                 schema.META_LOCATIONS_SHA256: file_sha256(gen / "locations.parquet"),
-                 schema.META_LOCATIONS_PATH: "locations.parquet"}
-    pq.write_table(with_metadata(site.pairs, pair_meta), gen / "pairs.parquet", compression="zstd")
-    pq.write_table(with_metadata(site.quarantine, meta), gen / "quarantine.parquet")
-    report = {**site.report, "output": str(out), "generation": gen.name,
-              "created_utc": meta[schema.META_CREATED], "state": bp.state,
-              "repaired": bp.repairs}
-    report["seconds"] = {**(timings or {}), **report["seconds"], "publish": round(time.perf_counter() - t0, 3)}
-    (gen / "report.json").write_text(json.dumps(report, indent=1))
-    finish_generation(gen, bp.state, shards)
-    switch_current(folder, gen)  # the one atomic step: readers now see the new set
-    link_names(folder)
-    retire_legacy(folder)
-    link_names(folder)
-    prune(folder)
-    kept = {dive_key(d) for d in bp.dives}
-    for key, entries in folder.cache_dives().items():
-        if key not in kept:
-            for entry in entries:
-                remove_entry(entry)
+    payload = _publish_payload(site, geo, bp)
+    gens = out / GENERATIONS if (out / GENERATIONS).is_dir() else out
+    cross = sum(src.stat().st_size for src in sources.values() if not _same_device(src, gens))
+    unchanged = "nothing was written, the published manifests are unchanged"
+    what = f"publish the manifests of {len(bp.dives)} dives"
+    check_space(out, payload + cross, what, unchanged)
+    gen, writing = None, out / GENERATIONS
+    try:
+        gen = begin_generation(folder, [*MANIFEST_FILES, *shards])
+        # image shards: hard links of the cached shards (no bytes copied), a copy where the
+        # filesystem has no hard links; check_entry verified each cached shard in plan. The
+        # links go straight to their final names in the fresh folder: no temporary name.
+        copies = []
+        for dive, src in sources.items():
+            writing = dst = gen / shard_name(dive)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                dst.hardlink_to(src)
+            except OSError as exc:
+                if is_no_space(exc):
+                    raise
+                copies.append((src, dst))
+        if copies:
+            copied = sum(src.stat().st_size for src, _ in copies)
+            if copied > cross:  # links refused on one filesystem: the copies need room too
+                check_space(out, payload + copied, f"{what} ({len(copies)} shards copied, the "
+                            "filesystem refused hard links)", "the published manifests are "
+                            "unchanged (the unfinished generation was removed)")
+            for src, dst in copies:
+                writing = dst
+                shutil.copyfile(src, dst)
+        writing = gen / "locations.parquet"
+        pq.write_table(geo, writing, compression="zstd",
+                       row_group_size=row_group_rows(site.locations.num_rows))
+        pair_meta = {**meta, schema.META_PAIR_POLICY: json.dumps(site.report["pair_policy"], sort_keys=True),
+                     schema.META_LOCATIONS_SHA256: file_sha256(gen / "locations.parquet"),
+                     schema.META_LOCATIONS_PATH: "locations.parquet"}
+        writing = gen / "pairs.parquet"
+        pq.write_table(with_metadata(site.pairs, pair_meta), writing, compression="zstd")
+        writing = gen / "quarantine.parquet"
+        pq.write_table(with_metadata(site.quarantine, meta), writing)
+        report = {**site.report, "output": str(out), "generation": gen.name,
+                  "created_utc": meta[schema.META_CREATED], "state": bp.state,
+                  "repaired": bp.repairs}
+        report["seconds"] = {**(timings or {}), **report["seconds"], "publish": round(time.perf_counter() - t0, 3)}
+        writing = gen / "report.json"
+        writing.write_text(json.dumps(report, indent=1))
+        writing = gen / GEN_MANIFEST
+        finish_generation(gen, bp.state, shards)
+        writing = out / CURRENT
+        switch_current(folder, gen)  # the one atomic step: readers now see the new set
+        writing = out
+        link_names(folder)
+        retire_legacy(folder)
+        link_names(folder)
+        prune(folder)
+        kept = {dive_key(d) for d in bp.dives}
+        for key, entries in folder.cache_dives().items():
+            if key not in kept:
+                for entry in entries:
+                    remove_entry(entry)
+    except BaseException as exc:
+        published = _undo_publish(folder, gen)
+        if isinstance(exc, DiskFull) or not is_no_space(exc):
+            raise
+        file = _failed_file(exc, writing, out)
+        if published:
+            undone = (f"the new manifests were published ({out / CURRENT} -> {gen.name}), "
+                      "but the links and clean-up after it did not finish")
+        else:
+            undone = ("the unfinished generation was removed and the published manifests "
+                      "are unchanged")
+        raise disk_full_while_writing(file, out, exc, payload, undone) from exc
+    remove_temps(folder, _own_folders(folder))
     return report
 
 
 def tidy(cat: Catalog, out: Path) -> None:
-    """Remove old generations that a build killed after its switch left behind."""
-    prune(claim(out, cat.name, cat.source, cat.root))
+    """Remove old generations that a build killed after its switch left behind, and the
+    temporary names of the builder's own files that a failed write left."""
+    folder = claim(out, cat.name, cat.source, cat.root)
+    prune(folder)
+    remove_temps(folder, _own_folders(folder))
 
 
 def write_extra(catalog: str, out: Path, name: str, data: bytes) -> Path:
@@ -437,8 +590,15 @@ def write_extra(catalog: str, out: Path, name: str, data: bytes) -> Path:
                             "away and run the build again")
     folder.own(name)
     tmp = path.with_name(temp_name(name))
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        replace_temp(tmp, path)
+    except BaseException as exc:
+        remove_temp(tmp)
+        if is_no_space(exc):
+            raise disk_full_while_writing(
+                path, out, exc, len(data), f"the previous {name} (if any) is unchanged") from exc
+        raise
     return path
 
 

@@ -23,13 +23,17 @@ Guarantees:
   the files were written. A foreign file placed anywhere in the folder is never removed.
 * ``verify_generation`` checks a published set against what was recorded when it was written
   (sizes and SHA-256 of the manifests, size, mtime and a readable footer of each shard).
+* No temporary name survives a write: every ``.{name}.tmp`` is renamed into place or removed,
+  also when the write fails; a write that fails for lack of space is reported as ``DiskFull``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
+import shutil
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,6 +65,94 @@ class OutputRefused(ValueError):
     """The output folder cannot be used; the message says why and what to do."""
 
 
+class DiskFull(OutputRefused):
+    """The output folder's filesystem has no room for what the build must write there.
+
+    Raised before writing when the estimate of the bytes to write (with a margin) exceeds the
+    free space, and when a write fails for lack of space (ENOSPC, EDQUOT) after what it had
+    written was removed. The message names the folder or the file, the bytes needed and free,
+    and what to do. An OutputRefused (a ValueError), so the CLIs print it as one message with
+    exit code 2, and the flow's retry on I/O errors does not ingest a dive again into a disk
+    that is still full. ``path``: the folder or file; ``needed``, ``free``: bytes (or None)."""
+
+    def __init__(self, message: str, path: Path | None = None, needed: int | None = None,
+                 free: int | None = None):
+        super().__init__(message)
+        self.path, self.needed, self.free = path, needed, free
+
+    def __reduce__(self):  # keeps the fields across processes (Dask, Prefect results)
+        return type(self), (str(self), self.path, self.needed, self.free)
+
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+SPACE_MARGIN = 16 * 2**20  # bytes kept free beyond the estimate (filesystem metadata, footers)
+FILE_OVERHEAD = 64 * 1024  # per written file: Parquet footer and schema metadata, JSON records
+TRY_AGAIN = ("free space on that disk, or set 'output' in the catalog (or --out) to a folder on "
+             "a disk with more room, and run the build again")
+
+
+def human_bytes(n: int | float) -> str:
+    """``n`` bytes for people: '512 bytes', '3.4 MB', '1.2 GB' (powers of 1000, as df -H)."""
+    if n < 1000:
+        return f"{int(n)} bytes"
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        n /= 1000
+        if n < 999.5 or unit == "PB":
+            return f"{n:.1f} {unit}" if n < 9.95 else f"{n:.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that failed for lack of space (disk full, quota exceeded);
+    also the errors of pyarrow, which name the errno in their message."""
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno in NO_SPACE_ERRNOS:
+        return True
+    text = str(exc).lower()
+    return any(f"[errno {e}]" in text for e in NO_SPACE_ERRNOS)
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes this process may still write on the filesystem of ``folder``."""
+    return shutil.disk_usage(folder).free
+
+
+def space_needed(payload: int) -> int:
+    """The free space a write of ``payload`` bytes asks for: the payload plus a margin."""
+    return payload + max(SPACE_MARGIN, payload // 10)
+
+
+def check_space(folder: Path, payload: int, what: str, unchanged: str) -> None:
+    """Raise DiskFull when the filesystem of ``folder`` cannot take ``payload`` bytes (an upper
+    estimate of ``what`` is about to write) plus the margin. ``unchanged``: what the failed
+    build leaves as it was, for the message."""
+    needed, free = space_needed(payload), free_bytes(folder)
+    if free < needed:
+        raise DiskFull(
+            f"{folder}: not enough free space to {what}: needs ~{human_bytes(needed)}, "
+            f"{human_bytes(free)} free on its disk; {unchanged}. To fix: "
+            f"{TRY_AGAIN} (at least {human_bytes(needed - free)} more is needed)",
+            folder, needed, free)
+
+
+def disk_full_while_writing(file: Path, folder: Path, exc: OSError, payload: int | None,
+                            undone: str) -> DiskFull:
+    """The DiskFull for a write of ``file`` that failed for lack of space (``exc``), after
+    ``undone`` (what the caller removed or kept) was done."""
+    try:
+        free = free_bytes(folder)
+    except OSError:
+        free = None
+    why = os.strerror(exc.errno) if exc.errno in NO_SPACE_ERRNOS else str(exc)
+    needed = space_needed(payload) if payload is not None else None
+    have = (f"needs ~{human_bytes(needed)}, " if needed is not None else "") + (
+        f"{human_bytes(free)} free on the disk of {folder}" if free is not None
+        else f"free space on the disk of {folder} unknown")
+    return DiskFull(f"{file}: the disk filled up while writing it ({why}); {have}; {undone}. "
+                    f"To fix: {TRY_AGAIN}", file, needed, free)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -84,14 +176,47 @@ def temp_name(name: str) -> str:
     return f".{name}.tmp"
 
 
+def remove_temp(tmp: Path) -> None:
+    """Remove the temporary file or link ``tmp`` if it is there (never a folder); a failure to
+    remove it is left to the next build's clean-up rather than hiding the error at hand."""
+    try:
+        if tmp.is_symlink() or tmp.is_file():
+            tmp.unlink()
+    except OSError:
+        pass
+
+
+def replace_temp(tmp: Path, dst: Path) -> None:
+    """``os.replace(tmp, dst)``, and no ``tmp`` left afterwards.
+
+    POSIX makes a rename of one hard link onto another link of the same inode a no-op that
+    reports success and keeps both names; the temporary name is then unlinked (``dst`` already
+    is the file), so it never outlives the write."""
+    os.replace(tmp, dst)
+    try:
+        st_tmp = os.lstat(tmp)
+    except FileNotFoundError:
+        return
+    st_dst = os.lstat(dst)
+    if (st_tmp.st_dev, st_tmp.st_ino) == (st_dst.st_dev, st_dst.st_ino):
+        os.unlink(tmp)
+
+
 def write_json_atomic(obj, path: Path) -> None:
-    """A complete JSON file under ``path`` or the previous one, never a half-written one."""
+    """A complete JSON file under ``path`` or the previous one, never a half-written one; the
+    temporary file is removed when the write fails."""
     tmp = path.with_name(temp_name(path.name))
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        replace_temp(tmp, path)
+    except BaseException as exc:
+        remove_temp(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # the file that failed, for the message
+        raise
 
 
 def read_json(path: Path) -> dict | None:
@@ -384,8 +509,27 @@ def begin_generation(folder: OutputFolder, files: list[str]) -> Path:
         number += 1
         gen = root / f"{number:06d}"
     gen.mkdir()
-    write_json_atomic({"files": sorted(set(files) | {GEN_MANIFEST})}, gen / GEN_FILES)
+    try:
+        write_json_atomic({"files": sorted(set(files) | {GEN_MANIFEST})}, gen / GEN_FILES)
+    except BaseException:
+        discard_generation(gen)  # empty but for a temporary files.json: nothing is listed yet
+        raise
     return gen
+
+
+def discard_generation(gen: Path) -> list[str]:
+    """Delete a generation folder by its own files.json; returns the names that had to stay.
+
+    A folder without files.json can hold nothing the builder wrote but a temporary files.json
+    (it is written before anything else); one whose files.json is damaged is left alone."""
+    if not gen.is_dir():
+        return []
+    listed = read_json(gen / GEN_FILES)
+    if isinstance(listed, dict) and isinstance(listed.get("files"), list):
+        return delete_listed(gen, listed["files"], GEN_FILES)
+    if not (gen / GEN_FILES).exists():
+        return delete_listed(gen, [], GEN_FILES)
+    return sorted(p.name for p in gen.iterdir())
 
 
 def finish_generation(gen: Path, state: dict, shard_names: list[str]) -> dict:
@@ -411,8 +555,12 @@ def _replace_link(path: Path, target: str) -> None:
         tmp.unlink()
     if path.is_symlink() and os.readlink(path) == target:
         return
-    os.symlink(target, tmp)
-    os.replace(tmp, path)
+    try:
+        os.symlink(target, tmp)
+        replace_temp(tmp, path)
+    except BaseException:
+        remove_temp(tmp)
+        raise
 
 
 def switch_current(folder: OutputFolder, gen: Path) -> None:
@@ -454,15 +602,29 @@ def prune(folder: OutputFolder) -> None:
                 and current is not None and int(g.name) < int(current.name)]
     keep = {current, complete[-1].resolve() if complete else None}
     for gen in folder.generations():
-        if gen.resolve() in keep:
-            continue
-        listed = read_json(gen / GEN_FILES)
-        if isinstance(listed, dict) and isinstance(listed.get("files"), list):
-            delete_listed(gen, listed["files"], GEN_FILES)
+        if gen.resolve() not in keep:
+            discard_generation(gen)
     root = folder.path / GENERATIONS
     for orphan in (root.iterdir() if root.is_dir() else []):
         if orphan.is_dir() and orphan.name.isdigit() and not (orphan / GEN_FILES).exists():
-            delete_listed(orphan, [], GEN_FILES)
+            discard_generation(orphan)
+
+
+def remove_temps(folder: OutputFolder, listed: Iterable[tuple[Path, str]] = ()) -> None:
+    """Remove the temporary names (``temp_name``) of the builder's own files that a failed
+    write left: beside the marker and each name the marker records, and beside each name that
+    a generation's files.json or a cache entry's entry.json lists (``listed``: pairs of such a
+    folder and its record's name). Only those names: a user's own ``*.tmp`` file stays."""
+    def temps(base: Path, names: Iterable[str]) -> list[Path]:
+        return [(base / n).with_name(temp_name(Path(n).name)) for n in names]
+
+    doomed = temps(folder.path, [MARKER, *folder.record.get("owned", [])])
+    for base, record in listed:
+        rec = read_json(base / record)
+        names = rec.get("files") if isinstance(rec, dict) else None
+        doomed += temps(base, [record, *(names if isinstance(names, list) else [])])
+    for tmp in doomed:
+        remove_temp(tmp)
 
 
 def verify_generation(gen: Generation | None) -> list[str]:
