@@ -13,14 +13,30 @@ server answers every API request but ``GET /api/health`` and ``/api/ready`` with
 carries ``Authorization: Basic base64(user:password)``. Clients (the ``prefect`` CLI, serve,
 workers, flow runs) send it when PREFECT_API_AUTH_STRING holds the same string; the helpers here
 send it too, taking the string from PREFECT_API_AUTH_STRING, else PREFECT_SERVER_API_AUTH_STRING.
+
+The pid file. ``start`` records the server it started in HOME/seafloor-server.json as JSON
+(``{"pid", "port", "home", "started_utc"}``; a plain integer, as older versions wrote, is read
+too). Before ``stop`` signals anything, and before ``start`` calls a server "already running",
+the recorded pid must still be that server: a process running ``prefect server start`` (or
+Prefect's own ``uvicorn ... prefect.server.api.server:create_app``) with that ``--port`` and,
+where its environment is readable, that PREFECT_HOME. A pid file naming anything else (a dead
+pid, a reused pid, another home's server) is stale: it is removed and nothing is signalled.
+(Prefect's own ``prefect server stop`` reads only a plain integer from that file: stop servers
+started here with ``python -m flows.server stop``.)
+
+Exit codes: 0 done (for ``start``: also "already running"); 1 nothing to do (``stop``: no server
+of this home was running; ``status``: none answers); 2 refused (the port is taken by another
+home's Prefect server or by something else, the server failed to start, or wrong credentials).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -29,15 +45,19 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO / ".prefect"
 DEFAULT_PORT = 4200
-PID_FILE = "server.pid"
+PORT_ENV = "SEAFLOOR_PREFECT_PORT"
+# not server.pid: `prefect server start --background` writes and reads that one as an integer
+PID_FILE = "seafloor-server.json"
 LOG_FILE = "server.log"
 CLIENT_AUTH_ENV = "PREFECT_API_AUTH_STRING"
 SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+PREFECT_APP = "prefect.server.api.server:create_app"
 
 
 class AuthError(RuntimeError):
@@ -47,6 +67,56 @@ class AuthError(RuntimeError):
     def __init__(self, api: str, reason: str):
         super().__init__(f"the Prefect API at {api} {reason}")
         self.api, self.reason = api, reason
+
+
+class ServerError(RuntimeError):
+    """A server could not be started (or stopped) as asked.
+
+    `message` is one line for the user; `log_tail`, when the server itself failed, holds the last
+    lines of its log (str() carries both, so that a test failure shows the log)."""
+
+    def __init__(self, message: str, log_tail: str | None = None):
+        super().__init__(message if log_tail is None else f"{message}:\n{log_tail}")
+        self.message, self.log_tail = message, log_tail
+
+
+class PortInUseError(ServerError):
+    """127.0.0.1:`port` is already taken, so a server for `home` cannot listen there.
+
+    `holder` describes the process listening on it where it can be found (None otherwise);
+    `prefect` says whether a Prefect server answers there; `same_home` whether that server is
+    known (from its environment) to use `home`, i.e. the same database."""
+
+    def __init__(self, port: int, home: Path | None, holder: ProcessInfo | None, prefect: bool):
+        self.port, self.home, self.holder, self.prefect = port, home, holder, prefect
+        self.same_home = bool(prefect and holder is not None and holder.prefect
+                              and home is not None and holder.home == _resolve(home))
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        url, h = api_url(self.port), self.holder
+        fix = (f"stop it, or pick another port with --port or {PORT_ENV} "
+               f"(free one: {free_port()})")
+        if self.same_home:
+            return (f"a Prefect server of this home already answers at {url} (pid {h.pid}, "
+                    f"PREFECT_HOME={h.home}), started without this tool's pid file")
+        if self.prefect:
+            if h is None:
+                who = "its process is not visible to this user"
+            elif not h.prefect:  # e.g. a container's port published by a proxy process
+                who = f"through pid {h.pid}, `{h.command()}`"
+            elif h.home is None:
+                who = f"pid {h.pid}; its environment is not readable"
+            else:
+                who = f"pid {h.pid}, PREFECT_HOME={h.home}"
+            here = f" ({self.home})" if self.home is not None else ""
+            db = "uses" if h is not None and h.prefect and h.home is not None else "may use"
+            return (f"port {self.port} is taken by another Prefect server: {url} ({who}) was not "
+                    f"started from this home{here} and {db} another database; {fix}")
+        who = (f"pid {h.pid} (`{h.command()}`)" if h is not None
+               else "a process not visible to this user")
+        return (f"port {self.port} on 127.0.0.1 is in use by {who}, which is not a Prefect "
+                f"server; {fix}")
 
 
 def auth_from_env(env: dict[str, str] | None = None) -> str | None:
@@ -173,18 +243,265 @@ def deployment_runs(url: str, name: str, states: list[str], limit: int = 20, *,
         "sort": "EXPECTED_START_TIME_DESC", "limit": limit, "offset": 0}, auth=auth)
 
 
-def crash_orphaned_runs(url: str, name: str, *, auth: str | None = None) -> list[str]:
-    """Mark runs of a deployment that are RUNNING/PENDING/CANCELLING as CRASHED: for a server
-    just started by us no runner can be executing them (their process died with the last
-    session), and left alone they would hold the deployment's single slot for ever."""
-    names = []
-    for r in deployment_runs(url, name, ["RUNNING", "PENDING", "CANCELLING"], auth=auth):
-        _api(url, f"/flow_runs/{r['id']}/set_state", {
-            "state": {"type": "CRASHED", "name": "Crashed",
-                      "message": "its process ended with an earlier session of the server"},
-            "force": True}, auth=auth)
-        names.append(r["name"])
-    return names
+def unreachable_message(url: str, exc: BaseException | None = None) -> str:
+    """One sentence for a Prefect API that does not answer: which URL, why (from `exc`, e.g. the
+    URLError or httpx error a request raised; None: no reason given) and how to get one."""
+    why = "" if exc is None else f": {_reason(exc)}"
+    return (f"the Prefect API at {url} does not answer{why}; start one with "
+            "`make server` (python -m flows.server start) or set PREFECT_API_URL to a running "
+            "server")
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, one-line reason for a failed request."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}".strip()
+    if isinstance(exc, urllib.error.URLError):
+        inner = exc.reason
+        return _reason(inner) if isinstance(inner, BaseException) else " ".join(str(inner).split())
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror or exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# --- which process is which (Linux /proc; elsewhere `ps` for the command line only) ---------
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A live process as far as this user can see it.
+
+    `argv`: its command line (empty when unreadable); `home`: its PREFECT_HOME, resolved (None
+    when its environment is unreadable); `port`: the port it serves when it is a Prefect server
+    (`prefect server start ... --port P`, or uvicorn running Prefect's app), else None."""
+
+    pid: int
+    argv: tuple[str, ...]
+    home: Path | None
+    port: int | None
+
+    @property
+    def prefect(self) -> bool:
+        return self.port is not None
+
+    def command(self, width: int = 80) -> str:
+        """The command line, on one line, shortened to `width` characters."""
+        text = " ".join(shlex.join(self.argv).split()) if self.argv else "?"  # one line
+        return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def process_info(pid: int) -> ProcessInfo | None:
+    """What can be told about `pid`; None when it is not running (or a zombie)."""
+    if pid <= 0 or not _alive(pid):
+        return None
+    argv = _argv(pid)
+    env = _environ(pid)
+    home = None
+    if env is not None:
+        raw = env.get("PREFECT_HOME") or "~/.prefect"  # Prefect's default
+        home = Path(raw).expanduser()
+        if not home.is_absolute():
+            try:
+                home = Path(os.readlink(f"/proc/{pid}/cwd")) / home
+            except OSError:
+                pass
+        home = _resolve(home)
+    return ProcessInfo(pid, argv, home, _served_port(argv, env))
+
+
+def verify_server(pid: int, home: Path, port: int) -> tuple[bool, str]:
+    """Whether `pid` is the Prefect server of `home` on `port`, and why (or why not).
+
+    The reason reads after "pid N": "is not running", "is `sleep 60`, not a Prefect server",
+    "is the Prefect server of PREFECT_HOME=X", ...; for a match whose environment cannot be read
+    it says that only the command line and port were checked."""
+    info = process_info(pid)
+    if info is None:
+        return False, "is not running"
+    if not info.prefect:
+        return False, f"is `{info.command()}`, not a Prefect server"
+    if info.port != port:
+        return False, f"is a Prefect server on port {info.port}, not {port}"
+    if info.home is not None and info.home != _resolve(home):
+        return False, f"is the Prefect server of PREFECT_HOME={info.home}, not of {_resolve(home)}"
+    if info.home is None:
+        return True, ("is a Prefect server on this port (its environment is not readable: "
+                      "checked its command line and port only)")
+    return True, f"is the Prefect server of this home on port {port}"
+
+
+def _argv(pid: int) -> tuple[str, ...]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return ()
+    if Path("/proc/self").exists():
+        return ()
+    try:  # no /proc (macOS, BSD): `ps` prints the command line, split at blanks
+        out = subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True,
+                             text=True, timeout=5).stdout
+        return tuple(out.split())
+    except (OSError, subprocess.SubprocessError):
+        return ()
+
+
+def _environ(pid: int) -> dict[str, str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.decode(errors="replace").partition("=")
+        if sep:
+            env[key] = value
+    return env
+
+
+def _served_port(argv: tuple[str, ...], env: dict[str, str] | None) -> int | None:
+    """The port of a Prefect server command line, else None."""
+    names = [os.path.basename(a) for a in argv]
+    is_cli = any(n == "prefect" and list(argv[i + 1:i + 3]) == ["server", "start"]
+                 for i, n in enumerate(names))
+    is_uvicorn = any(n == "uvicorn" for n in names) and PREFECT_APP in argv
+    if not (is_cli or is_uvicorn):
+        return None
+    for i, a in enumerate(argv):
+        value = argv[i + 1] if a == "--port" and i + 1 < len(argv) else (
+            a.split("=", 1)[1] if a.startswith("--port=") else None)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    if is_cli and env is not None:  # no --port: the CLI takes the setting, else its default
+        try:
+            return int(env.get("PREFECT_SERVER_API_PORT") or DEFAULT_PORT)
+        except ValueError:
+            return None
+    return None if not is_uvicorn else 8000  # uvicorn's default
+
+
+def port_holder(port: int) -> int | None:
+    """The pid listening on TCP `port` (Linux, processes of this user), else the pid of a process
+    whose command line is a Prefect server on that port, else None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    pids = sorted(int(p.name) for p in Path("/proc").glob("[0-9]*")) \
+        if Path("/proc/self").exists() else []
+    if inodes:
+        for pid in pids:
+            try:
+                fds = os.scandir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            with fds:
+                for fd in fds:
+                    try:
+                        if os.readlink(fd.path) in inodes:
+                            return pid
+                    except OSError:
+                        continue
+    for pid in pids:
+        if pid != os.getpid() and _served_port(_argv(pid), None) == port:
+            return pid
+    return None
+
+
+def _resolve(path: Path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+# --- the pid file --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PidRecord:
+    """HOME/seafloor-server.json: the server `start` left running. `pid` is None when the file holds
+    neither JSON with a pid nor an integer; `port`, `home`, `started_utc` are None in files
+    written as a plain integer."""
+
+    path: Path
+    pid: int | None
+    port: int | None = None
+    home: str | None = None
+    started_utc: str | None = None
+    text: str = ""
+
+
+def read_pid_file(home: Path) -> PidRecord | None:
+    """The record in HOME/seafloor-server.json, or None when there is no such file."""
+    path = Path(home) / PID_FILE
+    try:
+        text = path.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        text = ""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+
+    def num(value):
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    if isinstance(data, dict):
+        return PidRecord(path, num(data.get("pid")), num(data.get("port")),
+                         data.get("home") if isinstance(data.get("home"), str) else None,
+                         data.get("started_utc") if isinstance(data.get("started_utc"), str)
+                         else None, text)
+    return PidRecord(path, num(data), text=text)
+
+
+def write_pid_file(home: Path, pid: int, port: int) -> Path:
+    """Record the server `pid` serving `port` from `home` (written whole, then renamed)."""
+    path = Path(home) / PID_FILE
+    record = {"pid": pid, "port": port, "home": str(_resolve(home)),
+              "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    tmp = path.with_name(f".{PID_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# --- start / stop ----------------------------------------------------------------------------
+
+def _can_bind(port: int) -> bool:
+    """Whether 127.0.0.1:`port` is free to listen on (the check `prefect server start` makes)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def ensure_port_free(port: int, home: Path | None = None, *, auth: str | None = None) -> None:
+    """Raise PortInUseError, naming what holds it, unless 127.0.0.1:`port` is free."""
+    if _can_bind(port):
+        return
+    pid = port_holder(port)
+    holder = process_info(pid) if pid is not None else None
+    prefect = healthy(api_url(port), auth=auth or "") or bool(holder and holder.prefect)
+    raise PortInUseError(port, home, holder, prefect)
 
 
 def start(home: Path = DEFAULT_HOME, port: int = DEFAULT_PORT, *, database_url: str | None = None,
@@ -194,15 +511,21 @@ def start(home: Path = DEFAULT_HOME, port: int = DEFAULT_PORT, *, database_url: 
 
     `auth_string` ("user:password") turns on basic auth (PREFECT_SERVER_API_AUTH_STRING; without
     it the server inherits that variable from the environment, if set).
-    Its output goes to HOME/server.log; on failure the error quotes the log's tail."""
-    home = Path(home)
+    Its output goes to HOME/server.log. Raises PortInUseError (a ServerError) when the port is
+    taken, by another Prefect server or anything else, and ServerError, quoting the log's tail,
+    when the server exits or does not become healthy in `wait_s` seconds."""
+    home = _resolve(home)
     home.mkdir(parents=True, exist_ok=True)
     env = prefect_env(home, port, database_url, extra_env, auth_string=auth_string)
     if auth_string:
         env[SERVER_AUTH_ENV] = auth_string
     if not ui:
         env["PREFECT_UI_ENABLED"] = "false"
-    log = open(home / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child process
+    server_auth = env.get(SERVER_AUTH_ENV) or ""
+    ensure_port_free(port, home, auth=server_auth)
+    log_path = home / LOG_FILE
+    log_start = log_path.stat().st_size if log_path.exists() else 0
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
          "--port", str(port)],
@@ -212,19 +535,25 @@ def start(home: Path = DEFAULT_HOME, port: int = DEFAULT_PORT, *, database_url: 
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n"
-                               f"{_tail(home / LOG_FILE)}")
-        if healthy(url, auth=env.get(SERVER_AUTH_ENV) or ""):
+            if "already in use" in _read_from(log_path, log_start).lower():
+                # taken between the check and the server's own bind: say by whom
+                ensure_port_free(port, home, auth=server_auth)
+            raise ServerError(f"prefect server exited with {proc.returncode} (log: {log_path})",
+                              _tail(log_path))
+        if healthy(url, auth=server_auth):
             return proc
         time.sleep(0.5)
     stop(proc)
-    raise RuntimeError(f"prefect server not healthy at {url} after {wait_s:.0f} s:\n"
-                       f"{_tail(home / LOG_FILE)}")
+    raise ServerError(f"prefect server not healthy at {url} after {wait_s:.0f} s (log: "
+                      f"{log_path})", _tail(log_path))
 
 
 def stop(proc: subprocess.Popen | int, timeout: float = 20.0) -> None:
     """Stop a process and everything in its process group: SIGTERM, up to `timeout` seconds
-    for the leader to exit, then SIGKILL for whatever of the group is left."""
+    for the leader to exit, then SIGKILL for whatever of the group is left.
+
+    The caller vouches for `proc`: it is signalled without checks (the CLI's `stop` verifies a
+    pid from its pid file first, see verify_server())."""
     pid = proc if isinstance(proc, int) else proc.pid
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -244,6 +573,29 @@ def stop(proc: subprocess.Popen | int, timeout: float = 20.0) -> None:
         proc.wait(timeout=10)
 
 
+def _stop_pid(pid: int, timeout: float = 20.0) -> None:
+    """stop() for a verified server pid: its process group when it leads one (as servers started
+    here do), else the process alone (e.g. the uvicorn of Prefect's own background mode)."""
+    try:
+        leader = os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return
+    if leader:
+        stop(pid, timeout)
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -255,6 +607,8 @@ def _alive(pid: int) -> bool:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+    if not Path("/proc/self").exists():
+        return True
     return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
 
 
@@ -272,13 +626,127 @@ def _tail(path: Path, n: int = 40) -> str:
         return "(no log)"
 
 
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def _fail(message: str, log_tail: str | None = None) -> int:
+    print(message, file=sys.stderr)
+    if log_tail:
+        print(log_tail, file=sys.stderr)
+    return 2
+
+
+def _cmd_stop(home: Path, port: int, port_given: bool) -> int:
+    """`stop`: signal the server HOME/seafloor-server.json names, once verified (module doc)."""
+    rec = read_pid_file(home)
+    if rec is None:
+        print(f"no server started by this tool ({home / PID_FILE} missing)")
+        return 1
+    if rec.pid is None:
+        rec.path.unlink(missing_ok=True)
+        print(f"{rec.path} held no pid ({rec.text[:60]!r}); nothing was signalled; removed it",
+              file=sys.stderr)
+        return 1
+    recorded = rec.port if rec.port is not None else port
+    if port_given and recorded != port:
+        ok, _ = verify_server(rec.pid, home, recorded)
+        if ok:  # a live server of this home, on another port than asked: leave it and its record
+            print(f"{rec.path} names the server of this home on port {recorded} (pid {rec.pid}), "
+                  f"not one on port {port}; nothing was signalled (stop it with --port "
+                  f"{recorded})", file=sys.stderr)
+            return 1
+    ok, why = verify_server(rec.pid, home, port if port_given else recorded)
+    if not ok:
+        rec.path.unlink(missing_ok=True)
+        print(f"{rec.path} named pid {rec.pid}, which {why}; nothing was signalled; removed the "
+              "stale pid file", file=sys.stderr)
+        return 1
+    url = api_url(port if port_given else recorded)
+    try:
+        _stop_pid(rec.pid)
+    except PermissionError as exc:
+        return _fail(f"could not signal the prefect server at {url} (pid {rec.pid}): {exc}")
+    rec.path.unlink(missing_ok=True)
+    note = "" if "not readable" not in why else " (its environment was not readable: verified " \
+        "by its command line and port only)"
+    print(f"stopped the prefect server at {url} (pid {rec.pid}, PREFECT_HOME={home}){note}")
+    return 0
+
+
+def _cmd_start(args: argparse.Namespace, home: Path, port: int) -> int:
+    url = api_url(port)
+    pid_file = home / PID_FILE
+    server_auth = args.auth_string or os.environ.get(SERVER_AUTH_ENV) or None
+    rec = read_pid_file(home)
+    if rec is not None:
+        recorded = rec.port if rec.port is not None else port
+        ok, why = verify_server(rec.pid, home, recorded) if rec.pid is not None else \
+            (False, "")
+        if ok and recorded == port:
+            state = "" if healthy(url, auth=server_auth or "") else \
+                "; not answering /health yet"
+            print(f"prefect server already running at {url} (pid {rec.pid}, "
+                  f"PREFECT_HOME={home}{state})")
+            return 0
+        if ok:
+            return _fail(f"the prefect server of this home already runs on port {recorded} "
+                         f"(pid {rec.pid}), not {port}; two servers must not share one database:"
+                         f" use --port {recorded}, or stop it first (python -m flows.server stop "
+                         f"--home {home} --port {recorded})")
+        rec.path.unlink(missing_ok=True)
+        named = f"pid {rec.pid}, which {why}" if rec.pid is not None else "no pid"
+        print(f"removed the stale {pid_file} (it named {named})")
+    try:
+        ensure_port_free(port, home, auth=server_auth)
+    except PortInUseError as exc:
+        if exc.same_home:
+            print(f"prefect server already running at {url} (pid {exc.holder.pid}, "
+                  f"PREFECT_HOME={home}; not started by this tool, so `stop` leaves it alone)")
+            return 0
+        return _fail(exc.message)
+    print(f"starting prefect server at {url} (PREFECT_HOME={home}); "
+          f"log: {home / LOG_FILE}", flush=True)
+    try:
+        proc = start(home, port, database_url=args.database_url, auth_string=server_auth)
+    except ServerError as exc:
+        return _fail(exc.message, exc.log_tail)
+    write_pid_file(home, proc.pid, port)
+    print(f"prefect server healthy at {url} (pid {proc.pid}); UI at http://127.0.0.1:{port}",
+          flush=True)
+    if server_auth:
+        print(f"basic auth on: clients need {CLIENT_AUTH_ENV} set to the same user:password "
+              "(the UI asks for it once)", flush=True)
+    if args.background:
+        return 0
+    try:
+        print("Ctrl-C stops it", flush=True)
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(proc)
+        rec = read_pid_file(home)
+        if rec is not None and rec.pid == proc.pid:
+            pid_file.unlink(missing_ok=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flows.server",
                                  description="a local Prefect server on 127.0.0.1",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("command", choices=["start", "status", "stop"])
-    ap.add_argument("--port", type=int, default=int(os.environ.get("SEAFLOOR_PREFECT_PORT",
-                                                                   DEFAULT_PORT)))
+    ap.add_argument("--port", type=int, default=argparse.SUPPRESS,
+                    help=f"default: ${PORT_ENV}, else {DEFAULT_PORT}; stop without either: the "
+                         "port in the pid file")
     ap.add_argument("--home", type=Path, default=DEFAULT_HOME, help="PREFECT_HOME")
     ap.add_argument("--database-url", default=None,
                     help="e.g. postgresql+asyncpg://user@host:5432/prefect (default: SQLite in "
@@ -292,8 +760,14 @@ def main(argv: list[str] | None = None) -> int:
                          f"${SERVER_AUTH_ENV}). Prefer the environment: a command-line value is "
                          "visible to other users of this machine")
     args = ap.parse_args(argv)
-    url = api_url(args.port)
-    pid_file = args.home / PID_FILE
+    port_given = hasattr(args, "port") or bool(os.environ.get(PORT_ENV))
+    try:
+        port = args.port if hasattr(args, "port") else int(os.environ.get(PORT_ENV)
+                                                           or DEFAULT_PORT)
+    except ValueError:
+        ap.error(f"${PORT_ENV} is not a port number: {os.environ.get(PORT_ENV)!r}")
+    home = _resolve(args.home)
+    url = api_url(port)
     if args.command == "status":
         auth = args.auth_string or auth_from_env()
         if not healthy(url, auth=auth or ""):
@@ -311,36 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prefect server at {url}: healthy" + (" (authenticated)" if auth else ""))
         return 0
     if args.command == "stop":
-        if not pid_file.exists():
-            print(f"no server started by this tool ({pid_file} missing)")
-            return 1
-        stop(int(pid_file.read_text()))
-        pid_file.unlink(missing_ok=True)
-        print(f"stopped the prefect server at {url}")
-        return 0
-    server_auth = args.auth_string or os.environ.get(SERVER_AUTH_ENV) or None
-    if healthy(url, auth=server_auth or ""):
-        print(f"prefect server already running at {url}")
-        return 0
-    print(f"starting prefect server at {url} (PREFECT_HOME={args.home}); "
-          f"log: {args.home / LOG_FILE}", flush=True)
-    proc = start(args.home, args.port, database_url=args.database_url, auth_string=server_auth)
-    pid_file.write_text(str(proc.pid))
-    print(f"prefect server healthy at {url}; UI at http://127.0.0.1:{args.port}", flush=True)
-    if server_auth:
-        print(f"basic auth on: clients need {CLIENT_AUTH_ENV} set to the same user:password "
-              "(the UI asks for it once)", flush=True)
-    if args.background:
-        return 0
-    try:
-        print("Ctrl-C stops it", flush=True)
-        proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop(proc)
-        pid_file.unlink(missing_ok=True)
-    return 0
+        return _cmd_stop(home, port, port_given)
+    return _cmd_start(args, home, port)
+
 
 if __name__ == "__main__":
     sys.exit(main())
