@@ -11,25 +11,54 @@ Reads like the pipeline's table of contents:
 Every computation is a `pipeline` function; this module only decides where it runs, retries
 I/O errors, logs progress and records artifacts. The whole flow holds the output folder's file
 lock, so it never races a `python -m pipeline build` on the same folder.
+
+Waiting on Dask is bounded (the catalog's `dask:` keys, see pipeline.catalog.DaskSettings), so
+a lost or hung cluster fails the run with one message (a ClusterError) instead of leaving it
+running in silence:
+
+    existing scheduler answers (connect + handshake + reply)   within connect_timeout_s
+    the cluster has a worker (at the start, and whenever all are lost)   within worker_wait_s
+    each attempt at a dive's ingest, from when it starts running:
+        bound = max(min_dive_timeout_s, images in the dive x per-image cost)
+        per-image cost = seconds_per_image, raised to twice the slowest finished dive's
+                         measured seconds per image when that is more
+    the whole ingest: the sum of the dives' bounds + worker_wait_s (for queued dives)
+
+While dives are pending the run logs a progress line every PROGRESS_EVERY_S seconds (dives
+running and queued, workers, seconds used of the bound), and a line whenever the worker count
+drops to zero or comes back. A retry of a dive after an I/O error is logged on the worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import os
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask
+import distributed
+from distributed.core import rpc
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Failed
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
+from prefect.states import Crashed, Failed, StateType
 from prefect_dask import DaskTaskRunner
 
 from pipeline import build as pb
-from pipeline.catalog import Catalog, find_catalog, load_catalog
+from pipeline.catalog import Catalog, DaskSettings, find_catalog, load_catalog
 from pipeline.summary import summary_markdown, survey_map_png
+
+from . import lifeline
 
 FLOW_NAME = "build-pairs"
 # where catalog names are looked up; the deployments and the flow runs agree on it through
@@ -37,6 +66,15 @@ FLOW_NAME = "build-pairs"
 CATALOGS_ENV = "SEAFLOOR_CATALOGS"
 DASK_ENV = "DASK_SCHEDULER_ADDRESS"
 MAP_NAME = "survey_map.png"
+POLL_S = 2.0  # how often the ingest checks its dives, the workers and the scheduler
+PROGRESS_EVERY_S = 30.0  # a progress line at least this often while dives are pending
+CLUSTER_FAILED = "ClusterError"  # the name of the ingest subflow's state when the cluster failed
+
+
+class ClusterError(RuntimeError):
+    """The Dask cluster cannot run the ingest (no answer, no worker, a dive over its bound).
+    Not the catalog's mistake, but the run still fails with this one message: what happened,
+    at which address, and what to do."""
 
 
 def catalogs_dir() -> Path:
@@ -50,14 +88,34 @@ def resolve_catalog(catalog: str) -> Catalog:
 
 
 def _retry_on_io_error(task, task_run, state) -> bool:
-    """Retry a failed task only when the failure was an I/O error (disk, network share)."""
+    """Retry a failed task only when the failure was an I/O error (disk, network share), and
+    say so in the run's log ("dive X: I/O error (...), retry 1 of 2 in 2 s"). Prefect asks
+    only while retries are left, so a True here is a retry that will happen."""
     try:
         state.result()
-    except OSError:
+    except OSError as exc:
+        if task is not None:
+            _log_retry(task, task_run, exc)
         return True
     except Exception:
         return False
     return False
+
+
+def _log_retry(task, task_run, exc: OSError) -> None:
+    retries = task.retries or 0
+    n = min(max(getattr(task_run, "run_count", 1) or 1, 1), max(retries, 1))
+    delay = task.retry_delay_seconds or 0
+    if isinstance(delay, list | tuple):
+        delay = delay[min(n - 1, len(delay) - 1)] if delay else 0
+    ctx = TaskRunContext.get()
+    dive = (ctx.parameters.get("dive") if ctx else None) or getattr(task_run, "name", "?")
+    try:
+        logger = get_run_logger()
+    except MissingContextError:
+        logger = logging.getLogger(__name__)
+    logger.warning("dive %s: I/O error (%s: %s), retry %d of %d in %g s", dive,
+                   type(exc).__name__, exc, n, retries, delay)
 
 
 class _ProgressLog:
@@ -100,16 +158,29 @@ def ingest_dive_task(cat: Catalog, out: Path, dive: str, fingerprint: str,
     return {"dive": dive, "folder": str(folder), "seconds": secs}
 
 
+def cluster_address(cat: Catalog) -> tuple[str | None, str]:
+    """The existing scheduler to use, if any, and where that address came from (for messages
+    that say what to change): the catalog's `dask.address`, else $DASK_SCHEDULER_ADDRESS."""
+    if cat.dask and cat.dask.address:
+        return cat.dask.address, f"dask.address in {cat.source or 'the catalog'}"
+    if env := os.environ.get(DASK_ENV):
+        return env, f"${DASK_ENV}"
+    return None, ""
+
+
 def dask_runner(cat: Catalog, n_dives: int) -> tuple[DaskTaskRunner, int | None]:
     """The task runner for the ingest, and the image processes each dive's task may use.
 
     An existing cluster (catalog `dask.address`, else $DASK_SCHEDULER_ADDRESS): every task uses
-    its worker's cores. Otherwise a LocalCluster sized to the machine and to the work: one
-    worker process per changed dive up to the number of cores, the cores shared among them."""
+    its worker's cores, and the client gives up connecting after `dask.connect_timeout_s`.
+    Otherwise a LocalCluster sized to the machine and to the work: one worker process per
+    changed dive up to the number of cores, the cores shared among them."""
     settings = cat.dask
-    address = (settings.address if settings else None) or os.environ.get(DASK_ENV)
+    address, _ = cluster_address(cat)
     if address:
-        return DaskTaskRunner(address=address), None
+        limits = settings or DaskSettings()
+        return DaskTaskRunner(address=address,
+                              client_kwargs={"timeout": limits.connect_timeout_s}), None
     cores = os.cpu_count() or 1
     n_workers = (settings.n_workers if settings else None) or max(1, min(n_dives, cores))
     runner = DaskTaskRunner(cluster_kwargs={
@@ -118,14 +189,306 @@ def dask_runner(cat: Catalog, n_dives: int) -> tuple[DaskTaskRunner, int | None]
     return runner, max(1, cores // n_workers)
 
 
+# --- bounded waits on the Dask cluster ------------------------------------------------------
+
+def _within(seconds: float, fn: Callable):
+    """fn() in a daemon thread, given up after `seconds` (TimeoutError): for calls into Dask
+    that have no timeout of their own and would hang on a scheduler that never answers."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="dask-bounded-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def scheduler_identity(address: str, timeout: float) -> dict:
+    """The scheduler's identity (its `n_workers` among others), on a fresh connection whose
+    connect, handshake and reply all happen within `timeout` seconds.
+
+    TimeoutError: it accepted the connection (or the connect hung) but did not answer;
+    OSError: nothing listens there (connection refused or unreachable until the timeout)."""
+    async def ask():
+        async with rpc(address, timeout=0.8 * timeout) as scheduler:
+            return await scheduler.identity(n_workers=0)
+
+    async def bounded():
+        return await asyncio.wait_for(ask(), timeout)
+
+    return _within(timeout + 5.0, lambda: asyncio.run(bounded()))
+
+
+@dataclass
+class _Cluster:
+    """What the messages say about the cluster the ingest runs on."""
+
+    address: str
+    source: str  # where the address came from ("" for the run's own local cluster)
+    settings: DaskSettings
+
+    @property
+    def what(self) -> str:
+        return (f"the Dask cluster at {self.address}" if self.source
+                else f"the local Dask cluster at {self.address}")
+
+    @property
+    def local_instead(self) -> str:
+        if self.source.startswith("$"):
+            return f"unset {self.source[1:]} to use a local cluster"
+        return f"remove {self.source} to use a local cluster"
+
+    def no_worker_advice(self) -> str:
+        if self.source:
+            return f"start workers (`dask worker {self.address}`) or {self.local_instead}"
+        return ("its worker processes died (out of memory?); see this run's log, or set "
+                "dask.n_workers lower in the catalog")
+
+    def unreachable(self, exc: BaseException, while_: str) -> ClusterError:
+        limit = self.settings.connect_timeout_s
+        fix = ("check that a Dask scheduler (`dask scheduler`) runs there and is not "
+               f"overloaded, or {self.local_instead}" if self.source else "see this run's log")
+        if isinstance(exc, TimeoutError):
+            return ClusterError(
+                f"the Dask scheduler at {self.address} did not answer within {limit:g} s "
+                f"(dask.connect_timeout_s) {while_}; it accepts connections but does not "
+                f"respond (hung, or not a Dask scheduler); {fix}")
+        root = exc  # distributed's "Timed out trying to connect" wraps the reason
+        while root.__cause__ is not None:
+            root = root.__cause__
+        return ClusterError(
+            f"could not reach the Dask scheduler at {self.address} within {limit:g} s "
+            f"(dask.connect_timeout_s) {while_} ({type(root).__name__}: {root}); {fix}")
+
+    def workers(self, while_: str) -> int:
+        """The number of workers, or a ClusterError when the scheduler does not answer."""
+        try:
+            return int(scheduler_identity(self.address, self.settings.connect_timeout_s)
+                       .get("n_workers", 0))
+        except (OSError, TimeoutError) as exc:
+            raise self.unreachable(exc, while_) from None
+        except Exception as exc:  # an answer that is not a scheduler's identity
+            raise ClusterError(f"{self.address} did not answer as a Dask scheduler {while_} "
+                               f"({type(exc).__name__}: {exc}); check {self.source or 'it'}"
+                               ) from None
+
+
+def check_cluster(address: str, source: str, settings: DaskSettings, logger) -> None:
+    """Before any dive is sent: the scheduler at `address` answers within connect_timeout_s,
+    and has a worker within worker_wait_s (progress logged while waiting); else ClusterError."""
+    cluster = _Cluster(address, source, settings)
+    logger.info("connecting to the Dask cluster at %s (from %s; up to %g s)", address, source,
+                settings.connect_timeout_s)
+    t0 = time.monotonic()
+    n = cluster.workers("when the run connected")
+    noted = None
+    while n == 0:
+        waited = time.monotonic() - t0
+        if waited >= settings.worker_wait_s:
+            raise ClusterError(
+                f"{cluster.what} has had no worker for {waited:.0f} s (dask.worker_wait_s: "
+                f"{settings.worker_wait_s:g} s) before any dive could start; "
+                f"{cluster.no_worker_advice()}")
+        if noted is None or time.monotonic() - noted >= PROGRESS_EVERY_S:
+            logger.warning("%s has no worker yet; waiting for one, %.0f s of %g s",
+                           cluster.what, waited, settings.worker_wait_s)
+            noted = time.monotonic()
+        time.sleep(min(POLL_S, max(0.1, settings.worker_wait_s - waited)))
+        n = cluster.workers("while the run waited for a worker")
+    logger.info("the Dask cluster at %s answered: %d worker(s)", address, n)
+
+
+def _list(names, limit: int = 6) -> str:
+    names = list(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+class _DiveWatch:
+    """Waits on the dives' futures with the bounds of the module docstring; every breach
+    becomes one ClusterError, every POLL_S it checks the workers and the dives' task runs."""
+
+    def __init__(self, futures: dict, images: dict[str, int], cluster: _Cluster, logger):
+        self.futures, self.images, self.cluster, self.logger = futures, images, cluster, logger
+        s = cluster.settings
+        self.per_image = s.seconds_per_image
+        self.t0 = time.monotonic()
+        self.overall = sum(self.bound(d) for d in futures) + s.worker_wait_s
+        self.attempt: dict[str, tuple] = {}  # dive -> (its Running state's id, first seen)
+        self.no_worker_since: float | None = None
+        self.noted = self.t0
+        self.workers = -1
+
+    def bound(self, dive: str) -> float:
+        s = self.cluster.settings
+        return max(s.min_dive_timeout_s, self.images.get(dive, 0) * self.per_image)
+
+    def describe_bound(self, dive: str) -> str:
+        return (f"{self.bound(dive):.0f} s: {self.images.get(dive, 0)} images x "
+                f"{self.per_image:g} s per image (dask.seconds_per_image), at least "
+                f"{self.cluster.settings.min_dive_timeout_s:g} s (dask.min_dive_timeout_s)")
+
+    def run(self) -> dict[str, dict]:
+        done = threading.Event()
+        for f in self.futures.values():
+            f.add_done_callback(lambda _f: done.set())
+        pending, results = dict(self.futures), {}
+        with get_client(sync_client=True) as api:
+            while pending:
+                done.wait(POLL_S)
+                done.clear()
+                for dive in [d for d, f in pending.items() if f.wrapped_future.done()]:
+                    results[dive] = self.finished(dive, pending.pop(dive))
+                if pending:
+                    self.check(pending, api)
+        return results
+
+    def finished(self, dive: str, future) -> dict:
+        try:
+            res = future.result()
+        except distributed.KilledWorker as exc:
+            raise ClusterError(
+                f"dive {dive}: the Dask workers of {self.cluster.what} that ran it died each "
+                f"time ({exc}); see the workers' logs (out of memory?)") from None
+        except distributed.client.FutureCancelledError:
+            self.cluster.workers(f"while dive {dive} was waiting")  # a lost scheduler says so
+            raise ClusterError(f"dive {dive}: its task was cancelled on {self.cluster.what}; "
+                               "see the scheduler's log") from None
+        images = self.images.get(dive, 0)
+        if images and isinstance(res, dict) and res.get("seconds"):
+            self.per_image = max(self.per_image, 2.0 * res["seconds"] / images)
+        return res
+
+    def check(self, pending: dict, api) -> None:
+        now = time.monotonic()
+        names = _list(pending)
+        n = self.cluster.workers(f"while dive(s) {names} were waiting")
+        s = self.cluster.settings
+        if n == 0:
+            if self.no_worker_since is None:
+                self.no_worker_since = now
+                self.logger.warning("%s has no worker; dive(s) %s wait for one (up to %g s)",
+                                    self.cluster.what, names, s.worker_wait_s)
+            if now - self.no_worker_since >= s.worker_wait_s:
+                raise ClusterError(
+                    f"{self.cluster.what} has had no worker for {now - self.no_worker_since:.0f}"
+                    f" s (dask.worker_wait_s: {s.worker_wait_s:g} s) while dive(s) {names} "
+                    f"were waiting; {self.cluster.no_worker_advice()}")
+        elif self.no_worker_since is not None:
+            self.logger.info("%s has %d worker(s) again", self.cluster.what, n)
+            self.no_worker_since = None
+        self.workers = n
+        for dive, state_id in self.running(pending, api).items():
+            if self.attempt.get(dive, (None,))[0] != state_id:
+                self.attempt[dive] = (state_id, now)  # a new attempt: a retry or a rescheduling
+        for dive in pending:
+            if dive in self.attempt and now - self.attempt[dive][1] > self.bound(dive):
+                raise ClusterError(
+                    f"dive {dive} has been ingesting for {now - self.attempt[dive][1]:.0f} s on "
+                    f"{self.cluster.what}, over its bound of {self.describe_bound(dive)}; if "
+                    "the dive is only slow, raise dask.seconds_per_image or "
+                    "dask.min_dive_timeout_s in the catalog, else see the worker's log (a "
+                    "hung read of the survey data?)")
+        if now - self.t0 > self.overall:
+            raise ClusterError(
+                f"the ingest has waited {now - self.t0:.0f} s on {self.cluster.what} for "
+                f"dive(s) {names}, over its bound of {self.overall:.0f} s (the dives' bounds "
+                "and dask.worker_wait_s); see the workers' and the scheduler's logs")
+        if now - self.noted >= PROGRESS_EVERY_S:
+            self.progress(pending, now)
+
+    def running(self, pending: dict, api) -> dict[str, str]:
+        """dive -> the id of its task run's Running state, for the pending dives that run now
+        (as far as the Prefect API knows; {} when it cannot be asked)."""
+        ids = {pending[d].task_run_id: d for d in pending}
+        try:
+            runs = api.read_task_runs(task_run_filter=TaskRunFilter(
+                id=TaskRunFilterId(any_=list(ids))), limit=len(ids))
+        except Exception as exc:  # the bounds still hold through the overall one
+            self.logger.debug("could not read the dives' task runs: %s", exc)
+            return {}
+        return {ids[r.id]: str(r.state.id) for r in runs
+                if r.id in ids and r.state and r.state.type == StateType.RUNNING}
+
+    def progress(self, pending: dict, now: float) -> None:
+        parts = []
+        for dive in pending:
+            if dive in self.attempt:
+                parts.append(f"dive {dive} running {now - self.attempt[dive][1]:.0f} s of "
+                             f"{self.bound(dive):.0f} s")
+            else:
+                parts.append(f"dive {dive} queued")
+        self.logger.info("waiting on %s (%d worker(s)), %.0f s of %.0f s: %s",
+                         self.cluster.address, self.workers, now - self.t0, self.overall,
+                         _list(parts))
+        self.noted = now
+
+    def abandon(self, pending_ids: list, message: str) -> None:
+        """After a ClusterError: cancel the dives' Dask futures and mark their unfinished task
+        runs Crashed, so that none stays Running in the UI (each bounded, best effort)."""
+        futures = [f.wrapped_future for f in self.futures.values() if not f.wrapped_future.done()]
+        if futures:
+            try:
+                client = futures[0].client
+                _within(5.0, lambda: client.cancel(futures, force=True))
+            except Exception as exc:
+                self.logger.debug("could not cancel the dives' Dask tasks: %s", exc)
+
+        def crash():
+            with get_client(sync_client=True) as api:
+                runs = api.read_task_runs(task_run_filter=TaskRunFilter(
+                    id=TaskRunFilterId(any_=pending_ids)), limit=len(pending_ids))
+                for r in runs:
+                    if r.state and not r.state.is_final():
+                        api.set_task_run_state(r.id, Crashed(message=message), force=True)
+        if pending_ids:
+            try:
+                _within(10.0, crash)
+            except Exception as exc:
+                self.logger.debug("could not mark the dives' task runs crashed: %s", exc)
+
+
 @flow(name="ingest-dives")
-def ingest_dives(cat: Catalog, out: Path, dives: dict[str, str],
-                 workers: int | None = None) -> list[dict]:
-    """Ingest the changed dives in parallel on the task runner (Dask)."""
+def ingest_dives(cat: Catalog, out: Path, dives: dict[str, str], workers: int | None = None,
+                 images: dict[str, int] | None = None):
+    """Ingest the changed dives in parallel on the task runner (Dask), each wait bounded (see
+    the module docstring). `images`: each dive's number of images, for its bound. A cluster
+    that fails ends this subflow in a Failed state named CLUSTER_FAILED with the message."""
+    from prefect.context import FlowRunContext
+
+    logger = get_run_logger()
     names = list(dives)
-    futures = ingest_dive_task.map(unmapped(cat), unmapped(out), names,
-                                   [dives[d] for d in names], unmapped(workers))
-    return [f.result() for f in futures]
+    settings = cat.dask or DaskSettings()
+    address, source = cluster_address(cat)
+    try:  # the task runner's client connects on the first submit
+        futures = ingest_dive_task.map(unmapped(cat), unmapped(out), names,
+                                       [dives[d] for d in names], unmapped(workers))
+    except OSError as exc:  # TimeoutError included
+        if not address:
+            raise
+        error = _Cluster(address, source, settings).unreachable(exc, "when the ingest started")
+        return Failed(name=CLUSTER_FAILED, message=str(error))
+    cluster = _Cluster(address or FlowRunContext.get().task_runner.client.scheduler.address,
+                       source, settings)
+    watch = _DiveWatch(dict(zip(names, futures, strict=True)), images or {}, cluster, logger)
+    logger.info("%d dive(s) sent to %s; each may take max(%g s, images x %g s), %.0f s in all",
+                len(names), cluster.what, settings.min_dive_timeout_s,
+                settings.seconds_per_image, watch.overall)
+    try:
+        results = watch.run()
+    except ClusterError as exc:
+        watch.abandon([f.task_run_id for f in futures if not f.wrapped_future.done()], str(exc))
+        return Failed(name=CLUSTER_FAILED, message=str(exc))
+    return [results[d] for d in names]
 
 
 @task(name="artifacts", cache_policy=NO_CACHE)
@@ -153,13 +516,22 @@ def _as_task(name: str, fn, *args):
 
 
 def _dask_ingest(bp: pb.BuildPlan) -> None:
-    """The changed dives of a plan, mapped on the Dask task runner."""
+    """The changed dives of a plan, mapped on the Dask task runner; an existing cluster is
+    checked first (it answers, it has a worker). ClusterError when the cluster fails."""
+    address, source = cluster_address(bp.catalog)
+    if address:
+        check_cluster(address, source, bp.catalog.dask or DaskSettings(), get_run_logger())
     runner, per_dive = dask_runner(bp.catalog, len(bp.changed))
+    images = {d: len(bp.images.get(d, ())) for d in bp.changed}
     # local worker processes must not be daemonic: a dive's ingest decodes its images in a
     # process pool of its own
     with dask.config.set({"distributed.worker.daemon": False}):
-        ingest_dives.with_options(task_runner=runner)(
-            bp.catalog, bp.output, {d: bp.dives[d] for d in bp.changed}, per_dive)
+        state = ingest_dives.with_options(task_runner=runner)(
+            bp.catalog, bp.output, {d: bp.dives[d] for d in bp.changed}, per_dive, images,
+            return_state=True)
+    if state.is_failed() and state.name == CLUSTER_FAILED:
+        raise ClusterError(state.message)
+    state.result()  # a dive's own error is raised as it was
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -172,15 +544,17 @@ def build_pairs(catalog: str = "seafloor", r_loc_m: float | None = None,
     r_loc_m: override the catalog's pairs.r_loc_m (metres). full_rebuild: ignore the dive cache.
 
     This is pipeline.build.build, with its stages as tasks and the ingest on Dask; a user's
-    mistake (catalog, output folder, settings) fails the run with that one message.
+    mistake (catalog, output folder, settings) or a Dask cluster that fails (no answer, no
+    worker, a dive over its bound) fails the run with that one message.
     """
     logger = get_run_logger()
+    lifeline.start(logger)  # a deployment run stops (CRASHED) if its serve/worker dies
     try:
         cat = resolve_catalog(catalog)
         out = pb.output_dir(cat)
         report = pb.build(cat, r_loc_m=r_loc_m, full_rebuild=full_rebuild, log=logger.info,
                           ingest=_dask_ingest, step=_as_task)
-    except pb.USER_ERRORS as exc:
+    except (*pb.USER_ERRORS, ClusterError) as exc:
         logger.error("%s", exc)
         return Failed(message=str(exc))
     if not report["no_change"]:

@@ -104,9 +104,27 @@ class Schedule(_Strict):
         return self
 
 
+# a number of seconds (or seconds per image): a finite positive number, not a string or a bool
+_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+
+
 class DaskSettings(_Strict):
+    """Where the flow's per-dive ingest runs, and how long it waits for that cluster.
+
+    Every wait is bounded, so a lost or hung cluster fails the run with a message instead of
+    leaving it running: connecting to an existing scheduler (handshake and first answer) within
+    ``connect_timeout_s``; having no worker for ``worker_wait_s`` (before the first dive starts
+    or after all workers are lost); and each attempt at a dive's ingest within
+    ``max(min_dive_timeout_s, images in the dive x seconds_per_image)`` (the per-image cost
+    raised by what finished dives measured; flows.build_pairs has the whole formula).
+    """
+
     address: str | None = None  # an existing scheduler, e.g. tcp://10.0.0.5:8786
-    n_workers: Annotated[int, Field(gt=0)] | None = None
+    n_workers: Annotated[int, Field(gt=0)] | None = None  # local cluster only
+    connect_timeout_s: _Seconds = 30.0  # connect + handshake + first answer of the scheduler
+    worker_wait_s: _Seconds = 60.0  # the longest the cluster may have no worker
+    seconds_per_image: _Seconds = 0.5  # assumed ingest cost, for each dive's bound
+    min_dive_timeout_s: _Seconds = 120.0  # the floor of each dive's bound
 
 
 class Catalog(_Strict):
@@ -186,6 +204,10 @@ def load_catalog(path: str | Path) -> Catalog:
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             found = "nothing (missing)" if err["type"] == "missing" else _describe(err.get("input"))
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{path}: key '{key}' (found {found}) is not a catalog key; check "
+                             "its spelling against the catalog keys (README, Catalogs)")
+                continue
             expected = err["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
             lines.append(f"{path}: key '{key}': found {found}; expected {expected}")
         raise CatalogError("\n".join(lines)) from None

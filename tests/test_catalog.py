@@ -41,7 +41,7 @@ def test_name_defaults_to_file_stem(tmp_path):
         ("pairs: {r_loc_m: 2, r_min_m: 3}", "pairs", "", "r_min_m"),
         ("schedule: {interval_s: 10, cron: '* * * * *'}", "schedule", "", "exactly one"),
         ("train_size: [192]", "train_size", "", "2 items"),
-        ("colour: blue", "colour", "'blue'", "Extra inputs"),
+        ("colour: blue", "colour", "'blue'", "is not a catalog key"),
     ],
 )
 def test_errors_name_file_key_found_and_expected(tmp_path, yaml_text, key, found, expected):

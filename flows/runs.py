@@ -1,0 +1,293 @@
+"""Run hygiene: no deployment slot is held by a run that is not running, and late runs do not
+pile up. One mechanism, used by ``python -m flows.serve`` (at start and on a heartbeat), by
+``python -m flows.worker`` (the work-pool path) and by ``make demo``.
+
+A build-pairs run records where it runs (``infrastructure_pid`` = ``host:pid``, see
+flows.lifeline) as soon as its flow code starts. The sweep looks at every run of the given
+deployments that is PENDING, RUNNING or CANCELLING:
+
+    its process is alive               nothing (a CANCELLING one is stopped after `cancel_grace_s`:
+                                       the runner that should have stopped it did not)
+    its process is gone                RUNNING/PENDING -> CRASHED with the cause;
+                                       CANCELLING -> CANCELLED
+    no process recorded, older than    same as gone: the process that should have started it ended
+    `grace_s` in that state            before the flow's code ran
+    recorded on another host           left alone (this host cannot see that process)
+
+Leaving those states releases the deployment's concurrency slot (Prefect releases it on every
+transition out of PENDING/RUNNING/CANCELLING, forced ones included).
+
+Late runs: a schedule keeps creating runs while no serve (or no server) is up; when it comes
+back, every one of them falls due at once, and with one run at a time all but one would be
+cancelled in turn ("Deployment concurrency limit reached"). `collapse_late` keeps the newest
+late scheduled run of each deployment as the one catch-up run and deletes the older ones that
+the scheduler created (runs someone started by hand are never touched); each collapse is logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+LIVE = ("PENDING", "RUNNING", "CANCELLING")
+GRACE_S = 90.0  # a run with no recorded process for this long in a live state has none
+CANCEL_GRACE_S = 60.0  # a CANCELLING run whose process still lives after this is stopped here
+LATE_S = 30.0  # a scheduled run this far past its start time is late
+
+HOST = socket.gethostname()
+
+
+@dataclass
+class Action:
+    run: str  # flow run name
+    run_id: str
+    deployment: str
+    was: str  # state type before
+    now: str  # state type after ("DELETED" for a collapsed late run)
+    why: str
+
+    def line(self) -> str:
+        return f"{self.deployment}: run {self.run} {self.was} -> {self.now}: {self.why}"
+
+
+# -- processes ---------------------------------------------------------------------------
+
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def process_start(pid: int) -> float | None:
+    """Unix time a process started (Linux /proc), or None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = float(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+    boot = _boot_time()
+    return None if boot is None else boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return True
+    return "zombie" not in state.lower()
+
+
+def parse_pid(infrastructure_pid: str | None) -> tuple[str, int] | None:
+    """'host:pid' (Prefect's format) -> (host, pid); None when absent or not that shape."""
+    if not infrastructure_pid or ":" not in infrastructure_pid:
+        return None
+    host, _, pid = infrastructure_pid.rpartition(":")
+    try:
+        return host, int(pid)
+    except ValueError:
+        return None
+
+
+def run_process(run) -> str:
+    """'alive', 'gone', 'none' (no process recorded) or 'elsewhere' (another host) for a
+    flow run. A live pid that started after the run did is another process (pid reuse)."""
+    rec = parse_pid(run.infrastructure_pid)
+    if rec is None:
+        return "none"
+    host, pid = rec
+    if host != HOST:
+        return "elsewhere"
+    if not pid_alive(pid):
+        return "gone"
+    started = process_start(pid)
+    run_start = run.start_time or run.created
+    if started is not None and run_start is not None and \
+            started > run_start.timestamp() + 120.0:
+        return "gone"
+    return "alive"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children first found, then theirs), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_tree(pid: int, include_self: bool = True, wait_s: float = 5.0) -> None:
+    """SIGTERM a process and its descendants, then SIGKILL whatever is left after `wait_s`."""
+    targets = descendants(pid) + ([pid] if include_self else [])
+    for p in targets:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(pid_alive(p) for p in targets):
+        time.sleep(0.1)
+    for p in targets:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# -- the sweep ---------------------------------------------------------------------------
+
+def _age_s(state) -> float:
+    ts = state.timestamp if state is not None else None
+    if ts is None:
+        return 0.0
+    return (dt.datetime.now(dt.UTC) - ts).total_seconds()
+
+
+async def _deployments(client, names: list[str]) -> dict[UUID, str]:
+    """{id: 'flow/deployment'} of the named deployments that exist."""
+    from prefect.exceptions import ObjectNotFound
+
+    out = {}
+    for name in names:
+        try:
+            dep = await client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            continue
+        out[dep.id] = name
+    return out
+
+
+async def _runs(client, dep_ids, states) -> list:
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    if not dep_ids:
+        return []
+    return await client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(dep_ids))),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+            any_=[StateType(s) for s in states]))),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
+
+
+async def sweep(client, names: list[str], *, grace_s: float = GRACE_S,
+                cancel_grace_s: float = CANCEL_GRACE_S, log=print) -> list[Action]:
+    """Release every slot held by a run of `names` ('flow/deployment') that is not running;
+    stop CANCELLING runs that their runner did not stop. Returns what was done."""
+    from prefect.states import Cancelled, Crashed
+
+    deps = await _deployments(client, names)
+    actions = []
+    for run in await _runs(client, deps, LIVE):
+        kind = run.state.type.value
+        age = _age_s(run.state)
+        where = run_process(run)
+        dep = deps.get(run.deployment_id, "?")
+        if where == "alive":
+            if kind != "CANCELLING" or age < cancel_grace_s:
+                continue
+            host, pid = parse_pid(run.infrastructure_pid)
+            kill_tree(pid)
+            new, why = Cancelled(message=(
+                f"cancelled: its process (pid {pid}) was still running {age:.0f} s after the "
+                "cancel request, so it was stopped here")), "process stopped after cancel"
+        elif where == "elsewhere" or (where == "none" and age < grace_s):
+            continue
+        else:
+            cause = ("its process ended" if where == "gone" else
+                     f"no process took it up within {grace_s:.0f} s")
+            if kind == "CANCELLING":
+                new = Cancelled(message=f"cancelled; {cause} (pid record: "
+                                        f"{run.infrastructure_pid or 'none'})")
+            else:
+                new = Crashed(message=(
+                    f"{cause} while the run was {kind} (pid record: "
+                    f"{run.infrastructure_pid or 'none'}): the serve or worker process that ran "
+                    "it stopped or was killed. The deployment's slot is released; the next "
+                    "scheduled run starts afresh"))
+            why = cause
+        await client.set_flow_run_state(run.id, new, force=True)
+        act = Action(run.name, str(run.id), dep, kind, new.type.value, why)
+        log(act.line())
+        actions.append(act)
+    return actions
+
+
+async def collapse_late(client, runs: list, *, late_s: float = LATE_S, log=print) -> list:
+    """From scheduled runs about to be submitted, keep one catch-up run per deployment.
+
+    Of each deployment's runs that are later than `late_s`, the newest stays; the older ones
+    that the scheduler created are deleted (they would otherwise each take the slot's turn and
+    be cancelled). Runs created by hand, and runs not yet late, are kept. Returns the runs to
+    submit."""
+    now = dt.datetime.now(dt.UTC)
+    late: dict[UUID, list] = {}
+    for r in runs:
+        start = r.next_scheduled_start_time or r.expected_start_time
+        if r.auto_scheduled and start is not None and (now - start).total_seconds() > late_s:
+            late.setdefault(r.deployment_id, []).append(r)
+    drop = set()
+    for rs in late.values():
+        if len(rs) < 2:
+            continue
+        rs.sort(key=lambda r: r.next_scheduled_start_time or r.expected_start_time)
+        keep, older = rs[-1], rs[:-1]
+        for r in older:
+            try:
+                await client.delete_flow_run(r.id)
+            except Exception as exc:  # already taken by another runner, or gone: keep it
+                log(f"could not drop late run {r.name}: {exc}")
+                continue
+            drop.add(r.id)
+        first = older[0].next_scheduled_start_time or older[0].expected_start_time
+        log(f"{len(older) + 1} scheduled runs fell due while nothing served them (the first "
+            f"at {first:%Y-%m-%d %H:%M:%S} UTC); running one catch-up run, {keep.name}, and "
+            f"dropping the {len(older)} older ones")
+    return [r for r in runs if r.id not in drop]
+
+
+def sweep_now(names: list[str], **kw) -> list[Action]:
+    """`sweep` from synchronous code, with a client from the current settings
+    (PREFECT_API_URL, PREFECT_API_AUTH_STRING)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def go():
+        async with get_client() as client:
+            return await sweep(client, names, **kw)
+
+    return asyncio.run(go())
