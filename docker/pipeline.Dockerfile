@@ -3,7 +3,8 @@
 # flows/, pipeline/, ssl/ and catalogs/ under /app) with the versions pinned in constraints.txt.
 #
 # One image, several roles (docker/compose.yaml):
-#   default CMD                    a Prefect process worker polling the work pool seafloor-process
+#   default CMD                    python -m flows.worker: a Prefect process worker polling the
+#                                  work pool seafloor-process, plus the run sweep (flows/runs.py)
 #   dask scheduler / dask worker   the Dask cluster that runs the flow's per-dive ingest
 #   python -m flows.serve          serve every catalog's deployment without a work pool
 #
@@ -50,4 +51,4 @@ RUN useradd --create-home --uid "${APP_UID}" --shell /usr/sbin/nologin seafloor 
  && chown seafloor:seafloor /app/data
 USER seafloor
 
-CMD ["prefect", "worker", "start", "--pool", "seafloor-process", "--type", "process"]
+CMD ["python", "-m", "flows.worker", "--pool", "seafloor-process", "--type", "process"]

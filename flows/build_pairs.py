@@ -59,11 +59,8 @@ from pipeline.catalog import Catalog, DaskSettings, find_catalog, load_catalog
 from pipeline.summary import summary_markdown, survey_map_png
 
 from . import lifeline
+from .names import CATALOGS_ENV, FLOW_NAME, catalogs_dir  # noqa: F401 - re-exported
 
-FLOW_NAME = "build-pairs"
-# where catalog names are looked up; the deployments and the flow runs agree on it through
-# this variable (serve sets it for its runs), defaulting to the repository's catalogs/
-CATALOGS_ENV = "SEAFLOOR_CATALOGS"
 DASK_ENV = "DASK_SCHEDULER_ADDRESS"
 MAP_NAME = "survey_map.png"
 POLL_S = 2.0  # how often the ingest checks its dives, the workers and the scheduler
@@ -75,11 +72,6 @@ class ClusterError(RuntimeError):
     """The Dask cluster cannot run the ingest (no answer, no worker, a dive over its bound).
     Not the catalog's mistake, but the run still fails with this one message: what happened,
     at which address, and what to do."""
-
-
-def catalogs_dir() -> Path:
-    env = os.environ.get(CATALOGS_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "catalogs"
 
 
 def resolve_catalog(catalog: str) -> Catalog:

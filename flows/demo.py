@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 from pathlib import Path
 
 from pipeline.build import USER_ERRORS
@@ -26,8 +25,26 @@ from . import server
 from .build_pairs import FLOW_NAME, resolve_catalog
 
 
-def stale_error(exc: Exception):
-    raise RuntimeError(f"could not read the deployment's runs: {exc}") from exc
+def _whose(home: Path, port: int) -> str:
+    """Whose server answers on the port: this home's (from its pid record) or another's."""
+    rec = server.read_pid_file(home)
+    if rec is not None and rec.pid is not None and server.verify_server(rec.pid, home, port)[0]:
+        return f"pid {rec.pid}, PREFECT_HOME={home}"
+    return (f"not one started from {home}: it keeps its runs in its own database; stop it or "
+            "use --port for a server of this home")
+
+
+def _sweep(env: dict[str, str], deployment: str) -> list:
+    """flows.runs.sweep against the demo's server (its settings are the child environment's)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from .runs import sweep_now
+
+    updates = {PREFECT_API_URL: env["PREFECT_API_URL"]}
+    if env.get(server.CLIENT_AUTH_ENV):
+        updates[PREFECT_API_AUTH_STRING] = env[server.CLIENT_AUTH_ENV]
+    with temporary_settings(updates):
+        return sweep_now([deployment], log=lambda _msg: None)
 
 
 def slot_taken(url: str, deployment: str, since: float) -> bool:
@@ -65,26 +82,28 @@ def main(argv: list[str] | None = None) -> int:
     env = server.prefect_env(args.home, args.port)
     url = server.api_url(args.port)
     started: list[subprocess.Popen] = []
+    deployment = f"{FLOW_NAME}/{args.catalog}"
     try:
         if server.healthy(url):
-            print(f"[demo] using the Prefect server already running at {url}", flush=True)
+            print(f"[demo] using the Prefect server already running at {url} "
+                  f"({_whose(args.home, args.port)})", flush=True)
         else:
             print(f"[demo] starting a Prefect server at {url} (PREFECT_HOME={args.home})",
                   flush=True)
-            started.append(server.start(args.home, args.port))
             try:
-                stale = server.crash_orphaned_runs(url, f"{FLOW_NAME}/{args.catalog}")
-            except urllib.error.HTTPError as exc:  # the deployment does not exist yet
-                stale = [] if exc.code == 404 else stale_error(exc)
-            if stale:
-                print(f"[demo] marked {len(stale)} run(s) left over from an earlier session as "
-                      f"crashed: {', '.join(stale)}", flush=True)
+                started.append(server.start(args.home, args.port))
+            except server.ServerError as exc:
+                print(f"error: {exc.message}", file=sys.stderr)
+                return 2
+        # runs left RUNNING/PENDING/CANCELLING by an earlier session hold the deployment's
+        # single slot: the same sweep serve runs on its heartbeat
+        for act in _sweep(env, deployment):
+            print(f"[demo] {act.line()}", flush=True)
         log = open(args.home / "serve.log", "ab")  # noqa: SIM115 - handed to the child
         serve = subprocess.Popen([sys.executable, "-m", "flows.serve"], env=env, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         started.append(serve)
-        deployment = f"{FLOW_NAME}/{args.catalog}"
         server.wait_for_deployment(url, deployment, proc=serve)
         print(f"[demo] serving the deployments (log: {args.home / 'serve.log'}); running "
               f"{deployment}", flush=True)

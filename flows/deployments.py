@@ -17,24 +17,15 @@ from pathlib import Path
 import yaml
 
 from pipeline.build import USER_ERRORS
-from pipeline.catalog import Catalog, CatalogError, load_catalog
+from pipeline.catalog import Catalog, load_catalog
 
-from .build_pairs import FLOW_NAME, catalogs_dir
+from .names import FLOW_NAME, catalog_files
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows.build_pairs.build_pairs"  # a module path: Dask workers import it by name
 DEFAULT_POOL = "seafloor-process"
 CONCURRENCY = {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 TAGS = ["seafloor-ssl"]
-
-
-def catalog_files(folder: Path | None = None) -> list[Path]:
-    folder = Path(folder) if folder else catalogs_dir()
-    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
-    if not files:
-        raise CatalogError(f"{folder}: no catalog files (*.yaml) there; expected one YAML per "
-                           "site (see catalogs/seafloor.yaml), or pass --catalogs DIR")
-    return files
 
 
 def _describe(cat: Catalog) -> str:
@@ -50,24 +41,26 @@ def schedule_of(cat: Catalog) -> dict:
     return {"cron": cat.schedule.cron}
 
 
-def runner_deployments(folder: Path | None = None) -> list:
-    """RunnerDeployments for `prefect.serve`, one per catalog file in `folder`."""
+def runner_deployment(path: Path):
+    """The RunnerDeployment of one catalog file, for `prefect.serve` or a Runner; raises the
+    catalog's error (pipeline.build.USER_ERRORS) for an invalid one."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
 
     from .build_pairs import build_pairs
 
-    out = []
-    for path in catalog_files(folder):
-        cat = load_catalog(path)
-        out.append(build_pairs.to_deployment(
-            name=path.stem, parameters={"catalog": path.stem}, **schedule_of(cat),
-            concurrency_limit=ConcurrencyLimitConfig(
-                limit=CONCURRENCY["limit"],
-                collision_strategy=ConcurrencyLimitStrategy[CONCURRENCY["collision_strategy"]]),
-            description=_describe(cat), tags=TAGS,
-            entrypoint_type=EntrypointType.MODULE_PATH))
-    return out
+    cat = load_catalog(path)
+    return build_pairs.to_deployment(
+        name=path.stem, parameters={"catalog": path.stem}, **schedule_of(cat),
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=CONCURRENCY["limit"],
+            collision_strategy=ConcurrencyLimitStrategy[CONCURRENCY["collision_strategy"]]),
+        description=_describe(cat), tags=TAGS, entrypoint_type=EntrypointType.MODULE_PATH)
+
+
+def runner_deployments(folder: Path | None = None) -> list:
+    """RunnerDeployments for `prefect.serve`, one per catalog file in `folder`."""
+    return [runner_deployment(path) for path in catalog_files(folder)]
 
 
 def prefect_yaml(folder: Path | None = None, pool: str = DEFAULT_POOL) -> str:

@@ -101,11 +101,14 @@ def _flush_logs() -> None:
 
 
 def _set_state(run_id, state) -> bool:
+    """The run's ending, given to it and to its live subflows and task runs."""
     from prefect.client.orchestration import get_client
 
     try:
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run_id, state, force=True)
+            runs.settle_children(client, run_id, lambda: type(state)(
+                message=f"its flow run ended {state.type.value}: {state.message}"))
         return True
     except Exception:  # noqa: BLE001 - server unreachable: the sweep finishes the job
         return False

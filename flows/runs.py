@@ -19,9 +19,10 @@ transition out of PENDING/RUNNING/CANCELLING, forced ones included).
 
 Late runs: a schedule keeps creating runs while no serve (or no server) is up; when it comes
 back, every one of them falls due at once, and with one run at a time all but one would be
-cancelled in turn ("Deployment concurrency limit reached"). `collapse_late` keeps the newest
-late scheduled run of each deployment as the one catch-up run and deletes the older ones that
-the scheduler created (runs someone started by hand are never touched); each collapse is logged.
+cancelled in turn ("Deployment concurrency limit reached"). `collapse_late` lets each poll submit
+one run per deployment: the newest due run is the catch-up run, the older due ones that the
+scheduler created are deleted (runs someone started by hand are never deleted; they go first);
+each collapse is logged.
 """
 
 from __future__ import annotations
@@ -160,6 +161,56 @@ def kill_tree(pid: int, include_self: bool = True, wait_s: float = 5.0) -> None:
             pass
 
 
+# -- a run's own subflows and tasks ---------------------------------------------------------
+
+def _child_filters(run_id):
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    live = [StateType(s) for s in LIVE]
+    return (FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]),
+                          state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live))),
+            lambda ids: TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids),
+                                      state=TaskRunFilterState(type=TaskRunFilterStateType(
+                                          any_=live))))
+
+
+def settle_children(client, run_id, make_state) -> int:
+    """Give the live subflow runs and task runs of a stopped run the state `make_state()` (the
+    run's own ending): a process that is gone leaves them RUNNING otherwise. Sync client."""
+    flows_f, tasks_f = _child_filters(run_id)
+    subs = client.read_flow_runs(flow_run_filter=flows_f, limit=200)
+    for sub in subs:
+        client.set_flow_run_state(sub.id, make_state(), force=True)
+    tasks = client.read_task_runs(task_run_filter=tasks_f([run_id, *(s.id for s in subs)]),
+                                  limit=500)
+    for t in tasks:
+        client.set_task_run_state(t.id, make_state(), force=True)
+    return len(subs) + len(tasks)
+
+
+async def asettle_children(client, run_id, make_state) -> int:
+    """settle_children with an async client."""
+    flows_f, tasks_f = _child_filters(run_id)
+    subs = await client.read_flow_runs(flow_run_filter=flows_f, limit=200)
+    for sub in subs:
+        await client.set_flow_run_state(sub.id, make_state(), force=True)
+    tasks = await client.read_task_runs(task_run_filter=tasks_f([run_id, *(s.id for s in subs)]),
+                                        limit=500)
+    for t in tasks:
+        await client.set_task_run_state(t.id, make_state(), force=True)
+    return len(subs) + len(tasks)
+
+
 # -- the sweep ---------------------------------------------------------------------------
 
 def _age_s(state) -> float:
@@ -204,14 +255,21 @@ async def _runs(client, dep_ids, states) -> list:
 
 
 async def sweep(client, names: list[str], *, grace_s: float = GRACE_S,
-                cancel_grace_s: float = CANCEL_GRACE_S, log=print) -> list[Action]:
+                cancel_grace_s: float = CANCEL_GRACE_S, own: set | None = None,
+                log=print) -> list[Action]:
     """Release every slot held by a run of `names` ('flow/deployment') that is not running;
-    stop CANCELLING runs that their runner did not stop. Returns what was done."""
+    stop CANCELLING runs that their runner did not stop. Returns what was done.
+
+    `own`: ids of the runs the calling runner is starting or running right now (left alone
+    whatever their record says); serve passes them with a shorter `grace_s`, since any other
+    unrecorded run of its deployments has no process starting it."""
     from prefect.states import Cancelled, Crashed
 
     deps = await _deployments(client, names)
     actions = []
     for run in await _runs(client, deps, LIVE):
+        if own and run.id in own:
+            continue
         kind = run.state.type.value
         age = _age_s(run.state)
         where = run_process(run)
@@ -240,6 +298,11 @@ async def sweep(client, names: list[str], *, grace_s: float = GRACE_S,
                     "scheduled run starts afresh"))
             why = cause
         await client.set_flow_run_state(run.id, new, force=True)
+        try:
+            await asettle_children(client, run.id, lambda n=new, name=run.name: type(n)(
+                message=f"its flow run {name} ended {n.type.value}: {n.message}"))
+        except Exception:  # noqa: BLE001 - the run itself is settled; children are cosmetic
+            pass
         act = Action(run.name, str(run.id), dep, kind, new.type.value, why)
         log(act.line())
         actions.append(act)
@@ -247,36 +310,47 @@ async def sweep(client, names: list[str], *, grace_s: float = GRACE_S,
 
 
 async def collapse_late(client, runs: list, *, late_s: float = LATE_S, log=print) -> list:
-    """From scheduled runs about to be submitted, keep one catch-up run per deployment.
+    """Of the scheduled runs a poll found, the ones to submit now: one per deployment.
 
-    Of each deployment's runs that are later than `late_s`, the newest stays; the older ones
-    that the scheduler created are deleted (they would otherwise each take the slot's turn and
-    be cancelled). Runs created by hand, and runs not yet late, are kept. Returns the runs to
-    submit."""
+    With one run at a time, every further run submitted in the same poll would be cancelled
+    for want of the slot. So per deployment: of the runs already due, a run started by hand is
+    preferred (the newest), else the newest scheduled one is the catch-up run; older due runs
+    that the scheduler created are deleted (logged with how late the first one was); runs by
+    hand are never deleted, and every run not chosen stays scheduled for a later poll."""
     now = dt.datetime.now(dt.UTC)
-    late: dict[UUID, list] = {}
+
+    def start(r):
+        return r.next_scheduled_start_time or r.expected_start_time or now
+
+    by_dep: dict[UUID, list] = {}
     for r in runs:
-        start = r.next_scheduled_start_time or r.expected_start_time
-        if r.auto_scheduled and start is not None and (now - start).total_seconds() > late_s:
-            late.setdefault(r.deployment_id, []).append(r)
-    drop = set()
-    for rs in late.values():
-        if len(rs) < 2:
+        by_dep.setdefault(r.deployment_id, []).append(r)
+    chosen = []
+    for rs in by_dep.values():
+        rs.sort(key=start)
+        due = [r for r in rs if start(r) <= now]
+        if not due:
+            chosen.append(rs[0])
             continue
-        rs.sort(key=lambda r: r.next_scheduled_start_time or r.expected_start_time)
-        keep, older = rs[-1], rs[:-1]
+        manual = [r for r in due if not r.auto_scheduled]
+        keep = manual[-1] if manual else due[-1]
+        older = [r for r in due if r.auto_scheduled and r is not keep and start(r) <= start(keep)]
+        dropped = []
         for r in older:
             try:
                 await client.delete_flow_run(r.id)
-            except Exception as exc:  # already taken by another runner, or gone: keep it
-                log(f"could not drop late run {r.name}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - taken by another runner, or gone: keep it
+                log(f"could not drop the late run {r.name}: {exc}")
                 continue
-            drop.add(r.id)
-        first = older[0].next_scheduled_start_time or older[0].expected_start_time
-        log(f"{len(older) + 1} scheduled runs fell due while nothing served them (the first "
-            f"at {first:%Y-%m-%d %H:%M:%S} UTC); running one catch-up run, {keep.name}, and "
-            f"dropping the {len(older)} older ones")
-    return [r for r in runs if r.id not in drop]
+            dropped.append(r)
+        if dropped:
+            late = (now - start(dropped[0])).total_seconds()
+            why = (f"fell due while nothing served them (the first {late:.0f} s ago)"
+                   if late > late_s else "were due at once")
+            log(f"{len(dropped) + 1} runs of one deployment {why}: running one, {keep.name}, "
+                f"as the catch-up run, and dropping the {len(dropped)} older scheduled ones")
+        chosen.append(keep)
+    return chosen
 
 
 def sweep_now(names: list[str], **kw) -> list[Action]:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import time
 import urllib.error
@@ -50,12 +49,10 @@ from pipeline.catalog import CatalogError, load_catalog
 
 from . import server
 
-# FLOW_NAME, CATALOGS_ENV, catalogs_dir() and catalog_files() as in flows.build_pairs and
-# flows.deployments, not imported from there: those modules load Prefect's flow engine, Dask
-# and the pipeline, which would double the time this command takes to answer (a test checks
-# that the copies agree)
-FLOW_NAME = "build-pairs"
-CATALOGS_ENV = "SEAFLOOR_CATALOGS"
+# from the light flows.names, not flows.build_pairs/deployments: those load Prefect's flow
+# engine, Dask and the pipeline, which would double the time this command takes to answer
+from .names import FLOW_NAME, catalog_files, catalogs_dir
+
 OK, PROBLEM, UNCHECKED = 0, 1, 2
 STUCK_AFTER_MIN = 5.0
 CAUSE_CHARS = 160
@@ -320,21 +317,6 @@ def catalog_view(client, path: Path, now: dt.datetime, stuck_after_s: float) -> 
     view["manifests"] = manifests_view(cat.output, now)
     view.setdefault("problems", [])
     return view
-
-
-def catalog_files(folder: Path) -> list[Path]:
-    """The catalog files of `folder`, as flows.deployments.catalog_files lists them for serve."""
-    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
-    if not files:
-        raise CatalogError(f"{folder}: no catalog files (*.yaml) there; expected one YAML per "
-                           "site (see catalogs/seafloor.yaml), or pass --catalogs DIR")
-    return files
-
-
-def catalogs_dir() -> Path:
-    """flows.build_pairs.catalogs_dir(): $SEAFLOOR_CATALOGS, else the repository's catalogs/."""
-    env = os.environ.get(CATALOGS_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "catalogs"
 
 
 def select_catalogs(folder: Path, name: str | None) -> list[Path]:

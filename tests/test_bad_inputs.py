@@ -321,3 +321,21 @@ def test_flows_command_lines_report_a_mistake_with_exit_2(module, argv):
                          timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 2 and res.stderr.startswith("error: "), res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("module", ["flows.serve", "flows.worker", "flows.status"])
+def test_an_unreachable_prefect_api_is_one_message_naming_the_url(module):
+    import os
+    import subprocess
+    import sys
+
+    from flows.server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    env = {**os.environ, "PREFECT_API_URL": url}
+    repo = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", module, "--catalogs", str(repo / "catalogs")],
+                         capture_output=True, text=True, timeout=120, cwd=repo, env=env)
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert url in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr

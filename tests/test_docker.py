@@ -531,11 +531,12 @@ def test_workers_match_the_deployments_pool(services):
     pools = work_pools()
     argv = command_argv(services["pipeline-worker"].get("command")) or image_cmd(
         PIPELINE_DOCKERFILE.read_text())
-    assert argv[:3] == ["prefect", "worker", "start"], argv
+    # flows.worker: `prefect worker start` with the run sweep (same flags)
+    assert argv[:3] == ["python", "-m", "flows.worker"], argv
     assert flag(argv, "--pool", "-p") in pools, (argv, pools)
     assert flag(argv, "--type", "-t") == "process"
     cmd = image_cmd(PIPELINE_DOCKERFILE.read_text())
-    assert cmd[:3] == ["prefect", "worker", "start"] and flag(cmd, "--pool", "-p") in pools
+    assert cmd[:3] == ["python", "-m", "flows.worker"] and flag(cmd, "--pool", "-p") in pools
 
 
 def test_dask_wiring(services):

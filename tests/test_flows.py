@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,18 @@ def test_scheduled_run_ingests_only_the_new_dive(stack, source, tmp_path):
     assert any("1 to ingest (dive02), 1 cached" in m for m in ingest_logs), ingest_logs
 
 
+def dead_pid() -> int:
+    """A pid no process has: a child that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def stack_run(stack, run_id):
+    with stack.client() as c:
+        return c.read_flow_run(run_id)
+
+
 def test_prefect_deploy_all_onto_a_process_work_pool(stack, source, tmp_path):
     """prefect.yaml (generated from catalogs/) deployed with the real CLI, run by a worker."""
     from flows.deployments import DEFAULT_POOL, prefect_yaml
@@ -184,13 +197,27 @@ def test_prefect_deploy_all_onto_a_process_work_pool(stack, source, tmp_path):
     env = {"SEAFLOOR_CATALOGS": str(catalogs)}
     stack.cli("work-pool", "create", DEFAULT_POOL, "--type", "process", "--overwrite")
     stack.cli("deploy", "--all", env=env, timeout=300)
-    worker = stack.spawn([sys.executable, "-m", "prefect", "worker", "start", "--pool",
-                          DEFAULT_POOL, "--limit", "2"], tmp_path / "worker.log", env=env)
+    # a run left RUNNING by a worker that died (its pid gone) holds the deployment's slot
+    from prefect.states import Pending, Running
+
+    with stack.client() as c:
+        dep = c.read_deployment_by_name("build-pairs/seafloor")
+        stale = c.create_flow_run_from_deployment(dep.id)
+        c.set_flow_run_state(stale.id, Pending(), force=True)
+        c.set_flow_run_state(stale.id, Running(), force=True)
+        c.update_flow_run(stale.id, infrastructure_pid=f"{socket.gethostname()}:{dead_pid()}")
+    # python -m flows.worker: `prefect worker start` plus the run sweep, which frees it
+    worker = stack.spawn([sys.executable, "-m", "flows.worker", "--pool", DEFAULT_POOL,
+                          "--limit", "2", "--catalogs", str(catalogs)], tmp_path / "worker.log",
+                         env=env)
     try:
+        wait_for(lambda: state_name(stack_run(stack, stale.id)) == "CRASHED", 60,
+                 "the worker's sweep to mark the orphaned run crashed")
         res = stack.cli("deployment", "run", "build-pairs/seafloor", "--watch", timeout=300)
     finally:
         stack.stop(worker)
     assert "Completed" in res.stdout, res.stdout[-3000:]
+    assert "its process ended" in stack_run(stack, stale.id).state.message
     with stack.client() as c:
         dep = c.read_deployment_by_name("build-pairs/seafloor")
     assert dep.work_pool_name == DEFAULT_POOL

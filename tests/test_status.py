@@ -16,7 +16,7 @@ import sys
 import pytest
 from prefect_stack import REPO, make_survey, prefect_stack, serving, write_catalog
 
-from flows import build_pairs, deployments, server, status
+from flows import server, status
 
 pytestmark = pytest.mark.slow
 
@@ -184,17 +184,3 @@ def test_durations_and_messages_read_well():
     assert status.describe_schedule(CronSchedule(cron="0 3 * * *")) == "cron 0 3 * * *"
 
 
-def test_the_local_copies_agree_with_the_flow_and_serve(tmp_path, monkeypatch):
-    assert status.FLOW_NAME == build_pairs.FLOW_NAME
-    assert status.CATALOGS_ENV == build_pairs.CATALOGS_ENV
-    assert status.catalogs_dir() == build_pairs.catalogs_dir()
-    monkeypatch.setenv(build_pairs.CATALOGS_ENV, str(tmp_path))
-    assert status.catalogs_dir() == build_pairs.catalogs_dir() == tmp_path
-    for name in ("b.yaml", "a.yml", "notes.txt"):
-        (tmp_path / name).write_text("name: x\n")
-    assert status.catalog_files(tmp_path) == deployments.catalog_files(tmp_path)
-    with pytest.raises(status.CatalogError) as ours:
-        status.catalog_files(tmp_path / "empty")
-    with pytest.raises(status.CatalogError) as theirs:
-        deployments.catalog_files(tmp_path / "empty")
-    assert str(ours.value) == str(theirs.value)
