@@ -28,6 +28,7 @@ import torch
 
 from . import runfolder
 from .evaluate import main as evaluate_main
+from .stats import combine, diff_rows, judge, paired
 from .train import TrainingError, positive_int
 from .train import main as train_main
 
@@ -172,6 +173,30 @@ def _values(evals: list[dict], *, features="image", probe="svm", dims="128", reg
     return out
 
 
+def _per_run(evals: list[dict], *, features="image", probe="svm", dims="128", regime="all",
+             metric="macro_f1") -> list[list[float | None]]:
+    """Per training seed (in order), the values per split (None where not measured): the
+    positions that pair two configurations."""
+    out = []
+    for m in evals:
+        row: list[float | None] = []
+        for r in m["results"] + m.get("location_results", []):
+            if (r.get("features", "image"), r["probe"], r["dims"], r["regime"]) == (
+                    features, probe, dims, regime):
+                row = list(r[metric]["values"])
+        out.append(row)
+    return out
+
+
+def _spatial_per_run(evals: list[dict], task: str, key: str) -> list[list[float | None]]:
+    """SP's spatial tasks give one value per training seed."""
+    out = []
+    for m in evals:
+        v = (m.get("spatial_tasks") or {}).get(task, {}).get(key)
+        out.append([float(v)] if isinstance(v, (int, float)) else [None])
+    return out
+
+
 def _spatial(evals: list[dict], task: str, key: str) -> list[float]:
     out = []
     for m in evals:
@@ -190,26 +215,6 @@ def mean_std(values: list[float]) -> tuple[float, float] | None:
 def cell(values: list[float], digits: int = 3) -> str:
     ms = mean_std(values)
     return "n/a" if ms is None else f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
-
-
-def _delta(a: list[float], b: list[float]) -> tuple[float, float, float] | None:
-    """(absolute difference of means, relative %, pooled std)."""
-    if not a or not b:
-        return None
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
-    sd = statistics.fmean([mean_std(a)[1], mean_std(b)[1]])
-    return ma - mb, 100.0 * (ma - mb) / mb if mb else float("nan"), sd
-
-
-def verdict(d: tuple[float, float, float] | None) -> str:
-    if d is None:
-        return "not measured"
-    diff, _, sd = d
-    if diff > 0 and diff > sd:
-        return "reproduced (direction, beyond the seed-to-seed spread)"
-    if diff > 0:
-        return "same direction, within the seed-to-seed spread: not shown"
-    return "not reproduced (no gain)"
 
 
 def report(res: dict) -> str:
@@ -246,45 +251,72 @@ def report(res: dict) -> str:
         e = ev.get(f"csp-{loss}", [])
         lines.append(f"| {loss} | {cell(_values(e, features='location', dims='full'))} | "
                      f"{cell(_values(e, features='fused', dims='full'))} |")
-    lines += ["", "## The papers' claims", "", "| claim | measured here | verdict |",
-              "|---|---|---|"]
-    g128 = _delta(_values(ev.get("geoclr", []), dims="128"),
-                  _values(ev.get("simclr", []), dims="128"))
-    gfull = _delta(_values(ev.get("geoclr", []), dims="full"),
-                   _values(ev.get("simclr", []), dims="full"))
-    lines.append(f"| {CLAIMS['lrssl']} | geoclr − simclr: {_fmt(g128)} at 128 dims, "
-                 f"{_fmt(gfull)} at full dims | {verdict(g128)}"
-                 + ("; larger at 128 dims" if g128 and gfull and g128[0] > gfull[0] else "")
-                 + " |")
-    acc = _delta(_values(ev.get("geoclr", []), dims="full", metric="accuracy"),
-                 _values(ev.get("simclr", []), dims="full", metric="accuracy"))
-    lines.append(f"| {CLAIMS['geoclr']} | accuracy {_fmt(acc)} | {verdict(acc)} |")
-    csp = {loss: _values(ev.get(f"csp-{loss}", []), features="location", dims="full")
-           for loss in CSP_LOSSES}
-    mc_nce, mc_l2 = _delta(csp["mc"], csp["nce"]), _delta(csp["mc"], csp["l2"])
-    both = verdict(mc_nce) if mc_nce and mc_l2 and mc_nce[0] <= mc_l2[0] else verdict(mc_l2)
-    lines.append(f"| {CLAIMS['csp']} | location-only macro-F1: mc − nce {_fmt(mc_nce)}, "
-                 f"mc − l2 {_fmt(mc_l2)} | {both} |")
-    sp = [(b, _delta(_spatial(ev.get(f"{b}+sp", []), "position_scale", "r2_mean"),
-                     _spatial(ev.get(b, []), "position_scale", "r2_mean")),
-           _delta(_spatial(ev.get(f"{b}+sp", []), "jigsaw", "accuracy"),
-                  _spatial(ev.get(b, []), "jigsaw", "accuracy"))) for b in ("simclr", "geoclr")]
-    text = "; ".join(f"{b}+sp − {b}: position R² {_fmt(p, pct=False)}, jigsaw "
-                     f"{_fmt(j, pct=False)}" for b, p, j in sp)
-    lines.append(f"| {CLAIMS['sp']} | {text} | {verdict(sp[0][1])} (position task, simclr) |")
-    lines += ["", "Verdicts are mechanical: a claim counts as reproduced when the difference has "
-              "the claimed sign and exceeds the mean seed-to-seed standard deviation of the two "
-              "configurations. See the discussion below for why results may differ from the "
-              "papers.", ""]
+    lines += ["", "## The papers' claims", "",
+              "Each difference is paired: the same training seed and the same split, a − b; "
+              "mean, 95 % interval (Student t over the pairs) and the number of pairs. A part is "
+              "**reproduced** when its interval excludes zero in the claimed direction, "
+              "**contradicted** when it excludes zero the other way, and **not shown** "
+              "otherwise; a claim is reproduced only when every part is.", "",
+              "| claim | part | measured here (a − b) | verdict |", "|---|---|---|---|"]
+    for claim, parts in claims(ev):
+        verdicts = [judge(p, sign) for _, p, sign, _ in parts]
+        overall = combine(verdicts)
+        for k, ((what, p, _sign, pct), v) in enumerate(zip(parts, verdicts, strict=True)):
+            head = f"{CLAIMS[claim]} — **{overall}**" if k == 0 else ""
+            lines.append(f"| {head} | {what} | {p.text(pct) if p else 'n/a'} | {v} |")
+    lines.append("")
     return "\n".join(lines)
 
 
-def _fmt(d, pct: bool = True) -> str:
-    if d is None:
-        return "n/a"
-    diff, rel, sd = d
-    extra = f" ({rel:+.1f} %)" if pct else ""
-    return f"{diff:+.3f}{extra}, spread ±{sd:.3f}"
+def claims(ev: dict) -> list[tuple[str, list[tuple[str, object, int, bool]]]]:
+    """Every part of every claim: (description, paired difference, claimed sign, relative %)."""
+    def img(name, **kw):
+        return _per_run(ev.get(name, []), **kw)
+
+    def spatial(name, task, key):
+        return _spatial_per_run(ev.get(name, []), task, key)
+
+    g128 = paired(img("geoclr", dims="128"), img("simclr", dims="128"))
+    gfull = paired(img("geoclr", dims="full"), img("simclr", dims="full"))
+    # largest at 128 dims: the paired gain at 128 minus the paired gain at full width
+    larger = None
+    if g128 and gfull:
+        larger = paired(diff_rows(img("geoclr", dims="128"), img("simclr", dims="128")),
+                        diff_rows(img("geoclr", dims="full"), img("simclr", dims="full")))
+    out = [("lrssl", [("geoclr − simclr, macro-F1 at 128 dims", g128, 1, True),
+                      ("geoclr − simclr, macro-F1 at full dims", gfull, 1, True),
+                      ("gain at 128 dims − gain at full dims", larger, 1, False)]),
+           ("geoclr", [("geoclr − simclr, accuracy (full dims)",
+                        paired(img("geoclr", dims="full", metric="accuracy"),
+                               img("simclr", dims="full", metric="accuracy")), 1, True)])]
+    loc = {loss: _per_run(ev.get(f"csp-{loss}", []), features="location", dims="full")
+           for loss in CSP_LOSSES}
+    out.append(("csp", [("mc − nce, location-only macro-F1", paired(loc["mc"], loc["nce"]), 1,
+                         True),
+                        ("mc − l2, location-only macro-F1", paired(loc["mc"], loc["l2"]), 1,
+                         True)]))
+    sp = []
+    for base in ("simclr", "geoclr"):
+        for task, key, label in (("position_scale", "r2_mean", "position/scale R²"),
+                                 ("jigsaw", "accuracy", "jigsaw accuracy")):
+            sp.append((f"{base}+sp − {base}, {label}",
+                       paired(spatial(f"{base}+sp", task, key), spatial(base, task, key)), 1,
+                       False))
+    out.append(("sp", sp))
+    return out
+
+
+DISCUSSION_MARK = "<!-- written discussion: kept as it is when this file is regenerated -->"
+
+
+def preserved_discussion(old: str) -> str:
+    """The hand-written part of an existing report: from the marker on (or, in a report written
+    before the marker existed, from its '## Discussion' heading on); empty when there is none."""
+    if DISCUSSION_MARK in old:
+        return old[old.index(DISCUSSION_MARK):]
+    if "\n## Discussion" in old:
+        return DISCUSSION_MARK + "\n" + old[old.index("\n## Discussion") + 1:]
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "reproduce.json").write_text(json.dumps(res, indent=1, default=str))
     text = report(res)
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report).write_text(text)
+    target = Path(args.report)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    kept = preserved_discussion(target.read_text()) if target.exists() else ""
+    target.write_text(text + ("\n" + kept if kept else ""))
     print(text)
     print(f"[reproduce] wrote {args.report} ({res['seconds'] / 60:.1f} min)")
     return 0

@@ -6,7 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from seafloor_ssl.reproduce import CSP_LOSSES, IMAGE_CONFIGS, _delta, main, verdict
+from seafloor_ssl.reproduce import (
+    CSP_LOSSES,
+    DISCUSSION_MARK,
+    IMAGE_CONFIGS,
+    claims,
+    main,
+    preserved_discussion,
+)
+from seafloor_ssl.stats import combine, judge
 
 from pipeline.build import build
 from pipeline.catalog import load_catalog
@@ -36,12 +44,49 @@ def test_smoke_reproduction_writes_the_table(tmp_path):
     assert set(res["evals"]) == set(IMAGE_CONFIGS) | {f"csp-{x}" for x in CSP_LOSSES}
 
 
-def test_verdicts_follow_the_numbers():
-    assert verdict(_delta([0.8, 0.82, 0.81], [0.7, 0.71, 0.69])).startswith("reproduced")
-    assert verdict(_delta([0.71, 0.75, 0.67], [0.70, 0.74, 0.66])).startswith("same direction")
-    assert verdict(_delta([0.6, 0.61], [0.7, 0.72])).startswith("not reproduced")
-    assert verdict(None) == "not measured"
+def _evals(values_by_seed: list[list[float]], spatial: float | None = None) -> list[dict]:
+    """metrics.json of ssl.evaluate, one per training seed, with the same value for every
+    probe row (only the pairing matters here)."""
+    out = []
+    for i, vals in enumerate(values_by_seed):
+        rows = [{"features": f, "probe": "svm", "dims": d, "regime": "all",
+                 "macro_f1": {"values": vals}, "accuracy": {"values": vals}}
+                for f in ("image", "location") for d in ("128", "full")]
+        sp = None if spatial is None else spatial + 0.01 * i
+        out.append({"results": rows, "spatial_tasks": {"position_scale": {"r2_mean": sp},
+                                                       "jigsaw": {"accuracy": sp}}})
+    return out
 
+
+def test_every_part_of_every_claim_is_judged_on_paired_differences():
+    base = [[0.70, 0.72, 0.71], [0.69, 0.73, 0.70], [0.71, 0.70, 0.72]]
+    gain = [[v + 0.05 + 0.002 * j for j, v in enumerate(r)] for r in base]
+    noise = [[v + (0.01 if (i + j) % 2 else -0.01) for j, v in enumerate(r)]
+             for i, r in enumerate(base)]
+    ev = {"simclr": _evals(base, 0.30), "geoclr": _evals(gain, 0.30),
+          "simclr+sp": _evals(base, 0.40), "geoclr+sp": _evals(base, 0.20),
+          "csp-mc": _evals(gain), "csp-nce": _evals(noise), "csp-l2": _evals(base)}
+    got = {claim: [(what, judge(p, sign)) for what, p, sign, _ in parts]
+           for claim, parts in claims(ev)}
+    assert [v for _, v in got["lrssl"]][:2] == ["reproduced", "reproduced"]
+    # the same gain at 128 and at full width: "largest at 128 dims" is not shown
+    assert got["lrssl"][2][1] == "not shown"
+    assert combine([v for _, v in got["lrssl"]]) == "not shown"
+    assert got["geoclr"] == [(got["geoclr"][0][0], "reproduced")]
+    assert [v for _, v in got["csp"]] == ["reproduced", "reproduced"]
+    sp = dict(got["sp"])
+    assert sp["simclr+sp − simclr, position/scale R²"] == "reproduced"
+    assert sp["geoclr+sp − geoclr, jigsaw accuracy"] == "contradicted"
+    assert combine(list(sp.values())) == "contradicted"  # all four parts judged
+
+
+def test_regeneration_keeps_the_written_discussion():
+    old = "# table\n\n| a |\n\n## Discussion\n\nWhat we saw.\n"
+    kept = preserved_discussion(old)
+    assert kept.startswith(DISCUSSION_MARK) and kept.endswith("What we saw.\n")
+    again = preserved_discussion("# new table\n\n" + kept)
+    assert again == kept
+    assert preserved_discussion("# table only\n") == ""
 
 def test_a_previous_reproduction_is_refused_before_anything_is_trained(tmp_path, capsys):
     runs = tmp_path / "runs"
