@@ -11,6 +11,10 @@ are dropped), with 10, 50 and all labels per class, and scored on the test side;
 headline, mean ± std over seeds (each seed moves the blocks and redraws the few-label subsets).
 CSP checkpoints add probes on the location embeddings alone and fused with the image features;
 SP checkpoints add SP's spatial tasks. Writes metrics.json, table.md and figures to --out.
+
+Baselines under the same protocol, instead of --checkpoint: ``--baseline random-init`` (a frozen
+randomly initialised --backbone, --init-seed) and ``--baseline handcrafted`` (ssl.handcrafted:
+colour moments, gradient-orientation histograms, Fourier band energies).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import handcrafted
 from .data import load_jpegs
 from .evaluation.probes import PROBES, evaluate_features, location_probe
 from .evaluation.report import markdown_table, write_outputs
@@ -93,8 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ssl.evaluate", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="last.pt of a training run (python -m ssl.train)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", metavar="CKPT",
+                      help="last.pt of a training run (python -m ssl.train)")
+    what.add_argument("--baseline", choices=["random-init", "handcrafted"],
+                      help="instead of a trained encoder: a frozen randomly initialised one "
+                           "(--backbone, --init-seed), or hand-crafted features (colour "
+                           "moments, gradient-orientation histograms, Fourier band energies)")
+    p.add_argument("--backbone", default="resnet18", help="--baseline random-init: backbone")
+    p.add_argument("--image-size", type=int, default=64,
+                   help="--baseline: the size frames are resized to")
+    p.add_argument("--init-seed", type=int, default=0,
+                   help="--baseline random-init: the seed of the initial weights")
     p.add_argument("--manifest", required=True,
                    help="pairs.parquet of the survey to evaluate on; its locations table gives "
                         "positions, r_loc and (column 'label') the habitat labels")
@@ -173,6 +188,35 @@ def location_embeddings(ckpt: dict, xy: np.ndarray, device: torch.device) -> np.
     return torch.cat(out).numpy() if out else np.zeros((0, 128), dtype=np.float32)
 
 
+def _encoder(args: argparse.Namespace) -> tuple[object | None, dict]:
+    """(encoder, checkpoint-like dict with 'args') for --checkpoint or --baseline; the encoder
+    is None for hand-crafted features."""
+    if args.baseline == "handcrafted":
+        if args.image_size < 16:
+            raise EvaluationError(f"--image-size must be at least 16, got {args.image_size}")
+        return None, {"args": {"objective": "handcrafted", "backbone": None,
+                               "image_size": args.image_size}}
+    if args.baseline == "random-init":
+        from .models import BACKBONES, Encoder
+
+        if args.backbone not in BACKBONES:
+            raise EvaluationError(f"--backbone {args.backbone!r}: expected one of "
+                                  f"{', '.join(BACKBONES)}")
+        if args.image_size < 16:
+            raise EvaluationError(f"--image-size must be at least 16, got {args.image_size}")
+        torch.manual_seed(args.init_seed)
+        return Encoder(args.backbone), {"args": {
+            "objective": "random-init", "backbone": args.backbone,
+            "image_size": args.image_size, "init_seed": args.init_seed}}
+    ckpt_path = Path(args.checkpoint)
+    if not ckpt_path.is_file():
+        raise EvaluationError(f"--checkpoint {ckpt_path}: no such file")
+    try:
+        return load_encoder(str(ckpt_path), map_location="cpu")
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise EvaluationError(f"--checkpoint {ckpt_path}: {exc}") from None
+
+
 def run_spatial_tasks(encoder, jpegs, image_size, device, split, labels, seed) -> dict | None:
     """SP's spatial tasks via ``evaluation.spatial.spatial_tasks`` (skipped when that module
     is not available)."""
@@ -206,13 +250,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         manifest = load_manifest(args.manifest)
     except ManifestError as exc:
         raise EvaluationError(str(exc)) from None
-    ckpt_path = Path(args.checkpoint)
-    if not ckpt_path.is_file():
-        raise EvaluationError(f"--checkpoint {ckpt_path}: no such file")
-    try:
-        encoder, ckpt = load_encoder(str(ckpt_path), map_location="cpu")
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise EvaluationError(f"--checkpoint {ckpt_path}: {exc}") from None
+    encoder, ckpt = _encoder(args)
     cargs = ckpt["args"]
     if ckpt.get("manifest_sha256") not in (None, manifest.locations_sha256):
         print("[evaluate] note: the checkpoint was trained on another locations table than "
@@ -229,8 +267,11 @@ def evaluate(args: argparse.Namespace) -> dict:
     t = lap("load", t)
 
     size = int(cargs["image_size"])
-    feats = extract_features(encoder, jpegs, size, device, batch_size=args.batch_size)
-    X = feats.float().cpu().numpy()
+    if encoder is None:  # hand-crafted features
+        X = handcrafted.extract(jpegs, size, batch_size=args.batch_size)
+    else:
+        feats = extract_features(encoder, jpegs, size, device, batch_size=args.batch_size)
+        X = feats.float().cpu().numpy()
     if not np.isfinite(X).all():
         raise EvaluationError("the encoder produced non-finite features; the checkpoint is "
                               "broken")
@@ -268,6 +309,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     run_sp = args.spatial_tasks
     if run_sp is None:
         run_sp = cargs.get("objective") == "sp" or float(cargs.get("sp") or 0) > 0
+    if run_sp and encoder is None:
+        print("[evaluate] note: spatial tasks need an image encoder; skipped for hand-crafted "
+              "features", flush=True)
+        run_sp = False
     if run_sp:
         res = run_spatial_tasks(encoder, jpegs, size, device, arrays["splits"][0], labels,
                                 args.seeds[0])

@@ -3,7 +3,9 @@
     python -m ssl.reproduce --manifest data/bench/manifests/pairs.parquet --preset full \
         --out runs/reproduce --report REPRODUCTION.md          (make reproduce)
 
-Trains, with the same budget and seeds, simclr, simclr+sp, geoclr, geoclr+sp, and csp with the
+Evaluates two baselines under the same protocol (a frozen randomly initialised encoder of the
+same backbone, and hand-crafted features), then trains, with the same budget and seeds, simclr,
+simclr+sp, geoclr, geoclr+sp, and csp with the
 mc, nce and l2 losses (on the geoclr encoder of the same seed); evaluates each with
 `ssl.evaluate` (spatially blocked splits, several split seeds; SP's spatial tasks for every image
 encoder, so that +sp can be compared with its baseline) and writes REPRODUCTION.md: macro-F1 at
@@ -50,6 +52,8 @@ IMAGE_CONFIGS = {
     "geoclr+sp": ["--objective", "geoclr", "--sp", "0.5"],
 }
 CSP_LOSSES = ("mc", "nce", "l2")
+BASELINES = {"random-init": ["--baseline", "random-init"],
+             "handcrafted": ["--baseline", "handcrafted"]}
 CLAIMS = {
     "lrssl": "Location-regularised SSL: +4.9 ± 4.0 % macro-F1 over standard SSL for CNNs, "
              "largest with 128-d features (Liang et al. 2025, arXiv 2509.06660)",
@@ -87,7 +91,7 @@ def _run(fn, argv: list[str], what: str) -> None:
 
 def run_names(seeds: list[int]) -> list[str]:
     return [f"{name}-s{seed}" for seed in seeds
-            for name in [*IMAGE_CONFIGS, *(f"csp-{loss}" for loss in CSP_LOSSES)]]
+            for name in [*BASELINES, *IMAGE_CONFIGS, *(f"csp-{loss}" for loss in CSP_LOSSES)]]
 
 
 def previous_reproduction(out: Path, seeds: list[int]) -> list[str]:
@@ -123,7 +127,19 @@ def run_all(args) -> dict:
     seeds = ",".join(str(s) for s in cfg["eval_seeds"])
     evals: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
+    dev = ["--device", args.device] if args.device else []
     for seed in cfg["train_seeds"]:
+        # the baselines, under the same protocol: what an encoder must beat
+        for name, flags in BASELINES.items():
+            run = out / f"{name}-s{seed}"
+            if name == "handcrafted" and seed != cfg["train_seeds"][0]:
+                evals[name].append(evals[name][0])  # deterministic: one evaluation serves
+                continue
+            _run(evaluate_main, [*flags, "--backbone", cfg["backbone"], "--image-size",
+                                 str(cfg["image_size"]), "--init-seed", str(seed), "--manifest",
+                                 args.manifest, "--out", str(run / "eval"), "--seeds", seeds,
+                                 "--no-spatial-tasks", *dev], f"evaluate {name} seed {seed}")
+            evals.setdefault(name, []).append(_metrics(run))
         for name, flags in IMAGE_CONFIGS.items():
             run = out / f"{name}-s{seed}"
             _run(train_main, [*common, *flags, "--steps", str(cfg["steps"]), "--seed", str(seed),
@@ -231,7 +247,7 @@ def report(res: dict) -> str:
              "| encoder | 128 dims | full dims | full dims, 10 labels/class | kNN (k=20) |"
              " accuracy (full) |",
              "|---|---:|---:|---:|---:|---:|"]
-    for name in IMAGE_CONFIGS:
+    for name in [*BASELINES, *IMAGE_CONFIGS]:
         e = ev.get(name, [])
         lines.append(f"| {name} | {cell(_values(e, dims='128'))} | {cell(_values(e, dims='full'))}"
                      f" | {cell(_values(e, dims='full', regime='10'))} | "

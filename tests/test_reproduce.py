@@ -7,6 +7,7 @@ import json
 
 import pytest
 from seafloor_ssl.reproduce import (
+    BASELINES,
     CSP_LOSSES,
     DISCUSSION_MARK,
     IMAGE_CONFIGS,
@@ -41,7 +42,10 @@ def test_smoke_reproduction_writes_the_table(tmp_path):
         assert claim in text
     assert "n/a" not in text.split("## The papers' claims")[0], text
     res = json.loads((tmp_path / "runs" / "reproduce.json").read_text())
-    assert set(res["evals"]) == set(IMAGE_CONFIGS) | {f"csp-{x}" for x in CSP_LOSSES}
+    assert set(res["evals"]) == (set(IMAGE_CONFIGS) | {f"csp-{x}" for x in CSP_LOSSES}
+                                 | set(BASELINES))
+    for name in BASELINES:
+        assert f"| {name} |" in text
 
 
 def _evals(values_by_seed: list[list[float]], spatial: float | None = None) -> list[dict]:
