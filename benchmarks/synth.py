@@ -1,6 +1,6 @@
 """Synthetic survey generation rate: images/s at a given size, 1 core vs all cores, one run.
 
-    python benchmarks/synth.py [--images-per-dive 400] [--size 320x240]
+    python benchmarks/synth.py [--images-per-dive 400] [--size 320x240] [--preset benchmark]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline.synth import SynthConfig, generate
 from pipeline.synth import _size as parse_size
+from pipeline.synth.survey import PRESETS
 
 
 def main() -> None:
@@ -20,6 +21,7 @@ def main() -> None:
     ap.add_argument("--images-per-dive", type=int, default=400)
     ap.add_argument("--dives", type=int, default=3)
     ap.add_argument("--size", type=parse_size, default=(320, 240))
+    ap.add_argument("--preset", choices=PRESETS, default="default")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     rates = {}
@@ -27,7 +29,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             s = generate(SynthConfig(out=Path(tmp) / "site", dives=args.dives, seed=0,
                                      images_per_dive=args.images_per_dive, size=args.size,
-                                     faults=True, workers=workers))
+                                     faults=True, workers=workers, preset=args.preset))
             rates[workers] = s["render_images_per_s"]
             print(f"{workers} worker(s): {s['images']} images {args.size[0]}x{args.size[1]} "
                   f"rendered at {rates[workers]:.0f} images/s")

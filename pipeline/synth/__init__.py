@@ -2,6 +2,8 @@
 
 Writes images, navigation in real formats (oplab, ACFR, iFDO v2, raw 10 Hz vehicle CSV),
 labels.csv, truth.csv, faults.json, survey.json, site.png and a catalog.yaml for the pipeline.
+``--preset benchmark`` makes habitats hard to tell apart from pixels alone (see mixture.py and
+imaging.py) and adds contact_sheet.png.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from pathlib import Path
 
 from .navformats import FORMATS
-from .survey import DEFAULT_LAT, DEFAULT_LON, SynthConfig, SynthRefused, generate
+from .survey import DEFAULT_LAT, DEFAULT_LON, PRESETS, SynthConfig, SynthRefused, generate
 
 __all__ = ["SynthConfig", "generate", "main"]
 
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lat", type=float, default=DEFAULT_LAT, help="site centre latitude")
     p.add_argument("--lon", type=float, default=DEFAULT_LON, help="site centre longitude")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
+    p.add_argument("--preset", choices=PRESETS, default="default",
+                   help="benchmark: habitats as mixtures of shared elements, terrain-following "
+                        "altitude and per-dive water, white balance, exposure and motion blur")
     return p
 
 
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SynthConfig(
         out=args.out, dives=args.dives, images_per_dive=args.images_per_dive, seed=args.seed,
         size=args.size, formats=args.formats, faults=args.faults, nav_only=args.nav_only,
-        lat=args.lat, lon=args.lon, workers=args.workers,
+        lat=args.lat, lon=args.lon, workers=args.workers, preset=args.preset,
     )
     t0 = time.perf_counter()
     try:

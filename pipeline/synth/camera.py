@@ -21,6 +21,36 @@ ATTENUATION_PER_M = np.array([0.22, 0.06, 0.05], dtype=np.float32)
 BACKSCATTER_RGB = np.array([0.01, 0.06, 0.07], dtype=np.float32)
 FOCUS_ALTITUDE_M = 2.0
 COARSE_STEP_PX = 8  # habitat scores are evaluated on this grid and interpolated
+AUTO_EXPOSURE_SHARE = 0.6  # benchmark preset: share of the range falloff auto-exposure undoes
+
+
+@dataclass(frozen=True)
+class Imaging:
+    """Imaging conditions of one frame (benchmark preset): water, camera settings, strobe.
+
+    ``exposure`` folds together the dive's exposure setting, the strobe power at that moment
+    and, for a badly exposed frame, its error factor.
+    """
+
+    attenuation_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # x ATTENUATION_PER_M
+    backscatter_rgb: tuple[float, float, float] = tuple(float(v) for v in BACKSCATTER_RGB)
+    turbidity: float = 0.3  # 1/m: how fast backscatter builds up along the light path
+    white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    exposure: float = 1.0
+    motion_blur_m: float = 0.0  # seabed distance travelled while the shutter is open
+
+
+def motion_blur(arr: np.ndarray, length_px: float) -> np.ndarray:
+    """Box blur of length ``length_px`` along the image's vertical axis (the heading)."""
+    n = int(round(length_px))
+    if n < 1:
+        return arr
+    before, after = n // 2, n - n // 2
+    padded = np.pad(arr, ((before, after), (0, 0), (0, 0)), mode="edge")
+    out = np.zeros_like(arr)
+    for s in range(n + 1):
+        out += padded[s : s + arr.shape[0]]
+    return out / np.float32(n + 1)
 
 
 @dataclass(frozen=True)
@@ -84,17 +114,34 @@ class Renderer:
             4 * cam.width * cam.height * 3, dtype=np.float32
         )
 
-    def _lighting(self, altitude_m: float) -> tuple[np.ndarray, np.ndarray]:
+    def _lighting(
+        self, altitude_m: float, imaging: Imaging | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per-pixel RGB gain (strobe, vignetting, attenuation) and backscatter (x255).
 
         Both are smooth over the frame, so they are computed on the coarse grid and upsampled.
+        ``imaging`` (benchmark preset) scales water, white balance and exposure.
         """
         off = self._off_axis_coarse
         path_m = np.float32(2.0 * altitude_m) * off  # strobe -> seabed -> lens, ~2x slant range
-        transmission = np.exp(-path_m[..., None] * ATTENUATION_PER_M)
-        strobe = np.float32((FOCUS_ALTITUDE_M / altitude_m) ** 2 * 1.45)  # inverse square
-        gain = transmission * (strobe * self._vignette_coarse)[..., None]
-        back = (255.0 * BACKSCATTER_RGB) * (1 - np.exp(np.float32(-0.3) * path_m))[..., None]
+        if imaging is None:
+            transmission = np.exp(-path_m[..., None] * ATTENUATION_PER_M)
+            strobe = np.float32((FOCUS_ALTITUDE_M / altitude_m) ** 2 * 1.45)  # inverse square
+            gain = transmission * (strobe * self._vignette_coarse)[..., None]
+            back = (255.0 * BACKSCATTER_RGB) * (1 - np.exp(np.float32(-0.3) * path_m))[..., None]
+        else:
+            atten = ATTENUATION_PER_M * np.asarray(imaging.attenuation_scale, np.float32)
+            transmission = np.exp(-path_m[..., None] * atten)
+            # auto-exposure follows the altitude part of the way: what is left of the inverse
+            # square law is a brightness that still falls with range
+            strobe = np.float32((FOCUS_ALTITUDE_M / altitude_m) ** (2 - AUTO_EXPOSURE_SHARE * 2)
+                                * 1.2 * imaging.exposure)
+            balance = np.asarray(imaging.white_balance, np.float32)
+            gain = transmission * (strobe * self._vignette_coarse)[..., None] * balance
+            haze = 1 - np.exp(np.float32(-imaging.turbidity) * path_m)
+            back = ((255.0 * np.float32(imaging.exposure)) * balance
+                    * np.asarray(imaging.backscatter_rgb, np.float32)) * haze[..., None]
+            gain, back = gain.astype(np.float32), back.astype(np.float32)
         size = (self.cam.width, self.cam.height)
         up = [
             np.asarray(Image.fromarray(np.ascontiguousarray(a[..., c])).resize(size, Image.BILINEAR))
@@ -108,6 +155,11 @@ class Renderer:
         cam = self.cam
         cx, cy = pixel_to_world(cam, x, y, altitude_m, heading_deg, self._cu, self._cv)
         scores = self.seabed.class_scores(cx, cy).astype(np.float32)  # (gh, gw, K)
+        return self.classes_from_scores(scores)
+
+    def classes_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Per-pixel arg-max class (H, W) uint8 of float32 scores (gh, gw, K) on the coarse grid."""
+        cam = self.cam
         gh, gw, k = scores.shape
         top2 = np.sort(scores, axis=-1)[..., -2:]
         coarse = np.argmax(scores, axis=-1)
@@ -129,16 +181,26 @@ class Renderer:
         return np.argmax(full, axis=-1).astype(np.uint8)
 
     def render(
-        self, x: float, y: float, altitude_m: float, heading_deg: float, rng: np.random.Generator
+        self, x: float, y: float, altitude_m: float, heading_deg: float, rng: np.random.Generator,
+        imaging: Imaging | None = None,
     ) -> tuple[bytes, np.ndarray]:
-        """JPEG bytes of the image at this true pose and its per-pixel habitat map."""
+        """JPEG bytes of the image at this true pose and its per-pixel habitat map.
+
+        A seabed with a ``surface(renderer, x, y, altitude_m, heading_deg)`` method (the
+        benchmark's MixtureSeabed) supplies classes and albedo itself; ``imaging`` adds the
+        benchmark's per-dive water, white balance, exposure and motion blur.
+        """
         cam = self.cam
-        classes = self.habitat_map(x, y, altitude_m, heading_deg)
-        wx, wy = pixel_to_world(cam, x, y, altitude_m, heading_deg, self._u, self._v)
-        albedo = self.seabed.albedo(wx, wy, classes)  # (H, W, 3), 0..255
+        surface = getattr(self.seabed, "surface", None)
+        if surface is not None:
+            classes, albedo = surface(self, x, y, altitude_m, heading_deg)
+        else:
+            classes = self.habitat_map(x, y, altitude_m, heading_deg)
+            wx, wy = pixel_to_world(cam, x, y, altitude_m, heading_deg, self._u, self._v)
+            albedo = self.seabed.albedo(wx, wy, classes)  # (H, W, 3), 0..255
 
         # light path strobe -> seabed -> lens is about twice the slant range
-        gain, backscatter = self._lighting(altitude_m)
+        gain, backscatter = self._lighting(altitude_m, imaging)
         img = albedo * gain
         img += backscatter
         img8 = np.clip(img, 0, 255).astype(np.uint8)
@@ -148,6 +210,9 @@ class Renderer:
         blur_px = (0.5 + 1.2 * abs(altitude_m - FOCUS_ALTITUDE_M)) * cam.width / 320
         pil = pil.filter(ImageFilter.BoxBlur(radius=blur_px))
         arr = np.asarray(pil, dtype=np.float32)
+        if imaging is not None and imaging.motion_blur_m > 0:
+            gsd = 2 * altitude_m * cam.tan_half_h / cam.width
+            arr = motion_blur(arr, imaging.motion_blur_m / gsd)
         # sensor noise: read noise plus signal-dependent shot noise. Unit normals come from a
         # pre-drawn buffer at a random offset: drawing 3 x H x W normals per frame costs more
         # than the rest of the noise model.

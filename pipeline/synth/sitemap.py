@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .seabed import HABITATS, Seabed
+from .seabed import HABITATS
 
 HABITAT_COLOURS = ("#e8d9a8", "#c9b27a", "#9a948a", "#6b4f4f", "#4f8a3a", "#d9772b")
+# benchmark preset (mixture.BENCHMARK_HABITATS)
+BENCHMARK_COLOURS = ("#e8d9a8", "#f4f0e0", "#9a948a", "#d9772b", "#6b4f4f", "#3e3a44",
+                     "#7a6a20", "#4f8a3a")
 
 
-def draw_site_map(path: Path, seabed: Seabed, frame, dive_records: list[dict]) -> None:
+def draw_site_map(path: Path, seabed, frame, dive_records: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,11 +26,13 @@ def draw_site_map(path: Path, seabed: Seabed, frame, dive_records: list[dict]) -
     xs = np.arange(-half, half, 1.5) + 0.75
     gx, gy = np.meshgrid(xs, xs)
     hab = seabed.habitat(gx, gy)
+    habitats = getattr(seabed, "habitats", HABITATS)
+    colours = HABITAT_COLOURS if habitats == HABITATS else BENCHMARK_COLOURS
     fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=110)
     ax.imshow(hab, origin="lower", extent=(-half, half, -half, half),
-              cmap=ListedColormap(HABITAT_COLOURS), vmin=-0.5, vmax=len(HABITATS) - 0.5)
+              cmap=ListedColormap(colours), vmin=-0.5, vmax=len(habitats) - 0.5)
     track_colours = plt.cm.tab10(np.arange(len(dive_records)) % 10)
-    handles = [Patch(color=c, label=h.replace("_", " ")) for h, c in zip(HABITATS, HABITAT_COLOURS, strict=True)]
+    handles = [Patch(color=c, label=h.replace("_", " ")) for h, c in zip(habitats, colours, strict=True)]
     for rec, colour in zip(dive_records, track_colours, strict=True):
         tr = rec["true_img"]
         plan = rec["plan"]

@@ -20,11 +20,14 @@ from tqdm import tqdm
 from .. import reasons
 from . import navformats as nf
 from .camera import Camera, Renderer
+from .imaging import dive_water, frame_conditions
+from .mixture import MixtureSeabed
 from .seabed import HABITATS, Seabed
 from .vehicle import NAV_HZ, DiveMotion, DivePlan, Track, navigation_estimate, plan_dives
 
 DEFAULT_LAT, DEFAULT_LON = -43.1, 147.9  # off the Tasman Peninsula, Tasmania
 DEFAULT_START = "2024-03-12T22:00:00+00:00"
+PRESETS = ("default", "benchmark")
 
 
 @dataclass
@@ -41,6 +44,7 @@ class SynthConfig:
     lon: float = DEFAULT_LON
     start: str = DEFAULT_START
     workers: int | None = None
+    preset: str = "default"  # "benchmark": mixture seabed, terrain following, imaging nuisance
 
 
 class SiteFrame:
@@ -68,14 +72,20 @@ class SiteFrame:
 _RENDERER: Renderer | None = None
 
 
-def _render_chunk(jobs: list[tuple]) -> list[tuple[str, str, int, int]]:
+def _render_chunk(jobs: list[tuple]) -> list[tuple[str, str, int, int, float]]:
+    """Render jobs ``(path, x, y, alt, heading, seed_key[, imaging])``; returns per image its
+    path, SHA-256, size, majority habitat of the footprint and that habitat's pixel share."""
     out = []
-    for path, x, y, alt, heading, seed_key in jobs:
+    n_classes = len(getattr(_RENDERER.seabed, "habitats", HABITATS))
+    for path, x, y, alt, heading, seed_key, *imaging in jobs:
         rng = np.random.default_rng(seed_key)
-        data, classes = _RENDERER.render(float(x), float(y), float(alt), float(heading), rng)
+        data, classes = _RENDERER.render(float(x), float(y), float(alt), float(heading), rng,
+                                         *imaging)
         Path(path).write_bytes(data)
-        majority = int(np.bincount(classes.ravel(), minlength=len(HABITATS)).argmax())
-        out.append((path, hashlib.sha256(data).hexdigest(), len(data), majority))
+        counts = np.bincount(classes.ravel(), minlength=n_classes)
+        majority = int(counts.argmax())
+        purity = float(counts[majority] / classes.size)
+        out.append((path, hashlib.sha256(data).hexdigest(), len(data), majority, purity))
     return out
 
 
@@ -128,8 +138,11 @@ def generate(cfg: SynthConfig) -> dict:
             raise SystemExit(f"--formats: unknown format {f!r}; expected one of {', '.join(nf.FORMATS)}")
     if cfg.faults and cfg.images_per_dive < 20:
         raise SystemExit("--faults needs --images-per-dive of at least 20")
+    if cfg.preset not in PRESETS:
+        raise SystemExit(f"--preset: unknown preset {cfg.preset!r}; expected one of {', '.join(PRESETS)}")
     frame = SiteFrame(cfg.lat, cfg.lon)
-    seabed = Seabed(cfg.seed)
+    benchmark = cfg.preset == "benchmark"
+    seabed = MixtureSeabed(cfg.seed) if benchmark else Seabed(cfg.seed)
     cam = Camera(width=cfg.size[0], height=cfg.size[1])
     start = dt.datetime.fromisoformat(cfg.start).timestamp()
     plans = plan_dives(cfg.dives, cfg.images_per_dive, cfg.seed, start, nav_only=cfg.nav_only)
@@ -171,13 +184,18 @@ def generate(cfg: SynthConfig) -> dict:
 
         draw_site_map(out / "site.png", seabed, frame, dive_records)
     _write_catalog(out, cfg)
+    if benchmark and not cfg.nav_only:
+        from .contact import draw_contact_sheet
+
+        draw_contact_sheet(out / "contact_sheet.png", out, seabed)
     summary["render_seconds"] = round(t_render, 3)
     summary["render_images_per_s"] = round(len(jobs) / t_render, 1) if jobs else None
     return summary
 
 
 def _build_dive(cfg, frame, seabed, cam, plan: DivePlan, out: Path, faults: list, n_dives: int):
-    motion = DiveMotion(plan, seabed.seabed_depth_m, cfg.seed)
+    benchmark = cfg.preset == "benchmark"
+    motion = DiveMotion(plan, seabed.seabed_depth_m, cfg.seed, terrain_following=benchmark)
     rng = np.random.default_rng([cfg.seed, 5501, plan.index])
     n = plan.n_images
     t_img = plan.start_unix + 0.5 + np.arange(n) / 1.0 + rng.normal(0, 0.003, n)
@@ -250,12 +268,21 @@ def _build_dive(cfg, frame, seabed, cam, plan: DivePlan, out: Path, faults: list
     poses = _take(poses, keep)
 
     jobs = []
+    water = dive_water(cfg.seed, plan.index) if benchmark else None
+    frame_imaging = frame_conditions(water, t_img - plan.start_unix, cfg.seed, plan.index) \
+        if benchmark else None
     if not cfg.nav_only:
         for i in range(n):
             jobs.append((str(dive_dir / names[i]), true_img.x[i], true_img.y[i],
                          true_img.altitude_m[i], true_img.heading_deg[i], [cfg.seed, plan.index, i]))
+            if benchmark:
+                jobs[-1] += (frame_imaging[i],)
+        if benchmark:
+            extra_jobs = [job + (water.imaging(),) for job in extra_jobs]
         jobs.extend(extra_jobs)
+    extra = {"water": water, "frame_imaging": frame_imaging} if benchmark else {}
     return {
+        **extra,
         "plan": plan, "format": fmt, "origin": origin, "poses": poses, "est_nav": est_nav,
         "true_img": true_img, "names": names, "jobs": jobs, "dive_dir": dive_dir,
         "extra_truth": extra_truth, "t_img": t_img,
@@ -349,7 +376,7 @@ def _write_nav(
         nf.write_oplab_nav_csv(out / nf.NAV_PATHS["oplab-nav-csv"].format(dive=dive), nav)
 
 
-def _truth_rows(frame: SiteFrame, seabed: Seabed, rec: dict) -> list[dict]:
+def _truth_rows(frame: SiteFrame, seabed, rec: dict) -> list[dict]:
     dive = rec["plan"].name
     tr = rec["true_img"]
     items = [(rec["names"][i], float(rec["t_img"][i]), _index_track(tr, np.array([i])))
@@ -358,6 +385,7 @@ def _truth_rows(frame: SiteFrame, seabed: Seabed, rec: dict) -> list[dict]:
     xs = np.array([float(p.x[0]) for _, _, p in items])
     ys = np.array([float(p.y[0]) for _, _, p in items])
     centre = seabed.habitat(xs, ys)
+    habitats = getattr(seabed, "habitats", HABITATS)
     lats, lons = frame.to_latlon(xs, ys)
     for k, (name, t, p) in enumerate(items):
         lat, lon = lats[k : k + 1], lons[k : k + 1]
@@ -367,8 +395,12 @@ def _truth_rows(frame: SiteFrame, seabed: Seabed, rec: dict) -> list[dict]:
             "easting": frame.e0 + float(p.x[0]), "northing": frame.n0 + float(p.y[0]),
             "lat": float(lat[0]), "lon": float(lon[0]), "depth_m": float(p.depth_m[0]),
             "altitude_m": float(p.altitude_m[0]), "heading_deg": float(p.heading_deg[0]),
-            "centre_habitat": HABITATS[int(centre[k])],
+            "centre_habitat": habitats[int(centre[k])],
         })
+        if rec.get("frame_imaging") is not None and k < len(rec["frame_imaging"]):
+            im = rec["frame_imaging"][k]
+            rows[-1].update({"exposure": round(im.exposure, 4),
+                             "motion_blur_m": round(im.motion_blur_m, 5)})
     return rows
 
 
@@ -378,14 +410,24 @@ def _write_tables(cfg, frame, seabed, out, plans, dive_records, results, faults,
     summary = {
         "generator": "pipeline.synth", "seed": cfg.seed, "crs": f"EPSG:{frame.epsg}",
         "origin": {"lat": cfg.lat, "lon": cfg.lon, "easting": frame.e0, "northing": frame.n0},
-        "image_size": list(cfg.size), "camera_hfov_deg": cam.hfov_deg, "habitats": list(HABITATS),
+        "image_size": list(cfg.size), "camera_hfov_deg": cam.hfov_deg,
+        "habitats": list(getattr(seabed, "habitats", HABITATS)),
         "dives": [{**asdict(r["plan"]), "format": r["format"], "mission_origin": list(r["origin"]),
                    "images": len(r["names"]) + len(r["extra_truth"])} for r in dive_records],
     }
+    benchmark = cfg.preset == "benchmark"
+    if benchmark:
+        summary["preset"] = cfg.preset
+        summary["elements"] = list(seabed.elements)
+        summary["imaging"] = {r["plan"].name: r["water"].record() for r in dive_records}
     if not cfg.nav_only:
+        habitats = getattr(seabed, "habitats", HABITATS)
         truth = pd.DataFrame([row for r in dive_records for row in _truth_rows(frame, seabed, r)])
-        majority = {str(Path(p).relative_to(out)): HABITATS[r[2]] for p, r in results.items()}
+        majority = {str(Path(p).relative_to(out)): habitats[r[2]] for p, r in results.items()}
         truth["label"] = truth["image_id"].map(majority)
+        if benchmark:
+            purity = {str(Path(p).relative_to(out)): round(r[3], 4) for p, r in results.items()}
+            truth["label_purity"] = truth["image_id"].map(purity)
         truth.to_csv(out / "truth.csv", index=False)
         truth[["image_id", "label"]].to_csv(out / "labels.csv", index=False)
         on_disk = truth.groupby("dive").size().to_dict()

@@ -16,6 +16,14 @@ NAV_HZ = 10.0
 CAMERA_HZ = 1.0
 SITE_HALF_M = 150.0  # the site is about 300 m x 300 m around its origin
 
+# Terrain following (benchmark preset): the depth controller tracks seabed depth minus a
+# commanded altitude through a first-order lag, so altitude varies with the relief.
+ALTITUDE_LIMITS_M = (1.2, 4.0)
+TARGET_ALTITUDE_RANGE_M = (1.9, 2.8)  # per-dive commanded altitude
+TARGET_SWING_M = 0.6  # slow changes of the commanded altitude within a dive
+CONTROLLER_LAG_RANGE_S = (5.0, 12.0)
+_CONTROL_STEP_S = 0.1
+
 
 @dataclass(frozen=True)
 class DivePlan:
@@ -143,7 +151,7 @@ def lawnmower_path(plan: DivePlan) -> np.ndarray:
 class DiveMotion:
     """True motion of one dive as a function of time."""
 
-    def __init__(self, plan: DivePlan, seabed_depth, seed: int):
+    def __init__(self, plan: DivePlan, seabed_depth, seed: int, terrain_following: bool = False):
         self.plan = plan
         rng = np.random.default_rng([seed, 3301, plan.index])
         path = lawnmower_path(plan)
@@ -156,6 +164,28 @@ class DiveMotion:
         self._alt_ph = rng.uniform(0, 2 * np.pi, 3)
         self._yaw_ph = rng.uniform(0, 2 * np.pi, 2)
         self.duration_s = plan.n_images / CAMERA_HZ + 2.0
+        self._depth_track = self._terrain_following(seed) if terrain_following else None
+
+    def _terrain_following(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Vehicle depth on a time grid: a lagged track of seabed depth - commanded altitude."""
+        rng = np.random.default_rng([seed, 3302, self.plan.index])
+        target = rng.uniform(*TARGET_ALTITUDE_RANGE_M)
+        lag = rng.uniform(*CONTROLLER_LAG_RANGE_S)
+        period = rng.uniform(90.0, 240.0)
+        phase = rng.uniform(0, 2 * np.pi)
+        tau = np.arange(-5.0, self.duration_s + 5.0, _CONTROL_STEP_S)
+        s = np.clip(self._arc_length(tau), 0, self._arc[-1])
+        floor = self._seabed_depth(np.interp(s, self._arc, self._path[:, 0]),
+                                   np.interp(s, self._arc, self._path[:, 1]))
+        wanted = floor - (target + TARGET_SWING_M * np.sin(2 * np.pi * tau / period + phase))
+        depth = np.empty_like(wanted)
+        depth[0] = wanted[0]
+        gain = _CONTROL_STEP_S / lag
+        for i in range(1, len(tau)):
+            depth[i] = depth[i - 1] + gain * (wanted[i] - depth[i - 1])
+        lo, hi = ALTITUDE_LIMITS_M
+        depth = np.clip(depth, floor - hi, floor - lo)  # obstacle avoidance / bottom lock
+        return tau, depth
 
     def _arc_length(self, tau: np.ndarray) -> np.ndarray:
         p = self._speed_ph
@@ -180,10 +210,16 @@ class DiveMotion:
         # the vehicle crabs a few degrees into the current, so heading != course over ground
         heading = (course + 2.5 * np.sin(2 * np.pi * tau / 53.0 + q[0])
                    + 1.0 * np.sin(2 * np.pi * tau / 7.0 + q[1])) % 360.0
-        altitude = (2.0 + 0.25 * np.sin(2 * np.pi * tau / 47.0 + a[0])
-                    + 0.12 * np.sin(2 * np.pi * tau / 13.0 + a[1])
-                    + 0.05 * np.sin(2 * np.pi * tau / 3.1 + a[2]))
-        depth = self._seabed_depth(x, y) - altitude
+        if self._depth_track is None:
+            altitude = (2.0 + 0.25 * np.sin(2 * np.pi * tau / 47.0 + a[0])
+                        + 0.12 * np.sin(2 * np.pi * tau / 13.0 + a[1])
+                        + 0.05 * np.sin(2 * np.pi * tau / 3.1 + a[2]))
+            depth = self._seabed_depth(x, y) - altitude
+        else:
+            floor = self._seabed_depth(x, y)
+            depth = np.interp(tau, *self._depth_track)
+            altitude = np.clip(floor - depth, *ALTITUDE_LIMITS_M)
+            depth = floor - altitude
         roll = 1.5 * np.sin(2 * np.pi * tau / 5.3 + a[1])
         pitch = 1.0 * np.sin(2 * np.pi * tau / 8.9 + a[2])
         return Track(t=np.asarray(t_unix, float), x=x, y=y, depth_m=depth, altitude_m=altitude,
