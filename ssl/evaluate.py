@@ -12,6 +12,8 @@ headline, mean ± std over seeds (each seed moves the blocks and redraws the few
 CSP checkpoints add probes on the location embeddings alone and fused with the image features;
 SP checkpoints add SP's spatial tasks. Writes metrics.json, table.md and figures to --out.
 
+``--cross-dive`` tests on whole dives and trains on the others (another day, other water).
+
 Baselines under the same protocol, instead of --checkpoint: ``--baseline random-init`` (a frozen
 randomly initialised --backbone, --init-seed) and ``--baseline handcrafted`` (ssl.handcrafted:
 colour moments, gradient-orientation histograms, Fourier band energies).
@@ -135,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-split", action="store_true",
                    help="split at random instead of in spatial blocks (leaks overlapping "
                         "neighbours across the split: optimistic, for comparison only)")
+    p.add_argument("--cross-dive", action="store_true",
+                   help="test on whole dives, train on the others (label some dives, map the "
+                        "rest): each seed draws which dives are tested")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None,
                    help="feature extraction device; None: cuda when available")
     p.add_argument("--batch-size", type=int, default=256, help="images per feature batch")
@@ -279,8 +284,15 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     r_loc = float(manifest.r_loc_m)
     block_m = default_block_m(r_loc) if args.block_m is None else float(args.block_m)
+    if args.cross_dive and args.random_split:
+        raise EvaluationError("--cross-dive and --random-split are two different splits; "
+                              "choose one")
+    if args.cross_dive and len(set(manifest.dive.tolist())) < 2:
+        raise EvaluationError(f"--cross-dive: {manifest.locations_path.name} holds one dive; a "
+                              "cross-dive split needs at least two")
     common = dict(block_m=block_m, seeds=args.seeds, regimes=args.regimes,
-                  random=args.random_split, test_fraction=args.test_fraction)
+                  random=args.random_split, test_fraction=args.test_fraction,
+                  dives=manifest.dive if args.cross_dive else None)
     try:
         metrics = evaluate_features(X, labels, manifest.xy, r_loc, probes=args.probes,
                                     dims=args.dims, log=lambda s: print(f"[evaluate] {s}",

@@ -128,6 +128,18 @@ def run_all(args) -> dict:
     evals: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
     dev = ["--device", args.device] if args.device else []
+    cross = _dive_count(args.manifest) >= 2
+
+    def cross_dive(source: list[str], run: Path, what: str) -> list[dict] | None:
+        """The same encoder on the cross-dive split (svm, full width, all labels)."""
+        if not cross:
+            return None
+        _run(evaluate_main, [*source, "--manifest", args.manifest, "--out",
+                             str(run / "eval-dives"), "--seeds", seeds, "--cross-dive",
+                             "--probes", "svm", "--regimes", "all", "--dims", "full",
+                             "--no-spatial-tasks", *dev], f"{what}, cross-dive split")
+        return _metrics(run, "eval-dives")["results"]
+
     for seed in cfg["train_seeds"]:
         # the baselines, under the same protocol: what an encoder must beat
         for name, flags in BASELINES.items():
@@ -135,11 +147,14 @@ def run_all(args) -> dict:
             if name == "handcrafted" and seed != cfg["train_seeds"][0]:
                 evals[name].append(evals[name][0])  # deterministic: one evaluation serves
                 continue
-            _run(evaluate_main, [*flags, "--backbone", cfg["backbone"], "--image-size",
-                                 str(cfg["image_size"]), "--init-seed", str(seed), "--manifest",
-                                 args.manifest, "--out", str(run / "eval"), "--seeds", seeds,
-                                 "--no-spatial-tasks", *dev], f"evaluate {name} seed {seed}")
-            evals.setdefault(name, []).append(_metrics(run))
+            source = [*flags, "--backbone", cfg["backbone"], "--image-size",
+                      str(cfg["image_size"]), "--init-seed", str(seed)]
+            _run(evaluate_main, [*source, "--manifest", args.manifest, "--out",
+                                 str(run / "eval"), "--seeds", seeds, "--no-spatial-tasks",
+                                 *dev], f"evaluate {name} seed {seed}")
+            m = _metrics(run)
+            m["cross_dive_results"] = cross_dive(source, run, f"evaluate {name} seed {seed}")
+            evals.setdefault(name, []).append(m)
         for name, flags in IMAGE_CONFIGS.items():
             run = out / f"{name}-s{seed}"
             _run(train_main, [*common, *flags, "--steps", str(cfg["steps"]), "--seed", str(seed),
@@ -149,7 +164,10 @@ def run_all(args) -> dict:
                                  "--spatial-tasks"] + (["--device", args.device]
                                                        if args.device else []),
                  f"evaluate {name} seed {seed}")
-            evals.setdefault(name, []).append(_metrics(run))
+            m = _metrics(run)
+            m["cross_dive_results"] = cross_dive(["--checkpoint", str(run / "last.pt")], run,
+                                                 f"evaluate {name} seed {seed}")
+            evals.setdefault(name, []).append(m)
         for loss in CSP_LOSSES:
             name = f"csp-{loss}"
             run = out / f"{name}-s{seed}"
@@ -170,18 +188,30 @@ def run_all(args) -> dict:
             "manifest": args.manifest}
 
 
-def _metrics(run: Path) -> dict:
-    return json.loads((run / "eval" / "metrics.json").read_text())
+def _metrics(run: Path, folder: str = "eval") -> dict:
+    return json.loads((run / folder / "metrics.json").read_text())
+
+
+def _dive_count(manifest: str) -> int:
+    """Dives in the manifest's locations table (a cross-dive split needs two)."""
+    from .manifest import ManifestError, load_manifest
+
+    try:
+        return len(set(load_manifest(manifest).dive.tolist()))
+    except ManifestError:
+        return 0  # the training step reports the manifest's problem
 
 
 # --- aggregation ----------------------------------------------------------------------------
 
 def _values(evals: list[dict], *, features="image", probe="svm", dims="128", regime="all",
-            metric="macro_f1") -> list[float]:
-    """Per-split values pooled over training seeds (results rows of ssl.evaluate)."""
+            metric="macro_f1", split="blocked") -> list[float]:
+    """Per-split values pooled over training seeds (results rows of ssl.evaluate; `split`
+    'cross-dive': the rows of the cross-dive evaluation)."""
     out = []
     for m in evals:
-        rows = m["results"] + m.get("location_results", [])
+        rows = (m.get("cross_dive_results") or [] if split == "cross-dive"
+                else m["results"] + m.get("location_results", []))
         for r in rows:
             if (r.get("features", "image"), r["probe"], r["dims"], r["regime"]) == (
                     features, probe, dims, regime):
@@ -242,17 +272,20 @@ def report(res: dict) -> str:
              f"encoder ({cfg['csp_steps']} for CSP), training seeds {cfg['train_seeds']}, split "
              f"seeds {cfg['eval_seeds']}; device: {res['device']}; {res['seconds'] / 60:.1f} "
              "minutes in all. Cells: mean ± std over training seeds × spatially blocked split "
-             "seeds; linear SVM on frozen pooled features, all labels unless noted.", "",
+             "seeds; linear SVM on frozen pooled features, all labels unless noted. The "
+             "cross-dive column tests on whole dives and trains on the others (label some "
+             "dives, map the rest); each split seed draws which dives are tested.", "",
              "## Habitat classification (macro-F1)", "",
              "| encoder | 128 dims | full dims | full dims, 10 labels/class | kNN (k=20) |"
-             " accuracy (full) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             " accuracy (full) | cross-dive split (full) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name in [*BASELINES, *IMAGE_CONFIGS]:
         e = ev.get(name, [])
         lines.append(f"| {name} | {cell(_values(e, dims='128'))} | {cell(_values(e, dims='full'))}"
                      f" | {cell(_values(e, dims='full', regime='10'))} | "
                      f"{cell(_values(e, probe='knn', dims='full'))} | "
-                     f"{cell(_values(e, dims='full', metric='accuracy'))} |")
+                     f"{cell(_values(e, dims='full', metric='accuracy'))} | "
+                     f"{cell(_values(e, dims='full', split='cross-dive'))} |")
     lines += ["", "## SP's spatial tasks (frozen features)", "",
               "| encoder | position/scale R² (mean of dx, dy, log w, log h) | jigsaw accuracy "
               "(chance 0.01) | habitat F1 after reassembly |", "|---|---:|---:|---:|"]

@@ -61,3 +61,21 @@ def test_verdicts_on_constructed_differences():
     assert combine([REPRODUCED, NOT_SHOWN]) == NOT_SHOWN
     assert combine([REPRODUCED, CONTRADICTED, NOT_SHOWN]) == CONTRADICTED
     assert combine([NOT_MEASURED]) == NOT_MEASURED
+
+
+def test_cross_dive_split_tests_on_whole_dives():
+    import numpy as np
+    from seafloor_ssl.evaluation.splits import dive_split
+
+    dives = np.array(["d1"] * 40 + ["d2"] * 30 + ["d3"] * 30, dtype=object)
+    seen = set()
+    for seed in range(6):
+        sp = dive_split(dives, test_fraction=0.3, seed=seed)
+        test_dives, train_dives = set(dives[sp.test]), set(dives[sp.train])
+        assert test_dives and train_dives and not test_dives & train_dives
+        assert len(sp.test) + len(sp.train) == len(dives)
+        assert len(sp.test) >= 0.3 * len(dives)
+        seen.add(frozenset(test_dives))
+    assert len(seen) > 1  # the seed draws which dives are tested
+    with pytest.raises(ValueError, match="at least two dives"):
+        dive_split(np.array(["d1"] * 5, dtype=object))

@@ -38,7 +38,14 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from .splits import Split, blocked_split, default_block_m, few_label_subset, random_split
+from .splits import (
+    Split,
+    blocked_split,
+    default_block_m,
+    dive_split,
+    few_label_subset,
+    random_split,
+)
 
 try:  # a dependency of scikit-learn; absent only in odd installs, where threads stay as they are
     from threadpoolctl import threadpool_limits
@@ -197,13 +204,15 @@ def _summary(values: list[float]) -> dict:
 
 def make_splits(xy: np.ndarray, r_loc: float, *, block_m: float | None, seeds: Sequence[int],
                 test_fraction: float = 0.3, random: bool = False,
-                labels: np.ndarray | None = None) -> list[Split]:
+                labels: np.ndarray | None = None, dives: np.ndarray | None = None) -> list[Split]:
     """One split per seed of the positions ``xy`` (blocked, balanced over ``labels`` when
-    given, unless ``random``)."""
+    given, unless ``random``; whole dives when ``dives`` is given)."""
     block_m = default_block_m(r_loc) if block_m is None else float(block_m)
     out = []
     for seed in seeds:
-        if random:
+        if dives is not None:
+            out.append(dive_split(dives, test_fraction, seed))
+        elif random:
             out.append(random_split(len(xy), test_fraction, seed))
         else:
             out.append(blocked_split(xy, block_m, test_fraction, seed, r_loc=r_loc,
@@ -305,10 +314,11 @@ def _global(split: Split, idx: np.ndarray, n: int) -> Split:
 def evaluate_features(X, labels, xy, r_loc: float, *, block_m: float | None = None,
                       seeds: Sequence[int] = (0, 1, 2), regimes=(10, 50, None),
                       probes: Sequence[str] = PROBES, dims=(128, None), random: bool = False,
-                      test_fraction: float = 0.3,
+                      test_fraction: float = 0.3, dives: np.ndarray | None = None,
                       log: Callable[[str], None] | None = None) -> dict:
     """The habitat-probe protocol on frozen features ``X`` (n, C) of images at ``xy`` (n, 2)
     metres with ``labels`` (n,; None where unlabelled; unlabelled images are left out).
+    ``dives`` (n,): split by whole dives instead of spatial blocks (splits.dive_split).
 
     Returns a JSON-ready dict (``protocol``, ``classes``, ``class_counts``, ``splits``,
     ``results``: one row per (probe, dims, regime) with ``macro_f1`` / ``accuracy`` as
@@ -327,7 +337,8 @@ def evaluate_features(X, labels, xy, r_loc: float, *, block_m: float | None = No
     block_m = default_block_m(r_loc) if block_m is None else float(block_m)
     seeds = [int(s) for s in seeds]
     splits = make_splits(xy[idx], r_loc, block_m=block_m, seeds=seeds,
-                         test_fraction=test_fraction, random=random, labels=lab)
+                         test_fraction=test_fraction, random=random, labels=lab,
+                         dives=None if dives is None else np.asarray(dives, dtype=object)[idx])
     probe_ref = "svm" if "svm" in probes else probes[0]
     dims_ref = None if None in dims else dims[-1]
     regime_ref = None if None in regimes else regimes[-1]
@@ -349,8 +360,8 @@ def evaluate_features(X, labels, xy, r_loc: float, *, block_m: float | None = No
     counts = {c: int((lab == c).sum()) for c in classes}
     return {
         "protocol": {
-            "split": "random" if random else "blocked",
-            "block_m": None if random else block_m,
+            "split": "cross-dive" if dives is not None else "random" if random else "blocked",
+            "block_m": None if random or dives is not None else block_m,
             "r_loc_m": float(r_loc), "test_fraction": float(test_fraction), "seeds": seeds,
             "regimes": [regime_name(r) for r in regimes], "probes": list(probes),
             "dims": [dims_name(d) for d in dims], "knn_k": KNN_K, "c_grid": list(C_GRID),
@@ -379,7 +390,7 @@ def evaluate_features(X, labels, xy, r_loc: float, *, block_m: float | None = No
 def location_probe(X_img, L, labels, xy, r_loc: float, *, block_m: float | None = None,
                    seeds: Sequence[int] = (0, 1, 2), regimes=(10, 50, None),
                    probes: Sequence[str] = ("svm",), random: bool = False,
-                   test_fraction: float = 0.3,
+                   test_fraction: float = 0.3, dives: np.ndarray | None = None,
                    log: Callable[[str], None] | None = None) -> list[dict]:
     """CSP: the probes on location embeddings ``L`` (n, d) alone ("location") and fused with the
     image features ("fused": both standardised, each block scaled to the same total variance),
@@ -393,7 +404,8 @@ def location_probe(X_img, L, labels, xy, r_loc: float, *, block_m: float | None 
     idx, lab, classes = _labelled(labels)
     seeds = [int(s) for s in seeds]
     splits = make_splits(xy[idx], r_loc, block_m=block_m, seeds=seeds,
-                         test_fraction=test_fraction, random=random, labels=lab)
+                         test_fraction=test_fraction, random=random, labels=lab,
+                         dives=None if dives is None else np.asarray(dives, dtype=object)[idx])
     c = X_img.shape[1]
     fused = np.concatenate([X_img[idx], L[idx]], axis=1)
     sets = {"location": (L[idx], None),

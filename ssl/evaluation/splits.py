@@ -8,6 +8,11 @@ the test side, then drops from the training side every image within ``r_loc`` of
 training image lies within ``r_loc`` of a test image.
 
 :func:`random_split` ignores positions; it is only for comparison and warns when used.
+
+:func:`dive_split` is the real use, "label some dives, map the others": the test side is whole
+dives (another day, other water), the training side the rest. Images of a revisit overlap
+images of the dive it revisits, on the other side; that is the point of the split (the same
+seafloor under other conditions), so no buffer is applied.
 """
 
 from __future__ import annotations
@@ -186,3 +191,25 @@ def few_label_subset(train_idx: np.ndarray, labels: np.ndarray, per_class: int |
     if not picked:
         return np.zeros(0, dtype=np.int64)
     return np.sort(np.concatenate(picked))
+
+
+def dive_split(dives: np.ndarray, test_fraction: float = 0.3, seed: int = 0) -> Split:
+    """Whole dives on the test side: in an order drawn from ``seed``, dives are added to it
+    until it holds at least ``test_fraction`` of the images (always at least one dive, and at
+    least one dive stays for training)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    dives = np.asarray(dives, dtype=object)
+    names = sorted({str(d) for d in dives})
+    if len(names) < 2:
+        raise ValueError(f"a cross-dive split needs at least two dives; the images come from "
+                         f"{len(names)} ({', '.join(names) or 'none'})")
+    order = np.random.default_rng((seed, 404)).permutation(len(names))
+    key = np.array([str(d) for d in dives], dtype=object)
+    test_dives: list[str] = []
+    for k in order[:-1]:
+        test_dives.append(names[k])
+        if np.isin(key, test_dives).mean() >= test_fraction:
+            break
+    on_test = np.isin(key, test_dives)
+    return Split(np.flatnonzero(~on_test), np.flatnonzero(on_test), 0, None)
