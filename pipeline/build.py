@@ -210,9 +210,48 @@ def _cache_dir(out: Path, dive: str, fp: str) -> Path:
     return out / CACHE / dive_key(dive) / fp[:16]
 
 
-def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bool = False) -> BuildPlan:
+def adopt_entry(src_out: Path, out: Path, dive: str, fp: str) -> bool:
+    """Fill this output's cache entry of a dive from another output folder's entry for the same
+    inputs (same fingerprint, verified against its done.json): hard links, a copy where the
+    filesystem has none. The other folder is only read. Returns whether it was adopted."""
+    src = _cache_dir(src_out, dive, fp)
+    if check_entry(src, fp) is not None:
+        return False
+    entry = _cache_dir(out, dive, fp)
+    begin_entry(entry, list(CACHE_FILES))
+    try:
+        for name in CACHE_FILES:
+            try:
+                (entry / name).hardlink_to(src / name)
+            except OSError:
+                shutil.copyfile(src / name, entry / name)
+        finish_entry(entry, fp, list(CACHE_FILES))
+    except OSError:
+        remove_entry(entry)
+        return False
+    return True
+
+
+def check_cache_from(src_out: Path, out: Path) -> Path:
+    """The folder given to --cache-from: an existing builder output other than --out."""
+    src = Path(src_out).resolve()
+    if src == Path(out).resolve():
+        raise SettingsError(f"--cache-from {src}: that is the output folder itself; give "
+                            "another build's output folder (the one whose cache to reuse)")
+    if not (src / CACHE).is_dir():
+        raise SettingsError(f"--cache-from {src}: no '{CACHE}' folder there, so no build wrote "
+                            "it; give the output folder of an earlier build of this catalog "
+                            "(e.g. the catalog's 'output')")
+    return src
+
+
+def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bool = False,
+         cache_from: Path | None = None) -> BuildPlan:
     """What to ingest and whether anything changed, after checking the published set and the
-    cache against what was recorded when they were written (damage is repaired, not reused)."""
+    cache against what was recorded when they were written (damage is repaired, not reused).
+    ``cache_from``: another output folder whose cache entries for the same inputs are adopted
+    instead of ingesting those dives again (cheap builds of the same survey with other pair
+    settings, e.g. an r_loc sweep)."""
     folder = claim(out, cat.name, cat.source, cat.root)
     folder.own(CACHE)
     images = {d: dive_images(cat, d) for d in discover_dives(cat)}  # each dive globbed once
@@ -229,6 +268,8 @@ def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bo
     cached, changed = [], []
     for d, fp in dives.items():
         why = None if full_rebuild else check_entry(_cache_dir(out, d, fp), fp)
+        if why == "absent" and cache_from is not None and adopt_entry(cache_from, out, d, fp):
+            why = None
         if full_rebuild or why is not None:
             changed.append(d)
             if why not in (None, "absent"):
@@ -622,7 +663,7 @@ def _run_step(name: str, fn, *args):
 
 def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = None,
           full_rebuild: bool = False, workers: int | None = None, log=print, progress_factory=None,
-          ingest=None, step=_run_step) -> dict:
+          ingest=None, step=_run_step, cache_from: str | Path | None = None) -> dict:
     """Run the whole pipeline for one catalog under the output folder's lock.
 
     ``ingest(bp)`` ingests ``bp.changed`` into the cache (default: in this process; the Prefect
@@ -631,12 +672,13 @@ def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = N
     ``log`` and repaired."""
     out_dir = output_dir(cat, out)
     check_settings(cat, r_loc_m)
+    src = check_cache_from(cache_from, out_dir) if cache_from is not None else None
     prepare_output(cat, out_dir)
     lk = lock(out_dir)
     acquire(lk, out_dir)
     try:
         t0 = time.perf_counter()
-        bp = step("plan", plan, cat, out_dir, r_loc_m, full_rebuild)
+        bp = step("plan", plan, cat, out_dir, r_loc_m, full_rebuild, src)
         for problem in bp.repairs:
             log(f"{cat.name}: damaged output, repairing: {problem}")
         if bp.no_change:

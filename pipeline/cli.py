@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="output folder (default: the catalog's 'output')")
     b.add_argument("--r-loc", type=float, default=None, help="override pairs.r_loc_m (metres)")
     b.add_argument("--full-rebuild", action="store_true", help="ignore the per-dive cache")
+    b.add_argument("--cache-from", default=None, metavar="DIR",
+                   help="another build's output folder: dives whose inputs are unchanged reuse "
+                        "its ingest (hard links) instead of being ingested again, so a build "
+                        "with other pair settings (--r-loc) into a new --out only computes pairs")
     b.add_argument("--workers", type=int, default=None, help="image processes (default: all cores)")
     i = sub.add_parser("init", help="scan a survey folder and propose a catalog for it",
                        description="Scan a survey folder (dive folders with images, navigation "
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             return tqdm(desc=f"images {dive}", unit="img", disable=None, leave=False)
 
         report = build(cat, out=args.out, r_loc_m=args.r_loc, full_rebuild=args.full_rebuild,
-                       workers=args.workers, progress_factory=bar)
+                       workers=args.workers, progress_factory=bar, cache_from=args.cache_from)
     except (CatalogError, BuildLocked, NothingLocated, OutputRefused, SettingsError,
             CRSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
