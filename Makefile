@@ -10,7 +10,7 @@ DEMO   := data/seafloor
 STAMP_UTC := $(shell date -u +%Y%m%d-%H%M%S)
 DEMO_RUN  := runs/demo-geoclr-$(STAMP_UTC)
 
-.PHONY: demo test lint venv synth server reproduce reproduce-smoke clean-demo
+.PHONY: demo test lint venv synth server reproduce reproduce-cpu reproduce-smoke clean-demo
 
 venv: $(STAMP)
 
@@ -42,21 +42,40 @@ demo: $(DEMO)/catalog.yaml
 	  --manifest $(DEMO)/manifests/pairs.parquet --out $(DEMO_RUN)/eval
 	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png); run folder: $(DEMO_RUN)"
 
-# The reproduction table: simclr, simclr+sp, geoclr, geoclr+sp and csp (mc, nce, l2) trained
-# and evaluated with the same budget and seeds on a survey larger than the demo site.
+# The reproduction table: two baselines (random-init, hand-crafted), simclr, simclr+sp, geoclr,
+# geoclr+sp and csp (mc, nce, l2) trained and evaluated with the same budget and seeds on the
+# benchmark survey, plus an r_loc sweep for geoclr (each radius's pairs built from the same
+# ingest with --cache-from). reproduce: GPU preset; reproduce-cpu: the table in REPRODUCTION.md.
 BENCH := data/bench
+RLOC_SWEEP := 1 2 5 10 20
+comma := ,
+empty :=
+space := $(empty) $(empty)
+SWEEP_MANIFESTS := $(foreach r,$(RLOC_SWEEP),$(BENCH)/rloc-$(r)/pairs.parquet)
+SWEEP_ARG := $(subst $(space),$(comma),$(foreach r,$(RLOC_SWEEP),$(r)=$(BENCH)/rloc-$(r)/pairs.parquet))
+
 $(BENCH)/manifests/pairs.parquet: $(STAMP)
-	$(BIN)/python -m pipeline.synth --out $(BENCH) --dives 4 --images-per-dive 800 --seed 7
+	$(BIN)/python -m pipeline.synth --preset benchmark --out $(BENCH) --dives 4 \
+	  --images-per-dive 800 --seed 7
 	$(BIN)/python -m pipeline build --catalog $(BENCH)/catalog.yaml
 
-reproduce: $(BENCH)/manifests/pairs.parquet
+$(BENCH)/rloc-%/pairs.parquet: $(BENCH)/manifests/pairs.parquet
+	$(BIN)/python -m pipeline build --catalog $(BENCH)/catalog.yaml --r-loc $* \
+	  --out $(BENCH)/rloc-$* --cache-from $(BENCH)/manifests
+
+reproduce: $(BENCH)/manifests/pairs.parquet $(SWEEP_MANIFESTS)
 	$(BIN)/python -m ssl.reproduce --manifest $(BENCH)/manifests/pairs.parquet --preset full \
-	  --out runs/reproduce-$(STAMP_UTC) --report REPRODUCTION.md
+	  --sweep $(SWEEP_ARG) --out runs/reproduce-$(STAMP_UTC) --report REPRODUCTION.md
+
+reproduce-cpu: $(BENCH)/manifests/pairs.parquet $(SWEEP_MANIFESTS)
+	$(BIN)/python -m ssl.reproduce --manifest $(BENCH)/manifests/pairs.parquet --preset cpu \
+	  --device cpu --sweep $(SWEEP_ARG) --out runs/reproduce-cpu-$(STAMP_UTC) \
+	  --report REPRODUCTION.md
 
 # CPU-sized: a few minutes, same code path (used by the tests on a mini-survey).
-reproduce-smoke: $(BENCH)/manifests/pairs.parquet
+reproduce-smoke: $(BENCH)/manifests/pairs.parquet $(BENCH)/rloc-2/pairs.parquet
 	$(BIN)/python -m ssl.reproduce --manifest $(BENCH)/manifests/pairs.parquet --preset smoke \
-	  --out runs/reproduce-smoke-$(STAMP_UTC) \
+	  --sweep 2=$(BENCH)/rloc-2/pairs.parquet --out runs/reproduce-smoke-$(STAMP_UTC) \
 	  --report runs/reproduce-smoke-$(STAMP_UTC)/REPRODUCTION.md
 
 test: $(STAMP)

@@ -2,7 +2,8 @@
 
 Two configurations are compared on the same footing: the same training seed and the same
 evaluation split give one pair, and the claim is judged on the differences of those pairs, not
-on two pooled means. A claimed effect counts as
+on two pooled means. A training seed's pairs are averaged over its splits (they share one
+encoder), and the interval is taken over training seeds. A claimed effect counts as
 
     reproduced     the 95 % interval of the mean paired difference excludes zero in the claimed
                    direction;
@@ -58,9 +59,9 @@ class Paired:
     def text(self, pct: bool = True, digits: int = 3) -> str:
         rel = f" ({self.relative_pct:+.1f} %)" if pct and self.base else ""
         if self.n < 2:
-            return f"{self.mean:+.{digits}f}{rel} (one pair: no interval)"
+            return f"{self.mean:+.{digits}f}{rel} (one training seed: no interval)"
         return (f"{self.mean:+.{digits}f}{rel}, 95 % CI [{self.lo:+.{digits}f}, "
-                f"{self.hi:+.{digits}f}], n={self.n}")
+                f"{self.hi:+.{digits}f}], {self.n} training seeds")
 
 
 def summarize(diffs: list[float], base: float = 0.0) -> Paired | None:
@@ -86,8 +87,13 @@ def diff_rows(a: list[list[float | None]],
 
 def paired(a: list[list[float | None]], b: list[list[float | None]]) -> Paired | None:
     """Paired differences of two configurations: a[i][j] and b[i][j] are the values of training
-    seed i on split j (None where not measured); only positions measured in both count."""
-    diffs = [d for row in diff_rows(a, b) for d in row if d is not None]
+    seed i on split j (None where not measured); only positions measured in both count.
+
+    The splits of one training seed share its encoder, so they are not independent evidence:
+    each training seed's differences are averaged over its splits, and the interval is taken
+    over training seeds (n = seeds). One training seed gives no interval, hence no verdict."""
+    diffs = [statistics.fmean(ds) for row in diff_rows(a, b)
+             if (ds := [d for d in row if d is not None])]
     bases = [vb for row_a, row_b in zip(a, b, strict=False)
              for va, vb in zip(row_a, row_b, strict=False) if va is not None and vb is not None]
     return summarize(diffs, statistics.fmean(bases) if bases else 0.0)

@@ -28,10 +28,15 @@ def test_smoke_reproduction_writes_the_table(tmp_path):
     generate(SynthConfig(out=root, dives=2, images_per_dive=48, seed=11, faults=False,
                          workers=2))
     build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
+    # the r_loc sweep: another radius from the same ingest
+    build(load_catalog(root / "catalog.yaml"), out=tmp_path / "r2", r_loc_m=2.0,
+          cache_from=root / "manifests", log=lambda *_: None)
     report = tmp_path / "REPRODUCTION.md"
+    report.write_text("# old table\n\n## Discussion\n\nKept words.\n")
     code = main(["--manifest", str(root / "manifests" / "pairs.parquet"), "--preset", "smoke",
                  "--steps", "6", "--out", str(tmp_path / "runs"), "--report", str(report),
-                 "--device", "cpu", "--workers", "0"])
+                 "--device", "cpu", "--workers", "0",
+                 "--sweep", f"2={tmp_path / 'r2' / 'pairs.parquet'}"])
     assert code == 0
     text = report.read_text()
     for name in IMAGE_CONFIGS:
@@ -46,6 +51,9 @@ def test_smoke_reproduction_writes_the_table(tmp_path):
                                  | set(BASELINES))
     for name in BASELINES:
         assert f"| {name} |" in text
+    assert "## GeoCLR and the positive radius r_loc" in text and "| 2 |" in text
+    assert text.endswith("Kept words.\n") and "# old table" not in text
+    assert "cross-dive split (full)" in text
 
 
 def _evals(values_by_seed: list[list[float]], spatial: float | None = None) -> list[dict]:

@@ -45,7 +45,7 @@ def test_pairs_follow_seed_and_split_and_skip_missing_values():
     a = [[0.8, None, 0.9], [0.7, 0.75]]
     b = [[0.7, 0.6, 0.8], [0.6, 0.65, 0.99]]  # the extra split of seed 1 has no partner
     p = paired(a, b)
-    assert p.n == 4 and p.mean == pytest.approx(0.1)
+    assert p.n == 2 and p.mean == pytest.approx(0.1)  # one difference per training seed
     assert p.base == pytest.approx((0.7 + 0.8 + 0.6 + 0.65) / 4)
 
 
@@ -79,3 +79,12 @@ def test_cross_dive_split_tests_on_whole_dives():
     assert len(seen) > 1  # the seed draws which dives are tested
     with pytest.raises(ValueError, match="at least two dives"):
         dive_split(np.array(["d1"] * 5, dtype=object))
+
+
+def test_splits_of_one_training_seed_are_not_independent_evidence():
+    # three splits of one seed agree closely, but one seed can not show an effect
+    one_seed = paired([[0.80, 0.81, 0.82]], [[0.70, 0.71, 0.72]])
+    assert one_seed.n == 1 and judge(one_seed) == NOT_SHOWN
+    three = paired([[0.80, 0.81], [0.79, 0.80], [0.81, 0.82]],
+                   [[0.70, 0.71], [0.70, 0.70], [0.71, 0.72]])
+    assert three.n == 3 and judge(three) == REPRODUCED
