@@ -40,8 +40,8 @@ PRESETS = {
              "csp_steps": 800, "train_seeds": [0, 1, 2], "eval_seeds": [0, 1, 2],
              "sweep_seeds": [0, 1, 2]},
     # two CPU cores: resnet18 (512-d features, so that "largest at 128 dims" is a question) at
-    # 64 px, three training seeds, the r_loc sweep with one. Sized from resnet18's measured
-    # training speed at 64 px on two cores (about 100 images/s) for roughly 90 minutes; the
+    # 64 px, three training seeds, the r_loc sweep with one. Sized for roughly 90 minutes from
+    # resnet18's training speed at 64 px, measured at 40-110 images/s on two busy cores; the
     # whole preset has not been timed end to end yet
     "cpu": {"backbone": "resnet18", "image_size": 64, "batch_size": 64, "steps": 200,
             "csp_steps": 200, "train_seeds": [0, 1, 2], "eval_seeds": [0, 1, 2],
