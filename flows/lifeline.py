@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -115,10 +116,17 @@ def _set_state(run_id, state) -> bool:
 
 
 def _end(run_id, state, logger: logging.Logger, message: str, code: int) -> None:
+    """The run's ending first, then its processes, then this process, with nothing in between:
+    the engine, still running in the main thread, fails the moment its worker processes go
+    (e.g. "Nanny failed to start") and would report that Failed over the real cause."""
     logger.error(message) if code else logger.warning(message)
-    runs.kill_tree(os.getpid(), include_self=False, wait_s=3.0)
     _set_state(run_id, state)
     _flush_logs()
+    for pid in runs.descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     os._exit(code)
 
 

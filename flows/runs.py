@@ -40,6 +40,7 @@ LIVE = ("PENDING", "RUNNING", "CANCELLING")
 GRACE_S = 90.0  # a run with no recorded process for this long in a live state has none
 CANCEL_GRACE_S = 60.0  # a CANCELLING run whose process still lives after this is stopped here
 LATE_S = 30.0  # a scheduled run this far past its start time is late
+SETTLE_WINDOW_S = 600.0  # runs that ended this recently get their live children settled
 
 HOST = socket.gethostname()
 
@@ -306,6 +307,20 @@ async def sweep(client, names: list[str], *, grace_s: float = GRACE_S,
         act = Action(run.name, str(run.id), dep, kind, new.type.value, why)
         log(act.line())
         actions.append(act)
+    # a run that ended abruptly (its process killed, or stopped by its lifeline) can have
+    # subflow or task states that arrive after its ending, or none at all: settle those too
+    from prefect.states import Failed
+
+    ending = {"CRASHED": Crashed, "CANCELLED": Cancelled, "FAILED": Failed}
+    for run in await _runs(client, deps, tuple(ending)):
+        if _age_s(run.state) > SETTLE_WINDOW_S:
+            continue
+        kind = run.state.type.value
+        try:
+            await asettle_children(client, run.id, lambda r=run, k=kind: ending[k](
+                message=f"its flow run {r.name} ended {k}: {r.state.message}"))
+        except Exception:  # noqa: BLE001 - cosmetic; the next round tries again
+            pass
     return actions
 
 

@@ -136,7 +136,7 @@ def test_schedule_keeps_running_through_serve_kill_server_restart_and_cancel(tmp
         os.kill(s1.pid, signal.SIGKILL)
         crashed = ended(stack, run.id, ("CRASHED",), 60)
         assert "ended while the run was in progress" in crashed.state.message
-        wait_for(lambda: not live_children(stack, run.id), 20, "its subflow and tasks to end")
+        first = run
         wait_for(lambda: not pid_alive(run_pid(run)), 30, "the orphaned run's process to exit")
         wait_for(lambda: slot_honest(stack, "sched"), 30, "no slot held by a dead run")
         stack.stop(s1)  # the rest of its process group, if any
@@ -144,6 +144,9 @@ def test_schedule_keeps_running_through_serve_kill_server_restart_and_cancel(tmp
         # 2. serve and every process of its group killed mid-run: nobody is left to report;
         # the next serve's sweep marks the run CRASHED and frees the slot
         s2 = serve(stack, catalogs, log)
+        # its subflow and tasks end with it (the sweep settles states that arrived late)
+        wait_for(lambda: not live_children(stack, first.id), 30,
+                 "the crashed run's subflow and tasks to end")
         run = start_run(stack, "sched")
         os.killpg(s2.pid, signal.SIGKILL)
         s2.wait(timeout=10)
@@ -153,7 +156,8 @@ def test_schedule_keeps_running_through_serve_kill_server_restart_and_cancel(tmp
         s3 = serve(stack, catalogs, log)
         crashed = ended(stack, run.id, ("CRASHED",), 60)
         assert "its process ended" in crashed.state.message
-        wait_for(lambda: not live_children(stack, run.id), 20, "its subflow and tasks to end")
+        wait_for(lambda: not live_children(stack, run.id), 30,
+                 "the crashed run's subflow and tasks to end")
         wait_for(lambda: slot_honest(stack, "sched"), 30, "no slot held by a dead run")
 
         # 3. server killed and restarted mid-run: serve waits the outage out, the run ends
