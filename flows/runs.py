@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
+from .server import pid_alive
+
 LIVE = ("PENDING", "RUNNING", "CANCELLING")
 GRACE_S = 90.0  # a run with no recorded process for this long in a live state has none
 CANCEL_GRACE_S = 60.0  # a CANCELLING run whose process still lives after this is stopped here
@@ -79,20 +81,6 @@ def process_start(pid: int) -> float | None:
         return None
     boot = _boot_time()
     return None if boot is None else boot + ticks / os.sysconf("SC_CLK_TCK")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
-    except (OSError, IndexError):
-        return True
-    return "zombie" not in state.lower()
 
 
 def parse_pid(infrastructure_pid: str | None) -> tuple[str, int] | None:

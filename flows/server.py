@@ -298,7 +298,7 @@ class ProcessInfo:
 
 def process_info(pid: int) -> ProcessInfo | None:
     """What can be told about `pid`; None when it is not running (or a zombie)."""
-    if pid <= 0 or not _alive(pid):
+    if pid <= 0 or not pid_alive(pid):
         return None
     argv = _argv(pid)
     env = _environ(pid)
@@ -561,7 +561,7 @@ def stop(proc: subprocess.Popen | int, timeout: float = 20.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        gone = proc.poll() is not None if isinstance(proc, subprocess.Popen) else not _alive(pid)
+        gone = proc.poll() is not None if isinstance(proc, subprocess.Popen) else not pid_alive(pid)
         if gone:
             break
         time.sleep(0.2)
@@ -588,7 +588,7 @@ def _stop_pid(pid: int, timeout: float = 20.0) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.2)
     try:
         os.kill(pid, signal.SIGKILL)
@@ -596,7 +596,8 @@ def _stop_pid(pid: int, timeout: float = 20.0) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs under that pid (a zombie, reaped here if it is ours, is gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
