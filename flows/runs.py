@@ -152,12 +152,10 @@ def kill_tree(pid: int, include_self: bool = True, wait_s: float = 5.0) -> None:
 
 # -- a run's own subflows and tasks ---------------------------------------------------------
 
-def _child_filters(run_id):
+def _filters():
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterParentFlowRunId,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
         TaskRunFilter,
         TaskRunFilterFlowRunId,
         TaskRunFilterState,
@@ -166,38 +164,60 @@ def _child_filters(run_id):
     from prefect.client.schemas.objects import StateType
 
     live = [StateType(s) for s in LIVE]
-    return (FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]),
-                          state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live))),
+    return (lambda ids: FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=ids)),
             lambda ids: TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids),
                                       state=TaskRunFilterState(type=TaskRunFilterStateType(
                                           any_=live))))
 
 
-def settle_children(client, run_id, make_state) -> int:
-    """Give the live subflow runs and task runs of a stopped run the state `make_state()` (the
-    run's own ending): a process that is gone leaves them RUNNING otherwise. Sync client."""
-    flows_f, tasks_f = _child_filters(run_id)
-    subs = client.read_flow_runs(flow_run_filter=flows_f, limit=200)
-    for sub in subs:
-        client.set_flow_run_state(sub.id, make_state(), force=True)
-    tasks = client.read_task_runs(task_run_filter=tasks_f([run_id, *(s.id for s in subs)]),
-                                  limit=500)
+def _is_live(run) -> bool:
+    return run.state is not None and run.state.type.value in LIVE
+
+
+def _settling(run_id, make_state):
+    """The settling as a sequence of client calls, (method name, kwargs) yielded and each
+    call's result sent back, so that one plan serves the sync and the async client."""
+    subs_f, tasks_f = _filters()
+    every, todo = [], [run_id]
+    while todo and len(every) < 1000:
+        found = yield "read_flow_runs", dict(flow_run_filter=subs_f(todo), limit=200)
+        every += found
+        todo = [r.id for r in found]
+    n = 0
+    for sub in every:
+        if _is_live(sub):
+            yield "set_flow_run_state", dict(flow_run_id=sub.id, state=make_state(), force=True)
+            n += 1
+    tasks = yield "read_task_runs", dict(
+        task_run_filter=tasks_f([run_id, *(s.id for s in every)]), limit=500)
     for t in tasks:
-        client.set_task_run_state(t.id, make_state(), force=True)
-    return len(subs) + len(tasks)
+        yield "set_task_run_state", dict(task_run_id=t.id, state=make_state(), force=True)
+    return n + len(tasks)
+
+
+def settle_children(client, run_id, make_state) -> int:
+    """Give the live subflow runs (at any depth) and the live task runs of a stopped run, and
+    of every one of its subflows whatever their state, the state `make_state()` (the run's own
+    ending): a process that is gone leaves them RUNNING otherwise, and a state sent before the
+    process died can arrive after an earlier settling. Sync client; returns how many."""
+    plan, result = _settling(run_id, make_state), None
+    try:
+        while True:
+            method, kw = plan.send(result)
+            result = getattr(client, method)(**kw)
+    except StopIteration as done:
+        return done.value
 
 
 async def asettle_children(client, run_id, make_state) -> int:
     """settle_children with an async client."""
-    flows_f, tasks_f = _child_filters(run_id)
-    subs = await client.read_flow_runs(flow_run_filter=flows_f, limit=200)
-    for sub in subs:
-        await client.set_flow_run_state(sub.id, make_state(), force=True)
-    tasks = await client.read_task_runs(task_run_filter=tasks_f([run_id, *(s.id for s in subs)]),
-                                        limit=500)
-    for t in tasks:
-        await client.set_task_run_state(t.id, make_state(), force=True)
-    return len(subs) + len(tasks)
+    plan, result = _settling(run_id, make_state), None
+    try:
+        while True:
+            method, kw = plan.send(result)
+            result = await getattr(client, method)(**kw)
+    except StopIteration as done:
+        return done.value
 
 
 # -- the sweep ---------------------------------------------------------------------------

@@ -268,7 +268,10 @@ def test_runs_that_fell_due_while_nothing_served_collapse_to_one_catch_up_run(
         # none was cancelled for want of the slot. (Runs falling due while the catch-up run
         # runs are cancelled as any run arriving during another is: CANCEL_NEW.)
         left = {r.name: now[r.id] for r in due if r.id in now}
-        assert len(left) <= 1 and set(left.values()) <= {"COMPLETED"}, left
+        why = {r.name: (str(r.expected_start_time), state_name(r), r.state.message)
+               for r in stack.flow_runs("late")}
+        assert len(left) <= 1 and set(left.values()) <= {"COMPLETED"}, \
+            (left, why, log.read_text(errors="replace")[-4000:])
         assert "as the catch-up run" in log.read_text(errors="replace")
     finally:
         stack.stop(proc)
