@@ -40,11 +40,12 @@ PRESETS = {
              "csp_steps": 800, "train_seeds": [0, 1, 2], "eval_seeds": [0, 1, 2],
              "sweep_seeds": [0, 1, 2]},
     # two CPU cores: resnet18 (512-d features, so that "largest at 128 dims" is a question) at
-    # 64 px, three training seeds, the r_loc sweep with one. Sized for roughly 90 minutes from
-    # resnet18's training speed at 64 px, measured at 40-110 images/s on two busy cores; the
-    # whole preset has not been timed end to end yet
-    "cpu": {"backbone": "resnet18", "image_size": 64, "batch_size": 64, "steps": 200,
-            "csp_steps": 200, "train_seeds": [0, 1, 2], "eval_seeds": [0, 1, 2],
+    # 64 px, three training seeds, the r_loc sweep with one. Sized for about 90-100 minutes:
+    # resnet18 trains at 30-60 images/s at 64 px on two cores (about 2.5 minutes per image
+    # encoder), an evaluation takes about a minute. So few steps leave the encoders barely
+    # trained: this preset tests the code and the statistics, not the methods (REPRODUCTION.md)
+    "cpu": {"backbone": "resnet18", "image_size": 64, "batch_size": 64, "steps": 120,
+            "csp_steps": 120, "train_seeds": [0, 1, 2], "eval_seeds": [0, 1, 2],
             "sweep_seeds": [0]},
     # CPU-sized: a small CNN at 32 px, the same code path, a few minutes on two cores
     "smoke": {"backbone": "tiny", "image_size": 32, "batch_size": 32, "steps": 60,
@@ -58,6 +59,9 @@ IMAGE_CONFIGS = {
     "geoclr+sp": ["--objective", "geoclr", "--sp", "0.5"],
 }
 CSP_LOSSES = ("mc", "nce", "l2")
+# the probe cells the table and the claims read (svm at 128 and full width, all labels and 10
+# per class; kNN at full width): evaluating only these halves the probe time of every run
+TABLE_CELLS = ["--probes", "svm,knn", "--regimes", "10,all", "--dims", "128,full"]
 BASELINES = {"random-init": ["--baseline", "random-init"],
              "handcrafted": ["--baseline", "handcrafted"]}
 CLAIMS = {
@@ -185,8 +189,8 @@ def run_all(args) -> dict:
             source = [*flags, "--backbone", cfg["backbone"], "--image-size",
                       str(cfg["image_size"]), "--init-seed", str(seed)]
             _run(evaluate_main, [*source, "--manifest", args.manifest, "--out",
-                                 str(run / "eval"), "--seeds", seeds, "--no-spatial-tasks",
-                                 *dev], f"evaluate {name} seed {seed}")
+                                 str(run / "eval"), "--seeds", seeds, *TABLE_CELLS,
+                                 "--no-spatial-tasks", *dev], f"evaluate {name} seed {seed}")
             m = _metrics(run)
             m["cross_dive_results"] = cross_dive(source, run, f"evaluate {name} seed {seed}")
             evals.setdefault(name, []).append(m)
@@ -196,7 +200,7 @@ def run_all(args) -> dict:
                               "--out", str(run)], f"train {name} seed {seed}")
             _run(evaluate_main, ["--checkpoint", str(run / "last.pt"), "--manifest",
                                  args.manifest, "--out", str(run / "eval"), "--seeds", seeds,
-                                 "--spatial-tasks"] + (["--device", args.device]
+                                 *TABLE_CELLS, "--spatial-tasks"] + (["--device", args.device]
                                                        if args.device else []),
                  f"evaluate {name} seed {seed}")
             m = _metrics(run)
