@@ -22,6 +22,9 @@ BACKSCATTER_RGB = np.array([0.01, 0.06, 0.07], dtype=np.float32)
 FOCUS_ALTITUDE_M = 2.0
 COARSE_STEP_PX = 8  # habitat scores are evaluated on this grid and interpolated
 AUTO_EXPOSURE_SHARE = 0.6  # benchmark preset: share of the range falloff auto-exposure undoes
+# a class leading the scores at all corners of a cell by more than this keeps the lead over
+# the whole cell despite float rounding (interpolation errors are ~1e-15 of the scores)
+_CLEAR_MARGIN = 1e-6
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,11 @@ def motion_blur(arr: np.ndarray, length_px: float) -> np.ndarray:
         return arr
     before, after = n // 2, n - n // 2
     padded = np.pad(arr, ((before, after), (0, 0), (0, 0)), mode="edge")
-    out = np.zeros_like(arr)
-    for s in range(n + 1):
+    out = padded[: arr.shape[0]].copy()
+    for s in range(1, n + 1):
         out += padded[s : s + arr.shape[0]]
-    return out / np.float32(n + 1)
+    out /= np.float32(n + 1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -110,16 +114,24 @@ class Renderer:
         step = COARSE_STEP_PX
         self._off_axis_coarse = np.ascontiguousarray(self._off_axis[::step, ::step])
         self._vignette_coarse = np.ascontiguousarray(vignette[::step, ::step]).astype(np.float32)
+        # coarse cell of each pixel row / column and the position in it, as float64 like the
+        # full upsampling these replace (classes_from_scores must reproduce it exactly)
+        gh, gw = self._cu.shape
+        fy = self._v[:, 0] / COARSE_STEP_PX
+        fx = self._u[0, :] / COARSE_STEP_PX
+        y0 = np.minimum(fy.astype(np.int64), gh - 2)
+        x0 = np.minimum(fx.astype(np.int64), gw - 2)
+        self._cell_of_px = (y0, x0, fy - y0, fx - x0)
         self._noise = np.random.default_rng(12345).standard_normal(
             4 * cam.width * cam.height * 3, dtype=np.float32
         )
 
-    def _lighting(
+    def _lighting_coarse(
         self, altitude_m: float, imaging: Imaging | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-pixel RGB gain (strobe, vignetting, attenuation) and backscatter (x255).
+        """RGB gain (strobe, vignetting, attenuation) and backscatter (x255) at every
+        COARSE_STEP_PX-th pixel of every COARSE_STEP_PX-th row.
 
-        Both are smooth over the frame, so they are computed on the coarse grid and upsampled.
         ``imaging`` (benchmark preset) scales water, white balance and exposure.
         """
         off = self._off_axis_coarse
@@ -142,6 +154,14 @@ class Renderer:
             back = ((255.0 * np.float32(imaging.exposure)) * balance
                     * np.asarray(imaging.backscatter_rgb, np.float32)) * haze[..., None]
             gain, back = gain.astype(np.float32), back.astype(np.float32)
+        return gain, back
+
+    def _lighting(
+        self, altitude_m: float, imaging: Imaging | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel RGB gain and backscatter (H, W, 3): both are smooth over the frame, so they
+        are computed on a coarse grid (``_lighting_coarse``) and upsampled."""
+        gain, back = self._lighting_coarse(altitude_m, imaging)
         size = (self.cam.width, self.cam.height)
         up = [
             np.asarray(Image.fromarray(np.ascontiguousarray(a[..., c])).resize(size, Image.BILINEAR))
@@ -149,6 +169,43 @@ class Renderer:
             for c in range(3)
         ]
         return np.stack(up[:3], axis=-1), np.stack(up[3:], axis=-1)
+
+    def lighting_in_cells(
+        self, altitude_m: float, imaging: Imaging | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``_lighting``'s gain and backscatter laid out by coarse cell, (3, S, S, cells_y,
+        cells_x) with pixel (v, u) at [:, v % S, u % S, v // S, u // S], S = COARSE_STEP_PX: the
+        layout MixtureSeabed.surface renders in, so that it can light the image in the pass that
+        blends it. None unless the frame is made of whole cells.
+
+        Pillow's bilinear resize by a factor S samples output pixel p at input position
+        (p + 0.5) / S - 0.5, edge-clamped, so each in-cell phase reads two neighbouring coarse
+        values (from this cell or the one before) with one fixed weight: the same interpolation,
+        done with slices on whole planes rather than a resize per channel.
+        """
+        s = COARSE_STEP_PX
+        if self.cam.width % s or self.cam.height % s:
+            return None
+        gain, back = self._lighting_coarse(altitude_m, imaging)
+        h, w = gain.shape[:2]
+        planes = np.moveaxis(np.concatenate([gain, back], axis=-1), -1, 0)  # (6, h, w)
+        planes = np.pad(planes, ((0, 0), (1, 1), (1, 1)), mode="edge")  # the edge clamp
+        pos = (np.arange(s) + 0.5) / s - 0.5
+        lower = np.floor(pos).astype(int) + 1  # lower tap of each phase, in padded indices
+        weight = (pos - np.floor(pos)).astype(np.float32)
+        rows = np.stack([planes[:, i : i + h] + (planes[:, i + 1 : i + 1 + h]
+                                                 - planes[:, i : i + h]) * f
+                         for i, f in zip(lower, weight, strict=True)], axis=1)  # (6, S, h, w+2)
+        step = rows[..., 1:] - rows[..., :-1]
+        out = np.empty((6, s, s, h, w), np.float32)
+        for i in np.unique(lower):  # phases sharing a lower tap: a run of columns in the cell
+            run = slice(np.argmax(lower == i), s - np.argmax(lower[::-1] == i))
+            # contiguous taps: the full-size passes then run over whole planes
+            start = np.ascontiguousarray(rows[..., i : i + w])[:, :, None]
+            slope = np.ascontiguousarray(step[..., i : i + w])[:, :, None]
+            np.multiply(slope, weight[run, None, None], out=out[:, :, run])
+            out[:, :, run] += start
+        return out[:3], out[3:]
 
     def habitat_map(self, x: float, y: float, altitude_m: float, heading_deg: float) -> np.ndarray:
         """Per-pixel habitat class (H, W) uint8, from scores interpolated off a coarse grid."""
@@ -158,27 +215,34 @@ class Renderer:
         return self.classes_from_scores(scores)
 
     def classes_from_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Per-pixel arg-max class (H, W) uint8 of float32 scores (gh, gw, K) on the coarse grid."""
-        cam = self.cam
+        """Per-pixel arg-max class (H, W) uint8 of float32 scores (gh, gw, K) on the coarse grid.
+
+        The classes are those of bilinearly upsampled scores, but only border cells are
+        upsampled: an interpolated score is a convex combination of the cell's corners, so a
+        class that leads at all four corners (by more than rounding can undo) leads at every
+        pixel of the cell. Cells whose corners disagree (habitat borders, usually a few % of the
+        frame) are interpolated pixel by pixel with the arithmetic of a full upsampling, so the
+        result is identical to upsampling everything, at a fraction of the cost.
+        """
         gh, gw, k = scores.shape
-        top2 = np.sort(scores, axis=-1)[..., -2:]
         coarse = np.argmax(scores, axis=-1)
-        if (coarse == coarse.flat[0]).all() and (top2[..., 1] - top2[..., 0]).min() > 0.05:
-            # one habitat with a clear margin everywhere: interpolation cannot change it
-            return np.full((cam.height, cam.width), coarse.flat[0], dtype=np.uint8)
-        # bilinear upsampling of every class score to pixel resolution
-        fy = (self._v[:, 0] / COARSE_STEP_PX)
-        fx = (self._u[0, :] / COARSE_STEP_PX)
-        y0 = np.minimum(fy.astype(np.int64), gh - 2)
-        x0 = np.minimum(fx.astype(np.int64), gw - 2)
-        wy = (fy - y0)[:, None, None]
-        wx = (fx - x0)[None, :, None]
-        s00 = scores[y0][:, x0]
-        s01 = scores[y0][:, x0 + 1]
-        s10 = scores[y0 + 1][:, x0]
-        s11 = scores[y0 + 1][:, x0 + 1]
+        top2 = np.partition(scores, k - 2, axis=-1)[..., -2:]
+        clear = (top2[..., 1] - top2[..., 0]) > _CLEAR_MARGIN
+        lead = coarse[:-1, :-1]
+        uniform = clear[:-1, :-1] & clear[:-1, 1:] & clear[1:, :-1] & clear[1:, 1:]
+        uniform &= (lead == coarse[:-1, 1:]) & (lead == coarse[1:, :-1]) & (lead == coarse[1:, 1:])
+        y0, x0, wy, wx = self._cell_of_px
+        classes = lead.astype(np.uint8)[y0][:, x0]
+        if uniform.all():
+            return classes
+        vv, uu = np.nonzero(~uniform[y0][:, x0])  # pixels of border cells
+        y, x = y0[vv], x0[uu]
+        wy, wx = wy[vv, None], wx[uu, None]
+        s00, s01 = scores[y, x], scores[y, x + 1]
+        s10, s11 = scores[y + 1, x], scores[y + 1, x + 1]
         full = (s00 * (1 - wx) + s01 * wx) * (1 - wy) + (s10 * (1 - wx) + s11 * wx) * wy
-        return np.argmax(full, axis=-1).astype(np.uint8)
+        classes[vv, uu] = np.argmax(full, axis=-1)
+        return classes
 
     def render(
         self, x: float, y: float, altitude_m: float, heading_deg: float, rng: np.random.Generator,
@@ -186,24 +250,27 @@ class Renderer:
     ) -> tuple[bytes, np.ndarray]:
         """JPEG bytes of the image at this true pose and its per-pixel habitat map.
 
-        A seabed with a ``surface(renderer, x, y, altitude_m, heading_deg)`` method (the
-        benchmark's MixtureSeabed) supplies classes and albedo itself; ``imaging`` adds the
+        A seabed with a ``surface(renderer, x, y, altitude_m, heading_deg, light=...)`` method
+        (the benchmark's MixtureSeabed) supplies classes and albedo itself, or the lit image
+        when given the lighting (``lighting_in_cells``, when there is one); ``imaging`` adds the
         benchmark's per-dive water, white balance, exposure and motion blur.
         """
         cam = self.cam
         surface = getattr(self.seabed, "surface", None)
+        light = None
         if surface is not None:
-            classes, albedo = surface(self, x, y, altitude_m, heading_deg)
+            light = self.lighting_in_cells(altitude_m, imaging)
+            classes, img = surface(self, x, y, altitude_m, heading_deg, light=light)
         else:
             classes = self.habitat_map(x, y, altitude_m, heading_deg)
             wx, wy = pixel_to_world(cam, x, y, altitude_m, heading_deg, self._u, self._v)
-            albedo = self.seabed.albedo(wx, wy, classes)  # (H, W, 3), 0..255
-
-        # light path strobe -> seabed -> lens is about twice the slant range
-        gain, backscatter = self._lighting(altitude_m, imaging)
-        img = albedo * gain
-        img += backscatter
-        img8 = np.clip(img, 0, 255).astype(np.uint8)
+            img = self.seabed.albedo(wx, wy, classes)  # (H, W, 3), 0..255
+        if light is None:  # not lit by the seabed's surface
+            # light path strobe -> seabed -> lens is about twice the slant range
+            gain, backscatter = self._lighting(altitude_m, imaging)
+            img = img * gain
+            img += backscatter
+        img8 = np.clip(img, 0, 255, out=img).astype(np.uint8)
 
         pil = Image.fromarray(img8)
         # defocus grows with distance from the focus altitude; scale by image width
@@ -219,8 +286,13 @@ class Renderer:
         n = arr.size
         start = int(rng.integers(0, self._noise.size - n))
         noise = self._noise[start : start + n].reshape(arr.shape)
-        arr += noise * np.sqrt(np.float32(4.0) + np.float32(0.08) * arr)
-        out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+        # (in place: each full-size temporary costs about as much as the arithmetic)
+        shot = arr * np.float32(0.08)
+        shot += np.float32(4.0)
+        np.sqrt(shot, out=shot)
+        shot *= noise
+        arr += shot
+        out = Image.fromarray(np.clip(arr, 0, 255, out=arr).astype(np.uint8))
         buf = io.BytesIO()
         out.save(buf, format="JPEG", quality=cam.jpeg_quality)
         return buf.getvalue(), classes
