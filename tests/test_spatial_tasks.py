@@ -165,6 +165,25 @@ def test_position_scale_task_is_near_zero_with_uninformative_features(gradients)
     assert all(-0.3 < v < 0.05 for v in res["r2"].values()), res["r2"]
 
 
+def test_a_unit_silent_on_the_training_side_does_not_wreck_the_position_probe():
+    # features that carry the targets linearly, plus one unit that is ~0 on the training side
+    # and fires on a few test crops: the probe must not extrapolate it hundreds of std out
+    rng = np.random.default_rng(0)
+    y_tr, y_te = rng.normal(size=(400, 4)), rng.normal(size=(200, 4))
+    mix = rng.normal(size=(4, 16))
+
+    def feats(y, rare):
+        return np.concatenate([y @ mix + 0.3 * rng.normal(size=(len(y), 16)), rare], axis=1)
+
+    x_tr = feats(y_tr, 1e-4 * rng.normal(size=(400, 1)))
+    rare_te = np.zeros((200, 1))
+    rare_te[:20] = 5.0  # a unit that fires on a tenth of the test crops
+    r2, _, _ = spatial._ridge_scores(x_tr, y_tr, feats(y_te, rare_te), y_te)
+    clean, _, _ = spatial._ridge_scores(x_tr[:, :16], y_tr, feats(y_te, rare_te)[:, :16], y_te)
+    assert clean.min() > 0.8
+    assert np.abs(r2 - clean).max() < 0.05, (r2, clean)
+
+
 def test_position_scale_task_is_deterministic_and_caps_images(gradients):
     jpegs, _ = gradients
     run = dict(encoder=MeanColour(), jpegs=jpegs, image_size=48, device=CPU,

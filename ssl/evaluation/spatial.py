@@ -146,11 +146,19 @@ def _pair_data(encoder, jpegs: list[bytes], idx: np.ndarray, crop_size: int,
 
 
 def _ridge_scores(x_tr, y_tr, x_te, y_te) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-target R^2, MAE and the chosen alphas of a standardised RidgeCV probe."""
+    """Per-target R^2, MAE and the chosen alphas of a standardised RidgeCV probe.
+
+    Test features are clipped to the training side's range after standardising: a unit that is
+    almost never active on the training side (standard deviation ~1e-4, common among a briefly
+    trained ResNet's ReLU outputs) and active on a test crop would otherwise reach hundreds of
+    standard deviations and throw the prediction far off (R^2 of -16 was seen), which measures
+    that unit, not the features' spatial information."""
     scaler = StandardScaler().fit(x_tr)
+    z_tr = scaler.transform(x_tr)
+    z_te = np.clip(scaler.transform(x_te), z_tr.min(axis=0), z_tr.max(axis=0))
     ridge = RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True, gcv_mode="svd")
-    ridge.fit(scaler.transform(x_tr), y_tr)
-    pred = ridge.predict(scaler.transform(x_te)).reshape(y_te.shape)
+    ridge.fit(z_tr, y_tr)
+    pred = ridge.predict(z_te).reshape(y_te.shape)
     r2 = r2_score(y_te, pred, multioutput="raw_values")
     mae = np.abs(pred - y_te).mean(axis=0)
     return r2, mae, np.atleast_1d(ridge.alpha_)
