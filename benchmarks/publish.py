@@ -56,12 +56,20 @@ def bytes_beside(root: Path, cache: dict) -> int:
     return sum(b for k, b in inodes(root).items() if k not in cache)
 
 
-def fake_shard(path: Path, mb: float, rows: int) -> None:
+def fake_shard(path: Path, mb: float, rows: int) -> str:
+    """A cache entry's shard (images.parquet) and image store (images.arrow beside it) of
+    random bytes; returns their content digest (contract.shard_digest)."""
+    from pipeline import schema
+    from pipeline.build import ENTRY_STORE, write_image_store
+
     rng = np.random.default_rng(0)
     size = max(1, int(mb * 1e6 / max(rows, 1)))
     blobs = [rng.bytes(size) for _ in range(rows)]
-    pq.write_table(pa.table({"image_id": [f"i{i}" for i in range(rows)], "jpeg": blobs}), path,
-                   row_group_size=256)
+    ids = [f"i{i}" for i in range(rows)]
+    table = pa.table({"image_id": ids, "jpeg": blobs}, schema=schema.IMAGE_SHARD)
+    pq.write_table(table, path, row_group_size=256)
+    write_image_store(table.cast(schema.IMAGE_STORE), path.with_name(ENTRY_STORE))
+    return schema.shard_digest(ids, blobs)
 
 
 def make_site(out: Path, n: int, dives: int, shard_mb: float):
@@ -92,15 +100,16 @@ def make_site(out: Path, n: int, dives: int, shard_mb: float):
         pq.write_table(pa.table({c: pa.array([], pa.string()) for c in
                                  ("dive", "source", "reason", "detail")}),
                        entry / "quarantine.parquet")
-        fake_shard(entry / "images.parquet", shard_mb, 64)
-        (entry / "summary.json").write_text(json.dumps(
-            {"dive": dive, "nav_format": "ifdo", "images_found": len(part)}))
+        digest = fake_shard(entry / pb.ENTRY_SHARD, shard_mb, 64)
+        (entry / pb.ENTRY_SUMMARY).write_text(json.dumps(
+            {"dive": dive, "nav_format": "ifdo", "images_found": len(part),
+             "shard_digest": digest}))
         finish_entry(entry, fp, list(pb.CACHE_FILES))
         fps[dive] = fp
     policy = {"r_loc_m": 5.0, "r_min_m": 0.0, "cross_dive": True, "use_depth": False,
               "min_time_gap_s": 0.0, "max_neighbours": 32, "seed": 0}
     state = {"catalog_sha256": cat.sha256, "dives": fps, "pair_policy": policy,
-             "labels_sha256": None}
+             "labels_sha256": None, "schema_version": pb.schema.SCHEMA_VERSION}
     return pb.BuildPlan(cat, out, fps, list(fps), [], [], state, False)
 
 
@@ -174,7 +183,7 @@ def main() -> None:
             folder = claim(out, "bench")
             problems = verify_generation(folder.current())
             problems += [w for d, fp in bp.dives.items()
-                         if (w := check_entry(pb._cache_dir(out, d, fp), fp))]
+                         if (w := check_entry(pb._cache_dir(out, d, fp), fp, pb.CACHE_FILES))]
             rows["verify"].append(time.perf_counter() - t)
             assert not problems, problems
         flat_bytes = bytes_beside(flat, cache)

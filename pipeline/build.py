@@ -75,6 +75,7 @@ from .output import (
     verify_generation,
 )
 from .pairs import find_pairs
+from .schema import shard_name, store_name
 
 
 class BuildLocked(RuntimeError):
@@ -215,7 +216,7 @@ def adopt_entry(src_out: Path, out: Path, dive: str, fp: str) -> bool:
     inputs (same fingerprint, verified against its done.json): hard links, a copy where the
     filesystem has none. The other folder is only read. Returns whether it was adopted."""
     src = _cache_dir(src_out, dive, fp)
-    if check_entry(src, fp) is not None:
+    if check_entry(src, fp, CACHE_FILES) is not None:
         return False
     entry = _cache_dir(out, dive, fp)
     begin_entry(entry, list(CACHE_FILES))
@@ -258,8 +259,11 @@ def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bo
     dives = {d: dive_fingerprint(cat, d, rels) for d, rels in images.items()}
     policy = _policy(cat, r_loc_m)
     labels = cat.root / cat.labels if cat.labels else None
+    # the schema version is part of what a set was built from: a set an earlier builder
+    # published is republished even when every dive's cache entry is already this builder's
     state = {"catalog_sha256": cat.sha256, "dives": dives, "pair_policy": policy,
-             "labels_sha256": file_sha256(labels) if labels and labels.exists() else None}
+             "labels_sha256": file_sha256(labels) if labels and labels.exists() else None,
+             "schema_version": schema.SCHEMA_VERSION}
     gen = folder.current()
     repairs = []
     if gen is not None:
@@ -267,7 +271,7 @@ def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bo
     previous = gen.state if gen is not None and not repairs else {}
     cached, changed = [], []
     for d, fp in dives.items():
-        why = None if full_rebuild else check_entry(_cache_dir(out, d, fp), fp)
+        why = None if full_rebuild else check_entry(_cache_dir(out, d, fp), fp, CACHE_FILES)
         if why == "absent" and cache_from is not None and adopt_entry(cache_from, out, d, fp):
             why = None
         if full_rebuild or why is not None:
@@ -290,7 +294,21 @@ def _policy(cat: Catalog, r_loc_m: float | None) -> dict:
     return p
 
 
-CACHE_FILES = ("locations.parquet", "quarantine.parquet", "images.parquet", "summary.json")
+ENTRY_SHARD = "images.parquet"  # the dive's (image_id, jpeg) shard, published as shard_name
+ENTRY_STORE = "images.arrow"  # the same rows as an uncompressed Arrow IPC file (store_name)
+ENTRY_SUMMARY = "summary.json"  # nav format, images found, the shard's content digest
+CACHE_FILES = ("locations.parquet", "quarantine.parquet", ENTRY_SHARD, ENTRY_STORE, ENTRY_SUMMARY)
+# an entry whose done.json records other names (builder 0.1.x wrote no images.arrow and no
+# digest) fails check_entry against CACHE_FILES, so its dive is ingested again
+
+
+def write_image_store(table: pa.Table, path: Path) -> None:
+    """``table`` (IMAGE_STORE) as an uncompressed Arrow IPC file (each image one contiguous byte range).
+
+    Opened with ``open`` so the file is created like every other the builder writes."""
+    opts = pa.ipc.IpcWriteOptions(compression=None)
+    with open(path, "wb") as fh, pa.ipc.new_file(fh, schema.IMAGE_STORE, options=opts) as w:
+        w.write_table(table)
 
 
 def ingest_cached(cat: Catalog, out: Path, dive: str, fingerprint: str, workers=None, progress=None,
@@ -308,11 +326,13 @@ def ingest_cached(cat: Catalog, out: Path, dive: str, fingerprint: str, workers=
     entry = _cache_dir(out, dive, fingerprint)
     locations = pa.Table.from_pandas(res.locations, preserve_index=False)
     quarantine = pa.Table.from_pandas(res.quarantine, preserve_index=False)
-    shard = pa.table({"image_id": [s[0] for s in res.shards], "jpeg": [s[1] for s in res.shards]},
-                     schema=schema.IMAGE_SHARD)
+    ids, jpegs = [s[0] for s in res.shards], [s[1] for s in res.shards]
+    shard = pa.table({"image_id": ids, "jpeg": jpegs}, schema=schema.IMAGE_SHARD)
+    store = shard.cast(schema.IMAGE_STORE)  # the same rows in the same order, 64-bit offsets
     summary = json.dumps({"dive": dive, "nav_format": res.nav_format,
-                          "images_found": res.images_found})
-    payload = (locations.nbytes + quarantine.nbytes + shard.nbytes + len(summary)
+                          "images_found": res.images_found,
+                          "shard_digest": schema.shard_digest(ids, jpegs)})
+    payload = (locations.nbytes + quarantine.nbytes + shard.nbytes + store.nbytes + len(summary)
                + (len(CACHE_FILES) + 2) * FILE_OVERHEAD)
     check_space(out, payload, f"cache the ingest of dive {dive} ({len(res.shards)} images)",
                 "nothing of this dive was written, the published manifests are unchanged")
@@ -323,9 +343,11 @@ def ingest_cached(cat: Catalog, out: Path, dive: str, fingerprint: str, workers=
         pq.write_table(locations, writing)
         writing = entry / "quarantine.parquet"
         pq.write_table(quarantine, writing)
-        writing = entry / "images.parquet"
+        writing = entry / ENTRY_SHARD
         pq.write_table(shard, writing, row_group_size=256)
-        writing = entry / "summary.json"
+        writing = entry / ENTRY_STORE
+        write_image_store(store, writing)
+        writing = entry / ENTRY_SUMMARY
         writing.write_text(summary)
         writing = entry / ENTRY_DONE
         finish_entry(entry, fingerprint, list(CACHE_FILES))
@@ -348,13 +370,20 @@ def ingest_cached(cat: Catalog, out: Path, dive: str, fingerprint: str, workers=
 
 def load_cached(out: Path, dive: str, fingerprint: str) -> DiveResult:
     folder = _cache_dir(out, dive, fingerprint)
-    summary = json.loads((folder / "summary.json").read_text())  # checked by plan (check_entry)
+    summary = json.loads((folder / ENTRY_SUMMARY).read_text())  # checked by plan (check_entry)
     return DiveResult(
         dive=dive, nav_format=summary["nav_format"],
         locations=pq.read_table(folder / "locations.parquet").to_pandas(),
         quarantine=pq.read_table(folder / "quarantine.parquet").to_pandas(),
         images_found=summary["images_found"],
     )
+
+
+def cached_shard_digest(out: Path, dive: str, fingerprint: str) -> str:
+    """The content digest (contract.shard_digest) of a dive's cached image shard, taken at
+    ingest while its bytes were in memory (an entry of this builder always records it)."""
+    summary = json.loads((_cache_dir(out, dive, fingerprint) / ENTRY_SUMMARY).read_text())
+    return summary["shard_digest"]
 
 
 def _labels(cat: Catalog) -> dict[str, str]:
@@ -451,10 +480,6 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
     return Site(table, pairs, qt, crs_policy.crs_epsg_string(site_crs), crs_policy.crs_projjson(site_crs), report)
 
 
-def shard_name(dive: str) -> str:
-    return f"images/{dive}.parquet"
-
-
 def _same_device(a: Path, b: Path) -> bool:
     """Whether a hard link from ``a`` into folder ``b`` can work at all (one filesystem)."""
     try:
@@ -513,6 +538,28 @@ def _failed_file(exc: OSError, writing: Path, out: Path) -> Path:
     return path
 
 
+def image_validation(cat: Catalog) -> str:
+    """META_IMAGE_VALIDATION: how the images were checked ("decode": decoded and shards
+    written; "header": headers only, empty shards), "none" for a navigation-only catalog."""
+    return "none" if cat.images is None else cat.validate_images
+
+
+def _dataset_identity(bp: BuildPlan, site: Site, policy: dict) -> dict:
+    """contract.dataset_identity of the set ``publish`` writes: the locations in idx order,
+    the pairs, the pair policy as written to META_PAIR_POLICY, and the shard digest of each
+    dive that has located images (a dive whose images were all quarantined adds nothing a
+    trainer reads, so it does not change the identity)."""
+    loc = site.locations
+    dive_col = loc.column("dive")
+    if pa.types.is_dictionary(dive_col.type):
+        dive_col = dive_col.cast(dive_col.type.value_type)
+    image_id, dive = loc.column("image_id").to_pylist(), dive_col.to_pylist()
+    xy = np.column_stack([loc.column("easting").to_numpy(), loc.column("northing").to_numpy()])
+    shards = {d: cached_shard_digest(bp.output, d, bp.dives[d]) for d in sorted(set(dive))}
+    return schema.dataset_identity(image_id, dive, xy, site.pairs.column("anchor").to_numpy(),
+                                   site.pairs.column("positive").to_numpy(), policy, shards)
+
+
 def publish(bp: BuildPlan, site: Site, timings: dict | None = None) -> dict:
     """Publish the manifest set as one new generation, then switch ``current`` to it.
 
@@ -526,17 +573,29 @@ def publish(bp: BuildPlan, site: Site, timings: dict | None = None) -> dict:
     when it does not fit. A publish that fails before the switch (a full disk, or any other
     error) removes its generation by its files.json and its temporary files, and leaves the
     published set as it was; a write that failed for lack of space is raised as DiskFull
-    naming the file. No temporary name is left by a publish that succeeds either."""
+    naming the file. No temporary name is left by a publish that succeeds either.
+
+    Each dive's cached shard is published twice, as ``images/<dive>.parquet`` and as the
+    uncompressed ``images/<dive>.arrow`` (contract.shard_name, contract.store_name). The
+    pairs metadata records the dataset identity (contract.dataset_identity: images, positions,
+    pairs, policy and each dive's shard digest, so a rebuild of unchanged inputs keeps it) and
+    how the catalog validated the images."""
     cat, out = bp.catalog, bp.output
     t0 = time.perf_counter()
     folder = claim(out, cat.name, cat.source, cat.root)
     counts = {"images": site.report["images_found"], "located": site.locations.num_rows,
               "quarantined": site.quarantine.num_rows, "pairs": site.pairs.num_rows}
     meta = base_metadata(cat.name, cat.sha256 or "", site.crs, counts)
-    shards = [shard_name(d) for d in bp.dives]
-    sources = {d: _cache_dir(out, d, fp) / "images.parquet" for d, fp in bp.dives.items()}
+    # destination in the generation -> the cache entry's file it is a hard link of
+    sources = {}
+    for d, fp in bp.dives.items():
+        sources[shard_name(d)] = _cache_dir(out, d, fp) / ENTRY_SHARD
+        sources[store_name(d)] = _cache_dir(out, d, fp) / ENTRY_STORE
+    shards = list(sources)
+    policy_json = json.dumps(site.report["pair_policy"], sort_keys=True)
+    identity = json.dumps(_dataset_identity(bp, site, json.loads(policy_json)), sort_keys=True)
     geo = with_metadata(to_geoparquet_table(site.locations, site.projjson), meta)
-    payload = _publish_payload(site, geo, bp)
+    payload = _publish_payload(site, geo, bp) + len(identity)  # the identity: pairs footer
     gens = out / GENERATIONS if (out / GENERATIONS).is_dir() else out
     cross = sum(src.stat().st_size for src in sources.values() if not _same_device(src, gens))
     unchanged = "nothing was written, the published manifests are unchanged"
@@ -545,12 +604,13 @@ def publish(bp: BuildPlan, site: Site, timings: dict | None = None) -> dict:
     gen, writing = None, out / GENERATIONS
     try:
         gen = begin_generation(folder, [*MANIFEST_FILES, *shards])
-        # image shards: hard links of the cached shards (no bytes copied), a copy where the
-        # filesystem has no hard links; check_entry verified each cached shard in plan. The
-        # links go straight to their final names in the fresh folder: no temporary name.
+        # image shards and stores: hard links of the cached files (no bytes copied), a copy
+        # where the filesystem has no hard links; check_entry verified each cached file in
+        # plan. The links go straight to their final names in the fresh folder: no temporary
+        # name.
         copies = []
-        for dive, src in sources.items():
-            writing = dst = gen / shard_name(dive)
+        for name, src in sources.items():
+            writing = dst = gen / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             try:
                 dst.hardlink_to(src)
@@ -561,21 +621,23 @@ def publish(bp: BuildPlan, site: Site, timings: dict | None = None) -> dict:
         if copies:
             copied = sum(src.stat().st_size for src, _ in copies)
             if copied > cross:  # links refused on one filesystem: the copies need room too
-                check_space(out, payload + copied, f"{what} ({len(copies)} shards copied, the "
+                check_space(out, payload + copied, f"{what} ({len(copies)} image files copied, the "
                             "filesystem refused hard links)", "the published manifests are "
                             "unchanged (the unfinished generation was removed)")
             for src, dst in copies:
                 writing = dst
                 shutil.copyfile(src, dst)
-        writing = gen / "locations.parquet"
+        writing = gen / schema.LOCATIONS_FILE
         pq.write_table(geo, writing, compression="zstd",
                        row_group_size=row_group_rows(site.locations.num_rows))
-        pair_meta = {**meta, schema.META_PAIR_POLICY: json.dumps(site.report["pair_policy"], sort_keys=True),
-                     schema.META_LOCATIONS_SHA256: file_sha256(gen / "locations.parquet"),
-                     schema.META_LOCATIONS_PATH: "locations.parquet"}
-        writing = gen / "pairs.parquet"
+        pair_meta = {**meta, schema.META_PAIR_POLICY: policy_json,
+                     schema.META_LOCATIONS_SHA256: file_sha256(gen / schema.LOCATIONS_FILE),
+                     schema.META_LOCATIONS_PATH: schema.LOCATIONS_FILE,
+                     schema.META_DATASET: identity,
+                     schema.META_IMAGE_VALIDATION: image_validation(cat)}
+        writing = gen / schema.PAIRS_FILE
         pq.write_table(with_metadata(site.pairs, pair_meta), writing, compression="zstd")
-        writing = gen / "quarantine.parquet"
+        writing = gen / schema.QUARANTINE_FILE
         pq.write_table(with_metadata(site.quarantine, meta), writing)
         report = {**site.report, "output": str(out), "generation": gen.name,
                   "created_utc": meta[schema.META_CREATED], "state": bp.state,

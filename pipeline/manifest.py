@@ -15,7 +15,8 @@ from . import schema
 
 
 class ManifestMismatch(ValueError):
-    """pairs.parquet does not belong to the locations.parquet beside it."""
+    """pairs.parquet does not belong to the locations.parquet beside it, or a manifest is of
+    another schema version than the contract's."""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -87,12 +88,21 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in meta.items()}
 
 
+def _check_schema(meta: dict[str, str], path: Path) -> None:
+    """ManifestMismatch when the file's metadata is not of the contract's schema version."""
+    problem = schema.schema_problem(meta, path)
+    if problem:
+        raise ManifestMismatch(problem)
+
+
 def locations_path_for(pairs_path: str | Path) -> Path:
     """The locations file a pairs manifest names, relative to the folder the pairs file really
     lies in: ``<output>/pairs.parquet`` is a link into the current generation, and resolving it
-    first keeps both reads in that one generation while a new one is published."""
+    first keeps both reads in that one generation while a new one is published. A pairs file
+    of another schema version is refused (ManifestMismatch naming the builder to use)."""
     pairs_path = Path(os.path.realpath(pairs_path))
     meta = read_metadata(pairs_path)
+    _check_schema(meta, pairs_path)
     rel = meta.get(schema.META_LOCATIONS_PATH)
     if not rel:
         raise ManifestMismatch(f"{pairs_path}: no '{schema.META_LOCATIONS_PATH}' key in its metadata; "
@@ -101,7 +111,8 @@ def locations_path_for(pairs_path: str | Path) -> Path:
 
 
 def read_pairs(pairs_path: str | Path) -> tuple[pa.Table, pa.Table]:
-    """Read pairs.parquet and the locations.parquet it refers to, refusing mismatched files."""
+    """Read pairs.parquet and the locations.parquet it refers to, refusing mismatched files
+    and files of another schema version."""
     pairs_path = Path(os.path.realpath(pairs_path))
     loc_path = locations_path_for(pairs_path)
     meta = read_metadata(pairs_path)
@@ -115,4 +126,5 @@ def read_pairs(pairs_path: str | Path) -> tuple[pa.Table, pa.Table]:
             f"{loc_path} has sha256 {actual}; rebuild the manifests "
             "(python -m pipeline build --catalog ...)"
         )
+    _check_schema(read_metadata(loc_path), loc_path)
     return pq.read_table(pairs_path), pq.read_table(loc_path)

@@ -8,7 +8,8 @@ Layout of ``<output>/``::
     locations.parquet -> current/locations.parquet    (fixed links, so the usual paths work)
     pairs.parquet, quarantine.parquet, report.json, images -> current/...
     generations/000007/          the previous set, kept so that open readers can finish
-    generations/000008/          files.json (written first), the manifests, images/<dive>.parquet,
+    generations/000008/          files.json (written first), the manifests, images/<dive>.parquet
+                                 and images/<dive>.arrow (the same bytes, uncompressed),
                                  manifest.json (written last: size and digests of every file)
     cache/<dive>/<fingerprint>/  per-dive ingest; entry.json (first), tables, done.json (last)
 
@@ -22,7 +23,8 @@ Guarantees:
   generation or cache entry the names its own ``files.json``/``entry.json`` listed *before*
   the files were written. A foreign file placed anywhere in the folder is never removed.
 * ``verify_generation`` checks a published set against what was recorded when it was written
-  (sizes and SHA-256 of the manifests, size, mtime and a readable footer of each shard).
+  (sizes and SHA-256 of the manifests, size, mtime and a readable footer of each shard and
+  image store).
 * No temporary name survives a write: every ``.{name}.tmp`` is renamed into place or removed,
   also when the write fails; a write that fails for lack of space is reported as ``DiskFull``.
 """
@@ -39,6 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema
@@ -50,8 +53,8 @@ LAYOUT = 2
 CURRENT = "current"
 GENERATIONS = "generations"
 CACHE = "cache"
-MANIFEST_FILES = ("locations.parquet", "pairs.parquet", "quarantine.parquet", "report.json")
-LINKS = (*MANIFEST_FILES, "images")
+MANIFEST_FILES = (schema.LOCATIONS_FILE, schema.PAIRS_FILE, schema.QUARANTINE_FILE, "report.json")
+LINKS = (*MANIFEST_FILES, schema.IMAGES_DIR)
 GEN_FILES = "files.json"  # a generation's names, written before any of them
 GEN_MANIFEST = "manifest.json"  # sizes and digests, written last: the generation is complete
 ENTRY_FILES = "entry.json"  # a cache entry's names, written before any of them
@@ -277,6 +280,21 @@ def check_file(path: Path, rec: dict) -> str | None:
             pq.read_metadata(path)
         except Exception as exc:  # noqa: BLE001 - any unreadable footer is damage
             return f"not readable as Parquet ({exc})"
+    elif path.suffix == ".arrow":
+        return _arrow_problem(path)
+    return None
+
+
+def _arrow_problem(path: Path) -> str | None:
+    """Why ``path`` is not an image store (an Arrow IPC file of schema IMAGE_STORE), or None;
+    reads only its footer and schema (memory-mapped, no bytes copied)."""
+    try:
+        with pa.memory_map(str(path)) as mm:
+            found = pa.ipc.open_file(mm).schema
+    except Exception as exc:  # noqa: BLE001 - any unreadable footer is damage
+        return f"not readable as an Arrow IPC file ({exc})"
+    if not found.remove_metadata().equals(schema.IMAGE_STORE):
+        return f"schema {found.remove_metadata()} is not the image store's"
     return None
 
 
@@ -460,8 +478,8 @@ def _legacy_files(out: Path, report: dict) -> list[str]:
     names = [n for n in ("locations.parquet", "pairs.parquet", "quarantine.parquet",
                          "report.json", "survey_map.png") if (out / n).is_file()]
     for dive, fp in report.get("state", {}).get("dives", {}).items():
-        if (out / "images" / f"{dive}.parquet").is_file():
-            names.append(f"images/{dive}.parquet")
+        if (out / schema.shard_name(dive)).is_file():  # that builder wrote no images/*.arrow
+            names.append(schema.shard_name(dive))
         entry = out / "dives" / dive / fp[:16]
         done = entry / "done"
         if done.is_file() and done.read_text(errors="replace") == fp:
@@ -533,7 +551,10 @@ def discard_generation(gen: Path) -> list[str]:
 
 
 def finish_generation(gen: Path, state: dict, shard_names: list[str]) -> dict:
-    """Record sizes and digests of every file of ``gen`` in its manifest.json (written last)."""
+    """Record sizes and digests of every file of ``gen`` in its manifest.json (written last).
+
+    ``shard_names``: the image files (images/<dive>.parquet and images/<dive>.arrow), recorded
+    by size and mtime (hard links of the cache: hashing them would read every image again)."""
     files = {}
     for name in MANIFEST_FILES:
         fsync_file(gen / name)
@@ -541,8 +562,8 @@ def finish_generation(gen: Path, state: dict, shard_names: list[str]) -> dict:
     for name in shard_names:
         files[name] = file_record(gen / name, digest=False)
     _fsync_dir(gen)
-    if (gen / "images").is_dir():
-        _fsync_dir(gen / "images")
+    if (gen / schema.IMAGES_DIR).is_dir():
+        _fsync_dir(gen / schema.IMAGES_DIR)
     manifest = {"created_utc": _now(), "files": files, "state": state}
     write_json_atomic(manifest, gen / GEN_MANIFEST)
     _fsync_dir(gen)
@@ -672,13 +693,23 @@ def finish_entry(entry: Path, fingerprint: str, files: list[str]) -> None:
     write_json_atomic({"fingerprint": fingerprint, "files": recs}, entry / ENTRY_DONE)
 
 
-def check_entry(entry: Path, fingerprint: str) -> str | None:
-    """None when the entry is complete and intact, else why not."""
+def check_entry(entry: Path, fingerprint: str, files: Iterable[str] | None = None) -> str | None:
+    """None when the entry is complete and intact, else why not.
+
+    ``files``: the names this builder writes in an entry; an entry whose done.json records
+    other names was written by another builder version (an earlier one wrote no image store)
+    and is not trusted."""
     done = read_json(entry / ENTRY_DONE)
     if done is None:
         return "incomplete" if entry.exists() else "absent"
     if done.get("fingerprint") != fingerprint or not isinstance(done.get("files"), dict):
         return "recorded for other inputs"
+    if files is not None and set(done["files"]) != set(files):
+        missing = sorted(set(files) - set(done["files"]))
+        return ("written by another builder version (" + (
+            f"no {', '.join(missing)}" if missing else
+            f"files {', '.join(sorted(done['files']))}") + f"; this is builder "
+            f"{schema.BUILDER_VERSION})")
     for name, rec in sorted(done["files"].items()):
         why = check_file(entry / name, rec if isinstance(rec, dict) else {})
         if why:

@@ -1,69 +1,84 @@
-"""Data contracts of the manifests: one place for column names, types and metadata keys.
+"""The manifest contract as the pipeline sees it: schemas, file names, metadata keys, versions.
 
-Writers, readers and tests all use these schemas (see DESIGN.md, "Data contracts").
+They are defined once, in ``ssl/contract.py``, because the trainer reads the same files and
+must not import ``pipeline`` (nor the pipeline import torch). This module loads that file, as
+``seafloor_ssl.contract`` where the project is installed (the second import name of ``ssl/``,
+which never collides with the standard library's TLS module), or straight from the checkout's
+``ssl/contract.py`` where it is not, and re-exports its names, so ``schema.X`` is the
+contract's ``X``.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
-SCHEMA_VERSION = "1"
-BUILDER_VERSION = "0.1.0"
+_PRIVATE_NAME = "_seafloor_pipeline_contract"
 
-LOCATIONS = pa.schema([
-    pa.field("idx", pa.int32(), nullable=False),
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("dive", pa.dictionary(pa.int32(), pa.string()), nullable=False),
-    pa.field("path", pa.string(), nullable=False),
-    pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("lat", pa.float64(), nullable=False),
-    pa.field("lon", pa.float64(), nullable=False),
-    pa.field("easting", pa.float64(), nullable=False),
-    pa.field("northing", pa.float64(), nullable=False),
-    pa.field("depth_m", pa.float32()),
-    pa.field("altitude_m", pa.float32()),
-    pa.field("heading_deg", pa.float32()),
-    pa.field("width", pa.int32()),
-    pa.field("height", pa.int32()),
-    pa.field("label", pa.string()),
-])
 
-# GeoParquet additions to LOCATIONS: WKB point geometry and the 1.1 bbox covering column.
-BBOX_TYPE = pa.struct([
-    pa.field("xmin", pa.float64()), pa.field("ymin", pa.float64()),
-    pa.field("xmax", pa.float64()), pa.field("ymax", pa.float64()),
-])
-GEOMETRY_COLUMN = "geometry"
-BBOX_COLUMN = "bbox"
+def _load_contract() -> ModuleType:
+    try:
+        from seafloor_ssl import contract
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("seafloor_ssl", "seafloor_ssl.contract"):
+            raise  # the contract itself misses a dependency: that is the error to see
+    else:
+        return contract
+    if _PRIVATE_NAME in sys.modules:
+        return sys.modules[_PRIVATE_NAME]
+    path = Path(__file__).resolve().parents[1] / "ssl" / "contract.py"
+    spec = importlib.util.spec_from_file_location(_PRIVATE_NAME, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the manifest contract from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_PRIVATE_NAME] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(_PRIVATE_NAME, None)
+        raise
+    return module
 
-PAIRS = pa.schema([
-    pa.field("anchor", pa.int32(), nullable=False),
-    pa.field("positive", pa.int32(), nullable=False),
-    pa.field("distance_m", pa.float32(), nullable=False),
-    pa.field("same_dive", pa.bool_(), nullable=False),
-    pa.field("dt_s", pa.float32(), nullable=False),
-])
 
-QUARANTINE = pa.schema([
-    pa.field("dive", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),  # a file (relative to root) or "file:row"
-    pa.field("reason", pa.string(), nullable=False),  # a code from pipeline.reasons
-    pa.field("detail", pa.string()),
-])
+contract = _load_contract()
 
-IMAGE_SHARD = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("jpeg", pa.binary(), nullable=False),
-])
+SCHEMA_VERSION = contract.SCHEMA_VERSION
+BUILDER_VERSION = contract.BUILDER_VERSION
+BUILDER_FOR_SCHEMA = contract.BUILDER_FOR_SCHEMA
 
-# Key-value metadata (all values are strings in the Parquet footer).
-META_SCHEMA_VERSION = "schema_version"
-META_CATALOG = "catalog"
-META_CATALOG_SHA256 = "catalog_sha256"
-META_CRS = "crs"
-META_BUILDER = "builder_version"
-META_CREATED = "created_utc"
-META_COUNTS = "counts"
-META_PAIR_POLICY = "pair_policy"
-META_LOCATIONS_SHA256 = "locations_sha256"
-META_LOCATIONS_PATH = "locations"
+LOCATIONS_FILE = contract.LOCATIONS_FILE
+PAIRS_FILE = contract.PAIRS_FILE
+QUARANTINE_FILE = contract.QUARANTINE_FILE
+IMAGES_DIR = contract.IMAGES_DIR
+shard_name = contract.shard_name
+store_name = contract.store_name
+
+LOCATIONS = contract.LOCATIONS
+BBOX_TYPE = contract.BBOX_TYPE
+GEOMETRY_COLUMN = contract.GEOMETRY_COLUMN
+BBOX_COLUMN = contract.BBOX_COLUMN
+PAIRS = contract.PAIRS
+QUARANTINE = contract.QUARANTINE
+IMAGE_SHARD = contract.IMAGE_SHARD
+IMAGE_STORE = contract.IMAGE_STORE
+
+META_SCHEMA_VERSION = contract.META_SCHEMA_VERSION
+META_CATALOG = contract.META_CATALOG
+META_CATALOG_SHA256 = contract.META_CATALOG_SHA256
+META_CRS = contract.META_CRS
+META_BUILDER = contract.META_BUILDER
+META_CREATED = contract.META_CREATED
+META_COUNTS = contract.META_COUNTS
+META_PAIR_POLICY = contract.META_PAIR_POLICY
+META_LOCATIONS_SHA256 = contract.META_LOCATIONS_SHA256
+META_LOCATIONS_PATH = contract.META_LOCATIONS_PATH
+META_DATASET = contract.META_DATASET
+META_IMAGE_VALIDATION = contract.META_IMAGE_VALIDATION
+PAIRS_REQUIRED_META = contract.PAIRS_REQUIRED_META
+
+schema_problem = contract.schema_problem
+shard_digest = contract.shard_digest
+dataset_identity = contract.dataset_identity
+identity_changes = contract.identity_changes

@@ -1,9 +1,11 @@
 """Reading the pipeline's manifests for training, with the checks that keep them consistent.
 
 ``pairs.parquet`` names the ``locations.parquet`` it was built from (a path relative to its own
-folder) and that file's sha256 in its key-value metadata; the image shards live in
-``images/<dive>.parquet`` beside them. :func:`load_manifest` refuses a set of files that do not
-belong together, so a trainer never pairs indices with the wrong rows.
+folder), that file's sha256 (integrity) and the dataset identity (what training depends on) in
+its key-value metadata; the uncompressed image files ``images/<dive>.arrow`` lie beside them.
+:func:`load_manifest` refuses files of another schema version and a set of files that do not
+belong together, so a trainer never pairs indices with the wrong rows. The contract itself
+(schemas, keys, version, identity) lives in :mod:`contract`, shared with the pipeline.
 
 Only pyarrow and numpy are used here: the trainer must run on a GPU box with stock PyTorch,
 without the pipeline's geospatial stack.
@@ -21,15 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Metadata keys and column names written by the pipeline (pipeline/schema.py; copied, not
-# imported, so that this package has no dependency on the pipeline).
-META_LOCATIONS_SHA256 = "locations_sha256"
-META_LOCATIONS_PATH = "locations"
-META_PAIR_POLICY = "pair_policy"
-REQUIRED_META = (META_LOCATIONS_SHA256, META_LOCATIONS_PATH, META_PAIR_POLICY)
-LOCATION_COLUMNS = ("idx", "image_id", "dive", "easting", "northing", "timestamp", "label")
-PAIR_COLUMNS = ("anchor", "positive", "distance_m")
-REBUILD = "rebuild the manifests with `python -m pipeline build --catalog <catalog.yaml>`"
+from . import contract as c
+from .contract import REBUILD
 
 
 class ManifestError(ValueError):
@@ -55,9 +50,15 @@ class Manifest:
     positive: np.ndarray  # int32 (p,)
     distance_m: np.ndarray  # float32 (p,)
     r_loc_m: float
-    shards: dict[str, Path] = field(default_factory=dict)  # dive -> images/<dive>.parquet
+    stores: dict[str, Path] = field(default_factory=dict)  # dive -> images/<dive>.arrow
     locations_sha256: str = ""
     pair_policy: dict = field(default_factory=dict)
+    identity: dict = field(default_factory=dict)  # contract.dataset_identity, as recorded
+
+    @property
+    def digest(self) -> str:
+        """The dataset's content digest (stable across rebuilds that change nothing)."""
+        return str(self.identity.get("digest", ""))
 
     def xy_centred(self) -> np.ndarray:
         """Positions relative to the site centre as float32 (safe at UTM magnitudes)."""
@@ -77,7 +78,7 @@ def _read_metadata(path: Path) -> dict[str, str]:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowException) as exc:
         raise ManifestError(f"{path}: cannot read it as Parquet ({exc}); {REBUILD}") from exc
-    return {k.decode(): v.decode() for k, v in meta.items()}
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in meta.items()}
 
 
 def _read_table(path: Path, columns: tuple[str, ...], what: str) -> pa.Table:
@@ -85,11 +86,15 @@ def _read_table(path: Path, columns: tuple[str, ...], what: str) -> pa.Table:
         names = set(pq.read_schema(path).names)
     except (OSError, pa.ArrowException) as exc:
         raise ManifestError(f"{path}: cannot read the {what} ({exc}); {REBUILD}") from exc
-    missing = [c for c in columns if c not in names]
+    missing = [col for col in columns if col not in names]
     if missing:
-        raise ManifestError(f"{path}: the {what} has no column(s) {missing} (found {sorted(names)}); "
-                            f"{REBUILD}")
-    return pq.read_table(path, columns=list(columns))
+        raise ManifestError(f"{path}: the {what} has no column(s) {missing} (found "
+                            f"{sorted(names)}); {REBUILD}")
+    try:
+        return pq.read_table(path, columns=list(columns))
+    except (OSError, pa.ArrowException) as exc:  # a truncated or damaged file
+        raise ManifestError(f"{path}: the {what} is damaged and cannot be read ({exc}); "
+                            f"{REBUILD}") from exc
 
 
 def _strings(col: pa.ChunkedArray) -> np.ndarray:
@@ -98,12 +103,50 @@ def _strings(col: pa.ChunkedArray) -> np.ndarray:
     return np.array(col.to_pylist(), dtype=object)
 
 
-def load_manifest(pairs_path: str | Path) -> Manifest:
-    """Read ``pairs.parquet``, the locations file it names and the shard paths, all checked.
+def _json_meta(meta: dict[str, str], key: str, path: Path) -> object:
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: metadata '{key}' is not JSON ({meta[key][:80]!r}); "
+                            f"{REBUILD}") from exc
 
-    Raises :class:`ManifestError` when a file or metadata key is missing, when the locations
-    file's sha256 differs from the one recorded in the pairs metadata, when ``idx`` is not
-    ``0..n-1``, when a pair refers to a row that does not exist, or when a dive has no shard.
+
+def _check_pairs_metadata(pairs_path: Path, meta: dict[str, str]) -> tuple[dict, dict]:
+    problem = c.schema_problem(meta, pairs_path)
+    if problem:
+        raise ManifestError(problem)
+    missing = [k for k in c.PAIRS_REQUIRED_META if not meta.get(k)]
+    if missing:
+        raise ManifestError(f"{pairs_path}: metadata key(s) {missing} missing (found "
+                            f"{sorted(meta)}); expected a pairs manifest written by the pipeline; "
+                            f"{REBUILD}")
+    validation = meta[c.META_IMAGE_VALIDATION]
+    if validation != "decode":
+        why = ("its catalog has `images: null` (navigation only)" if validation == "none" else
+               f"its catalog validates images with `validate: {validation}`, which reads only "
+               "the headers and writes no training shards")
+        raise ManifestError(f"{pairs_path}: this manifest has no training images: {why}; "
+                            "set `validate: decode` (the default) in the catalog and "
+                            f"{REBUILD}")
+    policy = _json_meta(meta, c.META_PAIR_POLICY, pairs_path)
+    if not isinstance(policy, dict) or "r_loc_m" not in policy:
+        raise ManifestError(f"{pairs_path}: metadata '{c.META_PAIR_POLICY}' has no r_loc_m "
+                            f"(found {policy!r}); {REBUILD}")
+    identity = _json_meta(meta, c.META_DATASET, pairs_path)
+    if not isinstance(identity, dict) or "digest" not in identity:
+        raise ManifestError(f"{pairs_path}: metadata '{c.META_DATASET}' is not a dataset "
+                            f"identity (found {str(identity)[:80]!r}); {REBUILD}")
+    return policy, identity
+
+
+def load_manifest(pairs_path: str | Path) -> Manifest:
+    """Read ``pairs.parquet``, the locations file it names and the image files, all checked.
+
+    Raises :class:`ManifestError` when a file or metadata key is missing, when the schema
+    version is not this contract's, when the locations file's sha256 differs from the one
+    recorded in the pairs metadata, when ``idx`` is not ``0..n-1``, when a pair refers to a row
+    that does not exist, when the recorded dataset identity does not describe the tables, or
+    when a dive has no image file.
     """
     pairs_path = Path(pairs_path)
     if not pairs_path.is_file():
@@ -113,34 +156,25 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
     # it really lies in, so a build publishing meanwhile cannot mix two sets
     real = Path(os.path.realpath(pairs_path))
     meta = _read_metadata(real)
-    missing = [k for k in REQUIRED_META if not meta.get(k)]
-    if missing:
-        raise ManifestError(f"{pairs_path}: metadata key(s) {missing} missing (found "
-                            f"{sorted(meta)}); expected a pairs manifest written by the pipeline; "
-                            f"{REBUILD}")
-    try:
-        policy = json.loads(meta[META_PAIR_POLICY])
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{pairs_path}: metadata '{META_PAIR_POLICY}' is not JSON "
-                            f"({meta[META_PAIR_POLICY]!r}); {REBUILD}") from exc
-    if not isinstance(policy, dict) or "r_loc_m" not in policy:
-        raise ManifestError(f"{pairs_path}: metadata '{META_PAIR_POLICY}' has no r_loc_m "
-                            f"(found {policy!r}); {REBUILD}")
+    policy, identity = _check_pairs_metadata(pairs_path, meta)
 
     folder = real.parent
-    loc_path = folder / meta[META_LOCATIONS_PATH]
+    loc_path = folder / meta[c.META_LOCATIONS_PATH]
     if not loc_path.is_file():
         raise ManifestError(f"{pairs_path} names the locations file {loc_path}, which does not "
                             f"exist; copy the whole manifest folder, or {REBUILD}")
-    expected = meta[META_LOCATIONS_SHA256]
+    expected = meta[c.META_LOCATIONS_SHA256]
     found = _sha256(loc_path)
     if expected != found:
         raise ManifestError(
             f"{pairs_path.name} was built from a different {loc_path.name} (sha256 {expected} "
             f"expected, found {found} in {loc_path}); the files come from different builds or "
             f"one was modified: {REBUILD}")
+    problem = c.schema_problem(_read_metadata(loc_path), loc_path)
+    if problem:
+        raise ManifestError(problem)
 
-    loc = _read_table(loc_path, LOCATION_COLUMNS, "locations manifest")
+    loc = _read_table(loc_path, c.TRAINER_LOCATION_COLUMNS, "locations manifest")
     loc = loc.sort_by("idx")
     n = loc.num_rows
     idx = loc.column("idx").to_numpy()
@@ -163,7 +197,7 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
     else:
         centre, extent = np.zeros(2), 1.0
 
-    pairs = _read_table(real, PAIR_COLUMNS, "pairs manifest")
+    pairs = _read_table(real, c.TRAINER_PAIR_COLUMNS, "pairs manifest")
     anchor = pairs.column("anchor").to_numpy().astype(np.int32)
     positive = pairs.column("positive").to_numpy().astype(np.int32)
     distance = pairs.column("distance_m").to_numpy().astype(np.float32)
@@ -172,21 +206,31 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
         raise ManifestError(f"{pairs_path}: pairs refer to idx outside 0..{n - 1} of {loc_path}; "
                             f"{REBUILD}")
 
-    shards: dict[str, Path] = {}
+    # the recorded identity must describe these tables (the shard digests are the pipeline's,
+    # taken when it wrote the bytes; the image files are checked row by row when opened)
+    shards = {d: v.get("shard") for d, v in identity.get("dives", {}).items()}
+    actual = c.dataset_identity(image_id, dive, xy, anchor, positive, policy, shards)
+    if actual["digest"] != identity["digest"]:
+        changes = "; ".join(c.identity_changes(identity, actual))
+        raise ManifestError(f"{pairs_path}: the recorded dataset identity does not describe "
+                            f"the files beside it ({changes}); a file was edited after the "
+                            f"build: {REBUILD}")
+
+    stores: dict[str, Path] = {}
     absent = []
     for d in sorted(set(dive.tolist())):
-        p = folder / "images" / f"{d}.parquet"
+        p = folder / c.store_name(d)
         if p.is_file():
-            shards[d] = p
+            stores[d] = p
         else:
             absent.append(str(p))
     if absent:
-        raise ManifestError(f"{loc_path} lists dives whose image shards are missing: {absent}; "
-                            f"expected one images/<dive>.parquet per dive beside the manifests; "
-                            f"copy the images/ folder too, or {REBUILD}")
+        raise ManifestError(f"{loc_path} lists dives whose image files are missing: {absent}; "
+                            f"expected one {c.store_name('<dive>')} per dive beside the "
+                            f"manifests; copy the images/ folder too, or {REBUILD}")
 
     return Manifest(
         pairs_path=pairs_path, locations_path=loc_path, folder=folder, n=n, image_id=image_id,
         dive=dive, xy=xy, centre=centre, extent_m=extent, timestamp_s=timestamp_s, label=label,
         anchor=anchor, positive=positive, distance_m=distance, r_loc_m=float(policy["r_loc_m"]),
-        shards=shards, locations_sha256=found, pair_policy=policy)
+        stores=stores, locations_sha256=found, pair_policy=policy, identity=identity)

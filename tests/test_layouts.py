@@ -83,7 +83,7 @@ def test_raw_year_cruise_dive_tree_with_oplab_processed_navigation(flat, tmp_pat
     from ssl.manifest import load_manifest
 
     m = load_manifest(cat.output / "pairs.parquet")
-    assert set(m.shards) == dives and all(p.is_file() for p in m.shards.values())
+    assert set(m.stores) == dives and all(p.is_file() for p in m.stores.values())
     # a newer renav folder appears: the dive is ingested again from it
     dive = root / "processed" / "2019" / "c01" / "dive01"
     newest = dive / "json_renav_20190501_000000_20190501_010000" / "csv" / "ekf"

@@ -14,11 +14,13 @@ from pathlib import Path
 from ssl.manifest import load_manifest
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from surveys import copy_survey
 
+from pipeline import schema
 from pipeline.build import build
 from pipeline.catalog import load_catalog
 from pipeline.manifest import read_pairs
@@ -62,8 +64,10 @@ def _readers_agree(out: Path) -> tuple[int, int, str]:
     digest = _set_digest(out / "pairs.parquet")
     m = load_manifest(out / "pairs.parquet")
     assert m.n == digest[0] and len(m.anchor) == digest[1]
-    for shard in m.shards.values():
-        pq.read_table(shard, columns=["image_id"])
+    for store in m.stores.values():  # images/<dive>.arrow, memory-mapped
+        pa.ipc.open_file(pa.memory_map(str(store))).read_all().column("image_id")
+    for dive in m.stores:
+        pq.read_table(m.folder / schema.shard_name(dive), columns=["image_id"])
     return digest
 
 
@@ -237,6 +241,8 @@ def test_damaged_outputs_are_repaired_or_refused_never_accepted(survey, tmp_path
     damages = {
         "published shard": lambda: _damage_in_place(out / "images" / "dive01.parquet"),
         "cache shard": lambda: _damage_in_place(cache_shard),
+        "published image store": lambda: _damage_in_place(out / "images" / "dive02.arrow"),
+        "cache image store": lambda: next((out / "cache").glob("dive03/*/images.arrow")).unlink(),
         "cache table": lambda: next((out / "cache").glob("dive03/*/locations.parquet")).write_bytes(b""),
         "cache record": lambda: next((out / "cache").glob("dive01/*/done.json")).write_text("{"),
         "report.json": lambda: (out / "report.json").write_text("{ not json"),
@@ -303,8 +309,9 @@ def test_a_reader_open_on_the_previous_generation_keeps_reading(survey, tmp_path
     build(cat, **QUIET)
     m = load_manifest(cat.output / "pairs.parquet")
     build(cat, r_loc_m=3.0, **QUIET)  # a new generation; the old one is kept
-    for shard in m.shards.values():
-        assert pq.read_table(shard).num_rows > 0
+    for dive, store in m.stores.items():
+        assert pa.ipc.open_file(pa.memory_map(str(store))).read_all().num_rows > 0
+        assert pq.read_table(m.folder / schema.shard_name(dive)).num_rows > 0
     assert m.locations_path.is_file()
     assert _set_digest(m.pairs_path.resolve())[0] == m.n
 

@@ -163,10 +163,27 @@ def _fail_shard_copy(name: str, monkeypatch) -> None:
     monkeypatch.setattr(shutil, "copyfile", copyfile)
 
 
+def _fail_store(name: str, monkeypatch) -> None:
+    """The Arrow IPC image store ``name`` is half written, then the disk is full."""
+    import pyarrow as pa
+
+    real = pa.ipc.new_file
+
+    def new_file(sink, *args, **kwargs):
+        if Path(getattr(sink, "name", "")).name == name:
+            sink.write(b"ARROW1 half a file")
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] "
+                          "No space left on device")
+        return real(sink, *args, **kwargs)
+
+    monkeypatch.setattr(pa.ipc, "new_file", new_file)
+
+
 @pytest.mark.parametrize(("failing", "fault"), [
     ("pairs.parquet", _fail_parquet),
     ("manifest.json", _fail_json),
     ("images/dive02.parquet", _fail_shard_copy),
+    ("images/dive02.arrow", _fail_shard_copy),
 ])
 def test_disk_filling_up_mid_publish_removes_the_generation_and_names_the_file(
         site, monkeypatch, failing, fault):
@@ -189,15 +206,19 @@ def test_disk_filling_up_mid_publish_removes_the_generation_and_names_the_file(
     assert published(out) != before and temp_files(out) == []
 
 
-def test_disk_filling_up_mid_ingest_removes_the_cache_entry(site, monkeypatch):
+@pytest.mark.parametrize(("failing", "fault"), [
+    ("images.parquet", _fail_parquet),
+    ("images.arrow", _fail_store),
+])
+def test_disk_filling_up_mid_ingest_removes_the_cache_entry(site, monkeypatch, failing, fault):
     cat, out = site
     before = published(out)
     shutil.copytree(cat.root / "dive01", cat.root / "dive04")
-    _fail_parquet("images.parquet", monkeypatch)
+    fault(failing, monkeypatch)
     with pytest.raises(DiskFull) as info:
         build(cat, **QUIET)
     msg = str(info.value)
-    assert msg.startswith(str(out / "cache" / "dive04")) and "images.parquet:" in msg, msg
+    assert msg.startswith(str(out / "cache" / "dive04")) and f"{failing}:" in msg, msg
     assert "cache entry" in msg and "removed" in msg, msg
     assert not (out / "cache" / "dive04").exists()
     assert published(out) == before and temp_files(out) == []
@@ -251,6 +272,7 @@ def test_publishes_that_reuse_cached_shards_leave_no_temporary_file(site):
     for dive in r["reused"]:
         entry = next((out / "cache" / dive).iterdir())
         assert os.path.samefile(entry / "images.parquet", out / "images" / f"{dive}.parquet")
+        assert os.path.samefile(entry / "images.arrow", out / "images" / f"{dive}.arrow")
     image = next((root / "dive02" / "images").iterdir())
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
     assert rebuild()["ingested"] == ["dive02"]  # a changed dive, the others reused
