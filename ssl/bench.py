@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 
 import torch
 
 from . import augment
-from .data import BatchSource, load_jpegs
-from .manifest import load_manifest
+from .data import BatchSource, ImageStore
+from .flags import non_negative_int, positive_int
+from .manifest import ManifestError, load_manifest
 from .models import BACKBONES, Encoder
 from .objectives.simclr import nt_xent
 
@@ -64,8 +66,8 @@ def measure(args, device, compiled: bool) -> dict:
     _sync(device)
     ceiling = 2 * b * args.steps / (time.perf_counter() - t0)
 
-    manifest = load_manifest(args.manifest)
-    source = BatchSource(load_jpegs(manifest), b, device=device, workers=args.workers, seed=0)
+    manifest = args.loaded
+    source = BatchSource(ImageStore.open(manifest), b, device=device, workers=args.workers, seed=0)
     gen = torch.Generator(device=device).manual_seed(0)
     done, wait, t0 = 0, 0.0, None
     epoch = 0
@@ -96,16 +98,27 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--manifest", required=True, help="pairs.parquet of a built site")
     ap.add_argument("--backbone", choices=BACKBONES, default="resnet18")
-    ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
-    ap.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    ap.add_argument("--image-size", type=positive_int, default=224)
+    ap.add_argument("--batch-size", type=positive_int, default=256)
+    ap.add_argument("--steps", type=positive_int, default=30, help="timed steps per measurement")
+    ap.add_argument("--warmup", type=non_negative_int, default=10, help="untimed steps first")
     ap.add_argument("--precision", choices=["bf16", "fp32"], default=None,
                     help="default bf16 on cuda, fp32 on cpu")
-    ap.add_argument("--workers", type=int, default=None, help="CPU decode processes (no GPU)")
+    ap.add_argument("--workers", type=non_negative_int, default=None,
+                    help="CPU decode processes (no GPU)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if manifest.n < args.batch_size:
+        print(f"error: --batch-size {args.batch_size} is larger than the manifest's "
+              f"{manifest.n} images; use --batch-size {manifest.n} or less", file=sys.stderr)
+        return 2
+    args.loaded = manifest
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.precision is None:
         args.precision = "bf16" if device.type == "cuda" else "fp32"
@@ -131,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
               f"| {100 * r['ratio']:.0f} % | {100 * r['data_wait_share']:.0f} % |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": name, "args": vars(args), "rows": rows}, f, indent=1)
+            json.dump({"device": name, "args": {k: v for k, v in vars(args).items()
+                                                if k != "loaded"}, "rows": rows}, f, indent=1)
     return 0
 
 

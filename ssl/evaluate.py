@@ -32,14 +32,17 @@ import numpy as np
 import torch
 
 from . import handcrafted
-from .data import load_jpegs
+from .contract import identity_changes
+from .data import ImageStore
 from .evaluation.probes import PROBES, evaluate_features, location_probe
 from .evaluation.report import markdown_table, write_outputs
 from .evaluation.splits import default_block_m
 from .features import extract_features
+from .flags import positive_float, positive_int
 from .manifest import ManifestError, load_manifest
 from .models import load_encoder
 from .objectives.csp import make_location_encoder
+from .runlog import CheckpointError
 
 
 class EvaluationError(RuntimeError):
@@ -108,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(--backbone, --init-seed), or hand-crafted features (colour "
                            "moments, gradient-orientation histograms, Fourier band energies)")
     p.add_argument("--backbone", default="resnet18", help="--baseline random-init: backbone")
-    p.add_argument("--image-size", type=int, default=64,
+    p.add_argument("--image-size", type=positive_int, default=64,
                    help="--baseline: the size frames are resized to")
     p.add_argument("--init-seed", type=int, default=0,
                    help="--baseline random-init: the seed of the initial weights")
@@ -129,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated among svm, logreg, knn")
     p.add_argument("--dims", type=_dims, default="128,full",
                    help="feature widths: PCA dimensions fitted on the training side, or 'full'")
-    p.add_argument("--block-m", type=float, default=None, metavar="M",
+    p.add_argument("--block-m", type=positive_float, default=None, metavar="M",
                    help="side of the square blocks of the split in metres; None: max(2 * "
                         "r_loc, 20)")
     p.add_argument("--test-fraction", type=float, default=0.3,
@@ -142,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "rest): each seed draws which dives are tested")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None,
                    help="feature extraction device; None: cuda when available")
-    p.add_argument("--batch-size", type=int, default=256, help="images per feature batch")
+    p.add_argument("--batch-size", type=positive_int, default=256,
+                   help="images per feature batch")
     p.add_argument("--spatial-tasks", action=argparse.BooleanOptionalAction, default=None,
                    help="run SP's spatial tasks (relative position/scale, jigsaw) on the "
                         "encoder; neither flag (None): only for checkpoints trained with SP")
@@ -217,9 +221,9 @@ def _encoder(args: argparse.Namespace) -> tuple[object | None, dict]:
     if not ckpt_path.is_file():
         raise EvaluationError(f"--checkpoint {ckpt_path}: no such file")
     try:
-        return load_encoder(str(ckpt_path), map_location="cpu")
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise EvaluationError(f"--checkpoint {ckpt_path}: {exc}") from None
+        return load_encoder(ckpt_path, map_location="cpu")
+    except CheckpointError as exc:
+        raise EvaluationError(f"--checkpoint {exc}") from None
 
 
 def run_spatial_tasks(encoder, jpegs, image_size, device, split, labels, seed) -> dict | None:
@@ -257,9 +261,11 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise EvaluationError(str(exc)) from None
     encoder, ckpt = _encoder(args)
     cargs = ckpt["args"]
-    if ckpt.get("manifest_sha256") not in (None, manifest.locations_sha256):
-        print("[evaluate] note: the checkpoint was trained on another locations table than "
-              "this manifest's", flush=True)
+    trained_on = ckpt.get("dataset")
+    if isinstance(trained_on, dict) and trained_on.get("digest") != manifest.digest:
+        print("[evaluate] note: the checkpoint was trained on another dataset than this "
+              "manifest's (" + "; ".join(identity_changes(trained_on, manifest.identity))
+              + ")", flush=True)
     labels = (read_labels_csv(args.labels, manifest.image_id) if args.labels
               else np.asarray(manifest.label, dtype=object))
     n_labelled = sum(v is not None and v == v and v != "" for v in labels)
@@ -268,7 +274,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                               "'label' is empty); pass --labels CSV with columns image_id,label")
     if len({str(v) for v in labels if v is not None and v == v and v != ""}) < 2:
         raise EvaluationError("the labels name fewer than two habitats; nothing to classify")
-    jpegs = load_jpegs(manifest)
+    jpegs = ImageStore.open(manifest)
     t = lap("load", t)
 
     size = int(cargs["image_size"])
@@ -307,10 +313,11 @@ def evaluate(args: argparse.Namespace) -> dict:
                              "backbone": cargs.get("backbone"), "image_size": size,
                              "step": ckpt.get("step"), "sp": cargs.get("sp"),
                              "trained_on_this_manifest":
-                                 ckpt.get("manifest_sha256") == manifest.locations_sha256}
+                                 (ckpt.get("dataset") or {}).get("digest") == manifest.digest}
     metrics["manifest"] = {"n": int(manifest.n), "r_loc_m": r_loc,
                            "extent_m": float(manifest.extent_m),
-                           "locations_sha256": manifest.locations_sha256}
+                           "locations_sha256": manifest.locations_sha256,
+                           "dataset_digest": manifest.digest}
 
     if cargs.get("objective") == "csp" and "loc_encoder" in ckpt:
         L = location_embeddings(ckpt, manifest.xy, device)

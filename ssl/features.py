@@ -6,6 +6,8 @@ training views, and decoded on the GPU when there is one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from . import augment
@@ -13,7 +15,7 @@ from .data import decode_cpu, decode_gpu, pad_batch
 
 
 @torch.no_grad()
-def full_frames(jpegs: list[bytes], size: int, device: torch.device) -> torch.Tensor:
+def full_frames(jpegs: Sequence[bytes], size: int, device: torch.device) -> torch.Tensor:
     """Decode and resize whole images to (B,3,size,size) floats in [0, 1] on `device`."""
     imgs = decode_gpu(jpegs, device) if device.type == "cuda" else decode_cpu(jpegs)
     canvas, sizes = pad_batch(imgs)
@@ -24,7 +26,7 @@ def full_frames(jpegs: list[bytes], size: int, device: torch.device) -> torch.Te
 
 
 @torch.no_grad()
-def extract_features(encoder, jpegs: list[bytes], size: int, device: torch.device,
+def extract_features(encoder, jpegs: Sequence[bytes], size: int, device: torch.device,
                      batch_size: int = 256, bf16: bool | None = None) -> torch.Tensor:
     """encoder.features of every image, float32 (n, C) on `device`."""
     encoder = encoder.to(device).eval()

@@ -14,6 +14,8 @@ Per image, on the frame resized to `size` x `size` (numpy only):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 ORIENT_BINS = 8
@@ -76,7 +78,7 @@ def image_features(img: np.ndarray) -> np.ndarray:
                            fourier_bands(grey)]).astype(np.float32)
 
 
-def extract(jpegs: list[bytes], size: int = 128, batch_size: int = 256) -> np.ndarray:
+def extract(jpegs: Sequence[bytes], size: int = 128, batch_size: int = 256) -> np.ndarray:
     """The features of every image (n, DIM): decoded and resized as for the learned encoders."""
     import torch
 

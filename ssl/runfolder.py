@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
-
+from .loop import TrainingError
 from .runlog import (
     ARGS_JSON,
     CHECKPOINT,
@@ -27,8 +26,8 @@ from .runlog import (
     TENSORBOARD_DIR,
     TENSORBOARD_PREFIX,
     checkpoint_tmp,
+    read_checkpoint,
 )
-from .runs import TrainingError
 
 MARKERS = (ARGS_JSON, CHECKPOINT, METRICS_JSONL)  # any of these: the folder holds a run
 RUN_FILES = (*MARKERS, METRICS_CSV, checkpoint_tmp(Path(CHECKPOINT)).name)
@@ -79,7 +78,7 @@ def inspect(path: Path) -> Contents:
 def _checkpoint_summary(path: Path) -> tuple[str, str | None]:
     """('last.pt at step 6 of 16', objective) without trusting the file to be readable."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(path)
         step, old = int(state["step"]), state.get("args", {})
     except Exception as exc:  # a truncated or foreign file: say so, never fail on it
         return f"{path.name} (unreadable: {type(exc).__name__})", None

@@ -36,8 +36,32 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    return torch.load(path, map_location=device, weights_only=True)
+class CheckpointError(ValueError):
+    """A file given as a checkpoint is missing, unreadable, or not the kind expected."""
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The one checkpoint reader (--resume, --init, --image-encoder, ssl.evaluate): a dict
+    loaded with ``weights_only=True`` (no code in the file runs), or CheckpointError saying
+    what the file is instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file" if not path.exists()
+                              else f"{path}: not a file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, another format, a pickle with code in it, ...
+        if "weights_only" in str(exc):  # torch's advice to unpickle arbitrary code: never
+            why = "it holds Python objects besides tensors, which are never unpickled here"
+        else:
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({why}); "
+                              "expected a last.pt written by python -m ssl.train, or a "
+                              "torchvision state dict") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint "
+                              "(expected a dict of weights)")
+    return state
 
 
 class StopFlag:

@@ -2,12 +2,15 @@
 
     python -m ssl.train --manifest pairs.parquet --objective geoclr --sp 0.5 --steps 50
 
-The manifest alone locates the location table and the image shards. The loop itself is
-`runs._Run.fit`, one screen: schedule lookup -> batch -> GPU augmentation -> forward -> loss ->
-backward -> step -> log -> checkpoint. The learning rate, the data order (seed, epoch) and the augmentation randomness
-(seed, step) are functions of the global step, so `--resume` continues exactly.
+The manifest alone locates the location table and the image files. The loop is `loop.fit`
+(schedule lookup -> batch -> augmentation on the device -> forward -> loss -> backward -> step ->
+log -> checkpoint); the objectives it trains are in `tasks.py`. The learning rate, the data order
+(seed, epoch) and every random draw (seed, step, rank) are functions of the global step, so
+`--resume` continues exactly; it refuses a manifest whose dataset (images, positions, pairs and
+their policy, image bytes) differs from the checkpoint's and says what changed, while a rebuild
+that changes none of these keeps the run resumable.
 Multi-GPU / multi-node: `torchrun --nproc_per_node G -m ssl.train ...` (DDP; negatives are
-gathered across ranks).
+gathered across ranks, BatchNorm is synchronised on CUDA).
 
 Run folders: a run is never overwritten by accident. Without --out every run gets a new folder,
 runs/<objective>-<UTC time YYYYmmdd-HHMMSS> (-2, -3, ... if taken). With --out the folder must
@@ -22,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -31,49 +34,21 @@ import torch
 import torch.distributed as dist
 
 from . import runfolder
+from .contract import identity_changes
+from .flags import (  # noqa: F401 (public)
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from .loop import Context, TrainingError, fit, learning_rate, step_seed  # noqa: F401 (public)
 from .manifest import ManifestError, load_manifest
 from .models import BACKBONES
-from .runlog import CHECKPOINT, load_checkpoint
-from .runs import (  # noqa: F401 - re-exported: the trainer's public names live here
-    CSPRun,
-    ImageRun,
-    TrainingError,
-    init_encoder,
-    learning_rate,
-    step_seed,
-    total_steps,
-)
+from .runlog import CHECKPOINT, CheckpointError, read_checkpoint
+from .tasks import CSPObjective, ImageObjective, init_encoder  # noqa: F401 (public)
 
 OBJECTIVES = ("simclr", "geoclr", "sp", "csp")
 CKPT = CHECKPOINT
-
-
-# --- numeric flags: a nonsensical value is an argparse error (exit 2), never a silent no-op ---
-
-def _number(kind, text: str, ok, rule: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}") from None
-    if not ok(value):
-        raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _number(int, text, lambda v: v > 0, "a whole number > 0")
-
-
-def non_negative_int(text: str) -> int:
-    return _number(int, text, lambda v: v >= 0, "a whole number >= 0")
-
-
-def positive_float(text: str) -> float:
-    return _number(float, text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-
-
-def non_negative_float(text: str) -> float:
-    return _number(float, text, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,8 +165,6 @@ def resolve(args: argparse.Namespace, device: torch.device) -> argparse.Namespac
     if args.objective == "csp" and not args.image_encoder:
         raise TrainingError("--objective csp needs --image-encoder CKPT (last.pt of a simclr or "
                             "geoclr run): CSP trains a location encoder against a locked one")
-    if args.objective in ("simclr", "geoclr") and args.sp < 0:
-        raise TrainingError(f"--sp must be >= 0, got {args.sp}")
     return args
 
 
@@ -239,20 +212,23 @@ def train(args: argparse.Namespace) -> dict:
     try:
         try:
             manifest = load_manifest(args.manifest)
+            torch.manual_seed(args.seed)
+            if device.type == "cuda":
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
+                torch.backends.cudnn.benchmark = True
+            resume_state = None
+            if args.resume:
+                try:
+                    resume_state = read_checkpoint(ckpt_path, device)
+                except CheckpointError as exc:
+                    raise TrainingError(f"--resume: {exc}; start a new run (another --out) or "
+                                        "--overwrite this one") from None
+                check_resume(resume_state, args, manifest)
+            kind = CSPObjective if args.objective == "csp" else ImageObjective
+            objective = kind(args, manifest, device, rank, world)  # opens the image files
         except ManifestError as exc:
             raise TrainingError(str(exc)) from None
-        torch.manual_seed(args.seed)
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.benchmark = True
-
-        resume_state = None
-        if args.resume:
-            resume_state = load_checkpoint(ckpt_path, device)
-            check_resume(resume_state, args, manifest.locations_sha256)
-        run = CSPRun if args.objective == "csp" else ImageRun
-        runner = run(args, manifest, device, rank, world)
     except BaseException:
         if main_rank and created:  # a new folder that nothing was written to: leave no trace
             try:
@@ -268,23 +244,45 @@ def train(args: argparse.Namespace) -> dict:
                         fresh=not (args.resume or getattr(args, "overwrite", False)))
 
     on_rank0(rank, world, start_writing)
+    ctx = Context(args, device, rank, world,
+                  checkpoint_extra={"dataset": manifest.identity,
+                                    "manifest_sha256": manifest.locations_sha256})
     try:
-        return runner.fit(resume_state, ckpt_path)
+        return fit(objective, ctx, ckpt_path, resume_state)
+    except ManifestError as exc:  # an image file damaged while training
+        # from a decode worker, the message carries the worker's traceback: keep its last line
+        last = str(exc).strip().splitlines()[-1]
+        raise TrainingError(re.sub(r"^[\w.]+Error: ", "", last)) from None
     finally:
         if world > 1:
             dist.barrier()  # no rank tears the process group down while another still uses it
             dist.destroy_process_group()
 
 
-def check_resume(state: dict, args, sha: str) -> None:
-    old = state["args"]
-    for key in ("objective", "backbone", "image_size", "batch_size", "seed"):
-        if old.get(key) != getattr(args, key):
+RESUME_KEYS = ("objective", "backbone", "image_size", "batch_size", "seed", "sp")
+
+
+def check_resume(state: dict, args, manifest) -> None:
+    """Refuse to continue a checkpoint with other settings or on another dataset, saying what
+    differs; a manifest rebuilt without changing what training reads is the same dataset."""
+    old = state.get("args")
+    if not isinstance(old, dict) or "step" not in state or "optimizer" not in state:
+        raise TrainingError(f"--resume: {args.out}/{CKPT} is not a training checkpoint of "
+                            "python -m ssl.train; start a new run (another --out)")
+    for key in RESUME_KEYS:
+        if key in old and old.get(key) != getattr(args, key):
             raise TrainingError(f"--resume: checkpoint has {key}={old.get(key)!r}, this run "
                                 f"{getattr(args, key)!r}; use a new --out or the same settings")
-    if state["manifest_sha256"] != sha:
-        raise TrainingError("--resume: the checkpoint was trained on a different locations "
-                            f"table (sha256 {state['manifest_sha256'][:12]}…, now {sha[:12]}…)")
+    recorded = state.get("dataset")
+    if not isinstance(recorded, dict):
+        raise TrainingError(f"--resume: {args.out}/{CKPT} was written by an earlier version "
+                            "that did not record its dataset identity; it cannot be checked "
+                            "against this manifest, so start a new run (another --out)")
+    changes = identity_changes(recorded, manifest.identity)
+    if changes:
+        raise TrainingError(f"--resume: the manifest {args.manifest} is not the dataset the "
+                            f"checkpoint was trained on: {'; '.join(changes)}. Resume with the "
+                            "manifest it was trained on, or start a new run (another --out)")
 
 
 def main(argv: list[str] | None = None) -> int:

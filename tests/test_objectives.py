@@ -25,7 +25,6 @@ from ssl.objectives import (
     transform_boxes,
     within_radius_mask,
 )
-from ssl.objectives.distributed import _all_gather_cat_fallback
 
 import numpy as np
 import pytest
@@ -173,8 +172,6 @@ def test_gather_from_all_ranks_without_process_group_is_identity():
     t = torch.randn(3, 2)
     out, offset = gather_from_all_ranks(t)
     assert out is t and offset == 0
-    out, offset = _all_gather_cat_fallback(t)
-    assert out is t and offset == 0
 
 
 # --------------------------------------------------------------------------- gather, two processes
@@ -210,7 +207,7 @@ def _ddp_worker(rank, world, init_file, out_file):
         b = x1.shape[0] // world
         sl = slice(rank * b, (rank + 1) * b)
         results = {}
-        gathers = {"builtin": gather_from_all_ranks, "fallback": _all_gather_cat_fallback}
+        gathers = {"builtin": gather_from_all_ranks}
         for (name, gather), objective in itertools.product(gathers.items(), ["simclr", "geoclr"]):
             model.zero_grad()
             z1, z2 = model(x1[sl]), model(x2[sl])
@@ -258,7 +255,7 @@ def test_gather_two_process_gloo_gradients_match_single_process(tmp_path):
         z2.retain_grad()
         loss = _loss(objective, z1, z2, xy_a, xy_p)
         loss.backward()
-        for name in ("builtin", "fallback"):
+        for name in ("builtin",):
             for r, res in enumerate(per_rank):
                 got = res[name, objective]
                 torch.testing.assert_close(got["loss"], loss.detach())

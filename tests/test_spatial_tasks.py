@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from seafloor_ssl.augment import MEAN, STD
-from seafloor_ssl.data import load_jpegs
+from seafloor_ssl.data import ImageStore
 from seafloor_ssl.evaluation import spatial
 from seafloor_ssl.evaluation.spatial import (
     hamming_permutations,
@@ -231,7 +231,7 @@ def survey(tmp_path_factory):
                          workers=2))
     build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
     manifest = load_manifest(root / "manifests" / "pairs.parquet")
-    return manifest, load_jpegs(manifest)
+    return manifest, ImageStore.open(manifest)
 
 
 def test_spatial_tasks_end_to_end_with_the_tiny_encoder(survey):

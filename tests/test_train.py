@@ -71,14 +71,52 @@ def test_simclr_learns_and_writes_the_run_folder(simclr_run):
     assert row["feature_std"] > 0
 
 
-@pytest.mark.parametrize("objective", [["--objective", "geoclr", "--sp", "0.5"],
-                                       ["--objective", "sp"]])
-def test_image_objectives_learn(manifest, tmp_path, objective):
+def test_geoclr_with_sp_learns(manifest, tmp_path):
     out = tmp_path / "run"
-    run(manifest, out, *objective, "--steps", "30", "--lr", "3e-3")
+    run(manifest, out, "--objective", "geoclr", "--sp", "0.5", "--steps", "30", "--lr", "3e-3")
     assert_learns(losses(out))
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss_sp"]) for r in rows)
+
+
+def _sp_loss_on_fixed_crops(manifest: Path, ckpt: Path) -> float:
+    """SP loss of a checkpoint on the same crop pairs of every image (seeded, eval mode): the
+    per-step training loss is too noisy (new crops each step) to show a small gain."""
+    from seafloor_ssl import augment
+    from seafloor_ssl.data import ImageStore, decode_cpu, pad_batch
+    from seafloor_ssl.manifest import load_manifest
+    from seafloor_ssl.models import Encoder
+    from seafloor_ssl.objectives.sp import SPHead, sp_loss, sp_targets
+
+    m = load_manifest(manifest)
+    store = ImageStore.open(m)
+    canvas, sizes = pad_batch(decode_cpu([store[i] for i in range(m.n)]))
+    state = torch.load(ckpt, weights_only=True)
+    enc, head = Encoder("tiny"), SPHead(state["feat_dim"])
+    enc.load_state_dict(state["encoder"])
+    head.load_state_dict(state["sp_head"])
+    enc.eval(), head.eval()
+    g = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        values = []
+        for _ in range(4):
+            c1, c2, b1, b2 = augment.sp_crops(canvas, sizes, 24, g)
+            values.append(sp_loss(head(enc.features(c1), enc.features(c2)),
+                                  sp_targets(b1, b2)).item())
+    return float(np.mean(values))
+
+
+def test_sp_alone_learns(manifest, tmp_path):
+    # On the tiny CNN in 30 steps SP alone mostly learns the targets' mean (about 2 % lower loss
+    # on fixed crops); a falling per-step loss would be chance, so the gain is measured on the
+    # same crops before (after one step) and after training.
+    run(manifest, tmp_path / "one", "--objective", "sp", "--steps", "1", "--lr", "3e-3")
+    run(manifest, tmp_path / "run", "--objective", "sp", "--steps", "30", "--lr", "3e-3")
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss_sp"]) for r in rows) and len(rows) == 30
+    before = _sp_loss_on_fixed_crops(manifest, tmp_path / "one" / "last.pt")
+    after = _sp_loss_on_fixed_crops(manifest, tmp_path / "run" / "last.pt")
+    assert after < before, (before, after)
 
 
 @pytest.mark.parametrize("loss", ["mc", "nce", "l2"])

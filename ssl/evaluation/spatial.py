@@ -46,6 +46,7 @@ import functools
 import itertools
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ def _subsample(idx, cap: int | None, rng: np.random.Generator) -> np.ndarray:
     return idx
 
 
-def _decode(jpegs: list[bytes], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode(jpegs: Sequence[bytes], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     imgs = decode_gpu(jpegs, device) if device.type == "cuda" else decode_cpu(jpegs)
     canvas, sizes = pad_batch(imgs)
     return canvas.to(device), sizes.to(device)
@@ -126,7 +127,7 @@ def _known(labels, idx: np.ndarray) -> np.ndarray:
 # -- 1. relative position and scale ------------------------------------------------------------
 
 @torch.no_grad()
-def _pair_data(encoder, jpegs: list[bytes], idx: np.ndarray, crop_size: int,
+def _pair_data(encoder, jpegs: Sequence[bytes], idx: np.ndarray, crop_size: int,
                pairs_per_image: int, generator: torch.Generator, device: torch.device,
                batch_images: int) -> tuple[np.ndarray, np.ndarray]:
     """Probe inputs (n_pairs, 2C) and sp_targets (n_pairs, 4), pairs of image i contiguous."""
@@ -168,7 +169,7 @@ def _per_target(values) -> dict[str, float]:
     return {t: float(v) for t, v in zip(TARGETS, values, strict=True)}
 
 
-def position_scale_task(encoder, jpegs: list[bytes], image_size: int, device,
+def position_scale_task(encoder, jpegs: Sequence[bytes], image_size: int, device,
                         train_idx, test_idx, pairs_per_image: int = 4, seed: int = 0, *,
                         max_train_images: int | None = MAX_TRAIN_IMAGES,
                         max_test_images: int | None = MAX_TEST_IMAGES,
@@ -329,7 +330,7 @@ def _macro_f1(y_true, y_pred) -> float:
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
-def jigsaw_task(encoder, jpegs: list[bytes], image_size: int, device, train_idx, test_idx,
+def jigsaw_task(encoder, jpegs: Sequence[bytes], image_size: int, device, train_idx, test_idx,
                 labels=None, seed: int = 0, n_permutations: int = 100, *,
                 train_perms_per_image: int = 10, test_perms_per_image: int = 4,
                 max_train_images: int | None = MAX_TRAIN_IMAGES,
@@ -443,7 +444,7 @@ def _habitat(enc, labels, lab_tr, lab_te, te, full_tr, frames_te, true_p, pred_p
 
 # -- both ----------------------------------------------------------------------------------------
 
-def spatial_tasks(encoder, jpegs: list[bytes], image_size: int, device, train_idx, test_idx,
+def spatial_tasks(encoder, jpegs: Sequence[bytes], image_size: int, device, train_idx, test_idx,
                   labels=None, seed: int = 0, *,
                   max_train_images: int | None = MAX_TRAIN_IMAGES,
                   max_test_images: int | None = MAX_TEST_IMAGES) -> dict:

@@ -14,7 +14,8 @@ location embedding of sample i, v_i its image embedding, n_k / n_ik the random n
 locations' embeddings). Pass the locked image encoder's embeddings (no gradient needed).
 - `csp_mc_loss` (contrastive multi-classification), `csp_nce_loss` (sigmoid noise-contrastive),
   `csp_l2_loss` (regression); formulas in each docstring.
-`sample_footprint_locations` draws the random negative locations inside the site's footprint.
+`Footprint` (built once per run) draws the random negative locations inside the site's footprint.
+With ``gather`` the in-batch terms score each rank's rows against the global batch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .simclr import Gather
 
 
 def _mlp(in_dim: int, hidden: int, d: int, dropout: float) -> nn.Sequential:
@@ -194,6 +197,10 @@ def _check_pair(loc_emb: Tensor, img_emb: Tensor, temperature: float | None = No
         raise ValueError(f"temperature must be positive, got {temperature}")
 
 
+def _gathered(t: Tensor, gather: Gather | None) -> tuple[Tensor, int]:
+    return (t, 0) if gather is None else gather(t)
+
+
 def csp_mc_loss(
     loc_emb: Tensor,
     img_emb: Tensor,
@@ -203,6 +210,7 @@ def csp_mc_loss(
     w_batch: float = 1.0,
     w_neg: float = 1.0,
     w_simcse: float = 1.0,
+    gather: Gather | None = None,
 ) -> Tensor:
     """CSP contrastive multi-classification loss.
 
@@ -216,14 +224,19 @@ def csp_mc_loss(
         L_simcse = CE(l, l')                          l, l': two dropout passes, same locations
         loss     = w_batch * L_batch + w_neg * L_neg + w_simcse * L_simcse
 
-    L_simcse is left out when ``loc_emb_2`` is None.
+    L_simcse is left out when ``loc_emb_2`` is None. With ``gather`` (see
+    `distributed.gather_from_all_ranks`) the in-batch candidates b_j are the global batch's:
+    each rank scores its own rows against every rank's, and the step equals the one-process
+    step on the concatenated batch.
     """
     _check_pair(loc_emb, img_emb, temperature)
     lo = F.normalize(loc_emb, dim=1)
     im = F.normalize(img_emb, dim=1)
-    labels = torch.arange(lo.shape[0], device=lo.device)
-    sim = lo @ im.T / temperature
-    loss_batch = 0.5 * (F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels))
+    lo_all, offset = _gathered(lo, gather)
+    im_all, _ = _gathered(im, gather)
+    labels = offset + torch.arange(lo.shape[0], device=lo.device)
+    loss_batch = 0.5 * (F.cross_entropy(lo @ im_all.T / temperature, labels)
+                        + F.cross_entropy(im @ lo_all.T / temperature, labels))
 
     pos = (im * lo).sum(1, keepdim=True) / temperature
     neg_logits = torch.cat([pos, _neg_logits(im, neg_loc_emb, temperature)], dim=1)
@@ -235,13 +248,14 @@ def csp_mc_loss(
             raise ValueError(
                 f"loc_emb_2 must be {tuple(loc_emb.shape)}, got {tuple(loc_emb_2.shape)}"
             )
-        l2 = F.normalize(loc_emb_2, dim=1)
-        loss = loss + w_simcse * F.cross_entropy(lo @ l2.T / temperature, labels)
+        l2_all, _ = _gathered(F.normalize(loc_emb_2, dim=1), gather)
+        loss = loss + w_simcse * F.cross_entropy(lo @ l2_all.T / temperature, labels)
     return loss
 
 
 def csp_nce_loss(
-    loc_emb: Tensor, img_emb: Tensor, neg_loc_emb: Tensor, temperature: float = 0.1
+    loc_emb: Tensor, img_emb: Tensor, neg_loc_emb: Tensor, temperature: float = 0.1,
+    gather: Gather | None = None,
 ) -> Tensor:
     """CSP noise-contrastive (sigmoid) loss on cosine logits s = <l, v> / tau (normalised inside).
 
@@ -249,18 +263,22 @@ def csp_nce_loss(
                         - mean_{j != i} log(1 - sig(s(l_j, v_i)))     in-batch mismatched pairs
                         - mean_k log(1 - sig(s(n_k, v_i))) ]          random negative locations
 
-    (the in-batch term is absent when B = 1). ``neg_loc_emb``: (K, d) or (B, K, d).
+    (the in-batch term is absent when the batch has one item). ``neg_loc_emb``: (K, d) or
+    (B, K, d). With ``gather`` the in-batch locations l_j are the global batch's.
     """
     _check_pair(loc_emb, img_emb, temperature)
     lo = F.normalize(loc_emb, dim=1)
     im = F.normalize(img_emb, dim=1)
-    b = lo.shape[0]
-    sim = im @ lo.T / temperature  # (B, B): row i = image i against every location
-    pos = torch.diagonal(sim)
+    lo_all, offset = _gathered(lo, gather)
+    b, n = lo.shape[0], lo_all.shape[0]
+    sim = im @ lo_all.T / temperature  # (B, N): row i = image i against every location
+    own = offset + torch.arange(b, device=sim.device)
+    pos = sim[torch.arange(b, device=sim.device), own]
     loss = F.softplus(-pos)  # -log sig(s)
-    if b > 1:
-        off = ~torch.eye(b, dtype=torch.bool, device=sim.device)
-        loss = loss + (F.softplus(sim) * off).sum(1) / (b - 1)  # -log(1 - sig(s)) = softplus(s)
+    if n > 1:
+        off = torch.ones_like(sim, dtype=torch.bool)
+        off[torch.arange(b, device=sim.device), own] = False
+        loss = loss + (F.softplus(sim) * off).sum(1) / (n - 1)  # -log(1 - sig(s)) = softplus(s)
     neg = _neg_logits(im, neg_loc_emb, temperature)
     loss = loss + F.softplus(neg).mean(1)
     return loss.mean()
@@ -273,23 +291,33 @@ def csp_l2_loss(loc_emb: Tensor, img_emb: Tensor) -> Tensor:
     return diff.square().sum(1).mean()
 
 
+class Footprint:
+    """The site footprint for CSP's negative locations: the grid cells (size ``cell_m``,
+    aligned to the origin) that hold at least one of the (n, 2) image positions ``xy``.
+    Built once; `sample` draws k locations, each in a uniformly chosen cell, uniform inside it,
+    in ``xy``'s dtype (at least float32) and on its device."""
+
+    def __init__(self, xy: Tensor, cell_m: float):
+        _check_xy(xy)
+        if xy.shape[0] == 0:
+            raise ValueError("need at least one image position")
+        if not cell_m > 0:
+            raise ValueError(f"cell_m must be positive, got {cell_m}")
+        self.cell_m = float(cell_m)
+        self.dtype = torch.promote_types(xy.dtype, torch.float32)
+        self.cells = torch.unique(
+            torch.floor(xy.detach().to(torch.float64) / cell_m).to(torch.int64), dim=0)
+
+    def sample(self, k: int, generator: torch.Generator | None = None) -> Tensor:
+        dev = self.cells.device
+        pick = torch.randint(self.cells.shape[0], (int(k),), generator=generator, device=dev)
+        u = torch.rand((int(k), 2), generator=generator, device=dev, dtype=torch.float64)
+        return ((self.cells[pick].to(torch.float64) + u) * self.cell_m).to(self.dtype)
+
+
 def sample_footprint_locations(
     xy: Tensor, k: int, cell_m: float, generator: torch.Generator | None = None
 ) -> Tensor:
-    """k random locations (k, 2) inside the site footprint, for CSP's negative locations.
-
-    The footprint is the set of grid cells (size ``cell_m``, aligned to the origin) holding at
-    least one of the (n, 2) image positions ``xy``; each location picks one such cell uniformly,
-    then a uniform point inside it. Same dtype (at least float32) and device as ``xy``;
-    ``generator`` (on that device) makes it reproducible.
-    """
-    _check_xy(xy)
-    if xy.shape[0] == 0:
-        raise ValueError("need at least one image position")
-    if not cell_m > 0:
-        raise ValueError(f"cell_m must be positive, got {cell_m}")
-    dtype = torch.promote_types(xy.dtype, torch.float32)
-    cells = torch.unique(torch.floor(xy.detach().to(torch.float64) / cell_m).to(torch.int64), dim=0)
-    pick = torch.randint(cells.shape[0], (int(k),), generator=generator, device=xy.device)
-    u = torch.rand((int(k), 2), generator=generator, device=xy.device, dtype=torch.float64)
-    return ((cells[pick].to(torch.float64) + u) * cell_m).to(dtype)
+    """k random locations (k, 2) inside the site footprint of ``xy`` (see `Footprint`);
+    ``generator`` (on xy's device) makes it reproducible."""
+    return Footprint(xy, cell_m).sample(k, generator)

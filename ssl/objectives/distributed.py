@@ -41,20 +41,15 @@ class _AllGatherCat(torch.autograd.Function):
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
-def _all_gather_cat_fallback(t: Tensor) -> tuple[Tensor, int]:
-    """all_gather with gradients through `_AllGatherCat` (what `gather_from_all_ranks` uses)."""
-    if not _is_distributed():
-        return t, 0
-    return _AllGatherCat.apply(t), dist.get_rank() * t.shape[0]
-
-
 def gather_from_all_ranks(t: Tensor) -> tuple[Tensor, int]:
     """Concatenate ``t`` (shape (B, ...), equal on every rank) from all ranks, differentiably.
 
     Returns ``(all_t, rank * B)``; ``all_t`` has shape (world_size * B, ...) and rows
     ``[rank * B, (rank + 1) * B)`` are this rank's ``t`` (gradient flows back to it, including the
     gradients other ranks' losses send to these rows). When torch.distributed is unavailable, not
-    initialised, or the world has one rank, returns ``(t, 0)`` unchanged.
+    initialised, or the world has one rank, returns ``(t, 0)`` unchanged. (Our own autograd
+    Function: torch.distributed.nn.functional.all_gather is deprecated.)
     """
-    # our own autograd Function: torch.distributed.nn.functional.all_gather is deprecated
-    return _all_gather_cat_fallback(t)
+    if not _is_distributed():
+        return t, 0
+    return _AllGatherCat.apply(t), dist.get_rank() * t.shape[0]

@@ -1,0 +1,295 @@
+"""The trainer's objectives, each implementing `loop.Objective`: image encoders (simclr, geoclr,
+sp alone, and either contrastive one + sp) and CSP's location encoder against a locked image
+encoder. The losses themselves are pure functions in `objectives/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import augment
+from .data import BatchSource, ImageStore, epoch_order, rank_slices
+from .features import extract_features
+from .loop import StepOutput, StepRandom, TrainingError
+from .manifest import Manifest
+from .models import Encoder, ImageSSL, LocationCSP, encoder_from_checkpoint
+from .objectives.csp import (
+    Footprint,
+    csp_l2_loss,
+    csp_mc_loss,
+    csp_nce_loss,
+    make_location_encoder,
+)
+from .objectives.distributed import gather_from_all_ranks
+from .objectives.geoclr import geoclr_loss, neighbour_lists, sample_positives
+from .objectives.simclr import nt_xent
+from .objectives.sp import SPHead, sp_loss, sp_targets
+from .runlog import CheckpointError, read_checkpoint
+
+
+def _steps_per_epoch(n: int, batch: int, world: int) -> int:
+    per = n // (batch * world)
+    if per < 1:
+        ranks = f" x {world} ranks = {batch * world}" if world > 1 else ""
+        raise TrainingError(
+            f"--batch-size {batch}{ranks} is larger than the manifest's {n} images: a step "
+            f"needs a full batch on every rank; use --batch-size {max(1, n // world)} or less"
+            + (" (or fewer ranks)" if world > 1 else ""))
+    return per
+
+
+def init_encoder(encoder: Encoder, path: str) -> None:
+    """--init: a run's last.pt (of the same backbone), or a plain torchvision state dict of the
+    backbone (for example locally stored ImageNet weights; its classifier layer is ignored)."""
+    try:
+        state = read_checkpoint(path)
+        if "encoder" in state:
+            got = state.get("args", {}).get("backbone") if isinstance(state.get("args"),
+                                                                      dict) else None
+            if got != encoder.backbone_name:
+                raise CheckpointError(f"{path}: a {got} checkpoint, but this run trains a "
+                                      f"{encoder.backbone_name}; pass --backbone {got} or a "
+                                      f"{encoder.backbone_name} checkpoint")
+            encoder.load_state_dict(encoder_from_checkpoint(state, path).state_dict())
+            return
+        weights = {k: v for k, v in state.items() if not str(k).startswith("fc.")}
+        try:
+            missing, unexpected = encoder.backbone.load_state_dict(weights, strict=False)
+        except RuntimeError as exc:  # same names, other shapes
+            raise CheckpointError(f"{path}: not a {encoder.backbone_name} state dict "
+                                  f"({str(exc).splitlines()[0]})") from None
+        if unexpected or missing:
+            raise CheckpointError(f"{path}: not a {encoder.backbone_name} state dict "
+                                  f"(missing {len(missing)} keys, e.g. {missing[:2]}; "
+                                  f"unexpected {len(unexpected)}, e.g. {unexpected[:2]})")
+    except CheckpointError as exc:
+        raise TrainingError(f"--init {exc}") from None
+
+
+# --- image objectives -----------------------------------------------------------------------
+
+@dataclass
+class ImageInputs:
+    """One step's inputs, on the device. ``views`` rows: B first views then B second views
+    (geoclr: anchors then their positives); ``crops`` rows: B first SP crops then B second."""
+
+    b: int
+    views: torch.Tensor | None = None
+    crops: torch.Tensor | None = None
+    target: torch.Tensor | None = None  # (B, 4) SP targets
+    xy_a: torch.Tensor | None = None  # (B, 2) geoclr: positions of anchors and positives
+    xy_p: torch.Tensor | None = None
+
+    def share(self, rank: int, world: int) -> ImageInputs:
+        """This rank's share of a global batch's inputs (checks DDP against one process)."""
+        b = self.b // world
+        mine = slice(rank * b, (rank + 1) * b)
+
+        def cut(t, halves):
+            if t is None:
+                return None
+            return torch.cat([t[mine], t[self.b:][mine]]) if halves else t[mine]
+
+        out = {f.name: cut(getattr(self, f.name), f.name in ("views", "crops"))
+               for f in fields(self) if f.name != "b"}
+        return replace(self, b=b, **out)
+
+
+class ImageObjective:
+    """simclr / geoclr (+ sp) / sp alone, on images read on demand from the image store."""
+
+    def __init__(self, args, manifest: Manifest, device: torch.device, rank: int, world: int):
+        self.args, self.m, self.device, self.rank, self.world = args, manifest, device, rank, world
+        self.per_epoch = _steps_per_epoch(manifest.n, args.batch_size, world)
+        encoder = Encoder(args.backbone)
+        if args.init:
+            init_encoder(encoder, args.init)
+        self.kind = args.objective
+        self.sp_weight = 1.0 if self.kind == "sp" else float(args.sp)
+        head = SPHead(encoder.feat_dim) if self.sp_weight > 0 else None
+        self.model = ImageSSL(encoder, head, contrastive=self.kind != "sp")
+        self.gather = gather_from_all_ranks if world > 1 else None
+        self.source = BatchSource(ImageStore.open(manifest), args.batch_size, device=device,
+                                  workers=args.workers, seed=args.seed, rank=rank,
+                                  world_size=world)
+        self.xy = torch.as_tensor(manifest.xy_centred(), device=device)
+        self.positive_of: torch.Tensor | None = None  # geoclr: this epoch's positives
+        if self.kind == "geoclr":
+            self.indptr, self.indices = neighbour_lists(manifest.anchor, manifest.positive,
+                                                        manifest.n)
+
+    def describe(self) -> str:
+        sp = f" + sp {self.sp_weight:g}" if self.sp_weight and self.kind != "sp" else ""
+        return f"{self.kind}{sp} on {self.m.n} images ({self.m.pairs_path})"
+
+    def steps_per_epoch(self) -> int:
+        return self.per_epoch
+
+    def epoch(self, epoch: int, skip: int):
+        extra = None
+        if self.kind == "geoclr":
+            rng = np.random.default_rng((self.args.seed, epoch, 1))
+            extra, has = sample_positives(self.indptr, self.indices, rng)
+            self.positive_of = torch.as_tensor(extra, device=self.device)  # once per epoch
+            if self.rank == 0 and skip == 0:
+                print(f"[train] epoch {epoch}: {int((~has).sum())} of {self.m.n} anchors have "
+                      "no neighbour within r_loc and use two views of themselves", flush=True)
+        return iter(self.source.batches(epoch, extra=extra, skip=skip))
+
+    def _views(self, canvas, sizes, gen) -> torch.Tensor:
+        v = augment.simclr_views(canvas, sizes, self.args.image_size, gen)
+        if self.device.type == "cuda":
+            v = v.contiguous(memory_format=torch.channels_last)
+        return v
+
+    def inputs(self, batch, rng: StepRandom) -> ImageInputs:
+        b, gen = batch.idx.shape[0], rng.rank
+        inp = ImageInputs(b)
+        if self.kind == "geoclr":  # the canvas holds the anchors, then their positives
+            inp.views = self._views(batch.canvas, batch.sizes, gen)
+            idx = batch.idx.to(self.device)
+            inp.xy_a, inp.xy_p = self.xy[idx], self.xy[self.positive_of[idx]]
+        elif self.kind == "simclr":
+            inp.views = torch.cat([self._views(batch.canvas, batch.sizes, gen),
+                                   self._views(batch.canvas, batch.sizes, gen)])
+        if self.sp_weight > 0:
+            c1, c2, b1, b2 = augment.sp_crops(batch.canvas[:b], batch.sizes[:b],
+                                              self.args.sp_size, gen)
+            inp.crops, inp.target = torch.cat([c1, c2]), sp_targets(b1, b2)
+        return inp
+
+    def forward(self, model: nn.Module, inp: ImageInputs):
+        return model(inp.views, inp.crops)
+
+    def loss(self, inp: ImageInputs, outputs) -> StepOutput:
+        z, pred = outputs
+        args, b = self.args, inp.b
+        out = StepOutput(torch.zeros((), device=self.device), images=2 * b)
+        if z is not None:
+            z = z.float()
+            if self.kind == "geoclr":
+                con = geoclr_loss(z[:b], z[b:], inp.xy_a, inp.xy_p, self.m.r_loc_m,
+                                  args.temperature, mask_neighbours=args.mask_neighbours,
+                                  gather=self.gather)
+            else:
+                con = nt_xent(z[:b], z[b:], args.temperature, gather=self.gather)
+            out.parts["loss_contrastive"] = con.detach()
+            out.loss = out.loss + con
+            out.embedding = z
+        if pred is not None:
+            spl = sp_loss(pred.float(), inp.target)
+            out.parts["loss_sp"] = spl.detach()
+            out.loss = out.loss + self.sp_weight * spl
+        return out
+
+    def state(self) -> dict:
+        enc = self.model.encoder
+        s = {"encoder": enc.state_dict(), "feat_dim": enc.feat_dim}
+        if self.model.sp_head is not None:
+            s["sp_head"] = self.model.sp_head.state_dict()
+        return s
+
+    def load_state(self, state: dict) -> None:
+        self.model.encoder.load_state_dict(state["encoder"])
+        if self.model.sp_head is not None:
+            self.model.sp_head.load_state_dict(state["sp_head"])
+
+
+# --- CSP ------------------------------------------------------------------------------------
+
+@dataclass
+class CSPInputs:
+    loc: torch.Tensor  # (B, 2) site-centred metres
+    feats: torch.Tensor  # (B, C) the locked image encoder's features
+    neg: torch.Tensor  # (K, 2) random locations in the footprint, the same on every rank
+
+    def share(self, rank: int, world: int) -> CSPInputs:
+        b = self.loc.shape[0] // world
+        mine = slice(rank * b, (rank + 1) * b)
+        return CSPInputs(self.loc[mine], self.feats[mine], self.neg)
+
+
+class CSPObjective:
+    """A location encoder contrasted with a locked image encoder's features."""
+
+    def __init__(self, args, manifest: Manifest, device: torch.device, rank: int, world: int):
+        self.args, self.m, self.device, self.rank, self.world = args, manifest, device, rank, world
+        self.per_epoch = _steps_per_epoch(manifest.n, args.batch_size, world)
+        try:
+            img_state = read_checkpoint(args.image_encoder)
+            image_encoder = encoder_from_checkpoint(img_state, args.image_encoder)
+        except CheckpointError as exc:
+            raise TrainingError(f"--image-encoder {exc}") from None
+        trained_on = img_state.get("dataset", {})
+        if rank == 0 and isinstance(trained_on, dict) and trained_on.get("digest") not in (
+                None, manifest.digest):
+            print("[train] note: the image encoder was trained on another dataset than this "
+                  "manifest's", flush=True)
+        self.image_encoder = image_encoder.to(device).eval().requires_grad_(False)
+        # pooled features of every full frame, no augmentation: the encoder is locked, so
+        # they are computed once
+        self.feats = extract_features(self.image_encoder, ImageStore.open(manifest),
+                                      args.image_size, device, bf16=args.precision == "bf16")
+        self.xy = torch.as_tensor(manifest.xy_centred(), device=device)
+        self.footprint = Footprint(self.xy, max(manifest.r_loc_m, 1.0))
+        loc = make_location_encoder(args.location_encoder, 128, manifest.extent_m,
+                                    centres=self._rbf_centres())
+        self.model = LocationCSP(loc, self.image_encoder.feat_dim, 128)
+        self.gather = gather_from_all_ranks if world > 1 else None
+
+    def _rbf_centres(self) -> torch.Tensor:
+        rng = np.random.default_rng(self.args.seed)
+        xy = self.m.xy_centred()
+        pick = rng.choice(len(xy), min(256, len(xy)), replace=False)
+        return torch.as_tensor(xy[pick], dtype=torch.float32)
+
+    def describe(self) -> str:
+        return (f"csp ({self.args.location_encoder}, {self.args.csp_loss}) on {self.m.n} "
+                f"images ({self.m.pairs_path})")
+
+    def steps_per_epoch(self) -> int:
+        return self.per_epoch
+
+    def epoch(self, epoch: int, skip: int):
+        order = epoch_order(self.args.seed, epoch, self.m.n)
+        for idx in rank_slices(order, self.args.batch_size, self.rank, self.world,
+                               self.per_epoch, skip):
+            yield torch.as_tensor(idx, device=self.device)
+
+    def inputs(self, idx: torch.Tensor, rng: StepRandom) -> CSPInputs:
+        return CSPInputs(self.xy[idx], self.feats[idx],
+                         self.footprint.sample(self.args.csp_negatives, rng.shared))
+
+    def forward(self, model: nn.Module, inp: CSPInputs):
+        # one pass: the batch's locations twice (two dropout draws, for SimCSE) and the
+        # negatives, so that DDP sees one forward per step
+        return model(torch.cat([inp.loc, inp.loc, inp.neg]), inp.feats)
+
+    def loss(self, inp: CSPInputs, outputs) -> StepOutput:
+        emb, img = (t.float() for t in outputs)
+        b, args = inp.loc.shape[0], self.args
+        loc, loc2, neg = emb[:b], emb[b:2 * b], emb[2 * b:]
+        if args.csp_loss == "mc":
+            loss = csp_mc_loss(loc, img, neg, loc2, temperature=args.temperature,
+                               gather=self.gather)
+        elif args.csp_loss == "nce":
+            loss = csp_nce_loss(loc, img, neg, temperature=args.temperature, gather=self.gather)
+        else:
+            loss = csp_l2_loss(loc, img)
+        return StepOutput(loss, images=b, embedding=loc)
+
+    def state(self) -> dict:
+        return {"encoder": self.image_encoder.state_dict(),
+                "feat_dim": self.image_encoder.feat_dim,
+                "loc_encoder": self.model.loc_encoder.state_dict(),
+                "img_proj": self.model.img_proj.state_dict(),
+                "site_centre": torch.as_tensor(self.m.centre),
+                "extent_m": float(self.m.extent_m)}
+
+    def load_state(self, state: dict) -> None:
+        self.model.loc_encoder.load_state_dict(state["loc_encoder"])
+        self.model.img_proj.load_state_dict(state["img_proj"])
