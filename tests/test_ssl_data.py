@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from seafloor_ssl import augment as A
-from seafloor_ssl.data import BatchSource, decode_cpu, decode_gpu, load_jpegs, pad_batch
+from seafloor_ssl.data import BatchSource, ImageStore, decode_cpu, decode_gpu, pad_batch
 from seafloor_ssl.manifest import Manifest, ManifestError, load_manifest
 
 from pipeline.build import build
@@ -41,8 +41,8 @@ def manifest(manifests) -> Manifest:
 
 
 @pytest.fixture(scope="module")
-def jpegs(manifest) -> list[bytes]:
-    return load_jpegs(manifest)
+def jpegs(manifest) -> ImageStore:
+    return ImageStore.open(manifest)
 
 
 def copy_manifests(src: Path, dst: Path) -> Path:
@@ -98,7 +98,8 @@ def test_load_manifest(manifests, manifest):
     assert m.anchor.dtype == np.int32 and m.positive.dtype == np.int32
     assert m.distance_m.dtype == np.float32 and len(m.anchor) == pairs.num_rows > 0
     assert (m.anchor < m.positive).all()
-    assert m.shards == {d: real / "images" / f"{d}.parquet" for d in ("dive01", "dive02")}
+    assert m.stores == {d: real / "images" / f"{d}.arrow" for d in ("dive01", "dive02")}
+    assert m.identity == json.loads(meta["dataset"]) and len(m.digest) == 64
 
 
 def test_mismatched_locations_refused(manifests, tmp_path):
@@ -122,8 +123,8 @@ def test_missing_files_and_metadata_refused(manifests, tmp_path):
     folder = copy_manifests(manifests, tmp_path / "m")
     with pytest.raises(ManifestError, match="no such file"):
         load_manifest(folder / "nope.parquet")
-    (folder / "images" / "dive02.parquet").unlink()
-    with pytest.raises(ManifestError, match="dive02.parquet"):
+    (folder / "images" / "dive02.arrow").unlink()
+    with pytest.raises(ManifestError, match="dive02.arrow"):
         load_manifest(folder / "pairs.parquet")
     (folder / "locations.parquet").unlink()
     with pytest.raises(ManifestError, match="does not exist"):
@@ -138,23 +139,73 @@ def test_missing_files_and_metadata_refused(manifests, tmp_path):
 
 # -- JPEG bytes and decoding -----------------------------------------------------------------
 
-def test_load_jpegs_order(manifest, jpegs):
+def test_the_store_holds_every_located_image_in_idx_order(manifest, jpegs):
     assert len(jpegs) == manifest.n
-    for dive, shard in manifest.shards.items():
+    for dive, store in manifest.stores.items():
+        shard = store.with_suffix(".parquet")  # the Parquet shard holds the same bytes
         table = pq.read_table(shard).to_pydict()
         by_id = dict(zip(table["image_id"], table["jpeg"], strict=True))
         for i in np.flatnonzero(manifest.dive == dive):
             assert jpegs[i] == by_id[manifest.image_id[i]]
+    assert jpegs[-1] == jpegs[manifest.n - 1] and jpegs[1:3] == [jpegs[1], jpegs[2]]
+    with pytest.raises(IndexError):
+        jpegs[manifest.n]
 
 
-def test_load_jpegs_missing_image(manifests, tmp_path):
+def _rewrite_store(path: Path, table: pa.Table) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+
+def _read_store(path: Path) -> pa.Table:
+    """Read into memory, not mapped: the tests rewrite the file afterwards."""
+    return pa.ipc.open_file(pa.BufferReader(path.read_bytes())).read_all()
+
+
+def test_a_store_without_a_located_image_is_refused(manifests, tmp_path):
     folder = copy_manifests(manifests, tmp_path / "m")
-    shard = folder / "images" / "dive01.parquet"
-    table = pq.read_table(shard)
-    pq.write_table(table.slice(1), shard)
-    m = load_manifest(folder / "pairs.parquet")  # shard contents are checked when loading
+    store = folder / "images" / "dive01.arrow"
+    table = _read_store(store)
+    _rewrite_store(store, table.slice(1))
+    m = load_manifest(folder / "pairs.parquet")  # the rows are checked when the store opens
     with pytest.raises(ManifestError, match=table.column("image_id")[0].as_py()):
-        load_jpegs(m)
+        ImageStore.open(m)
+
+
+def test_a_truncated_or_foreign_store_is_refused_with_its_name(manifests, tmp_path):
+    folder = copy_manifests(manifests, tmp_path / "m")
+    store = folder / "images" / "dive02.arrow"
+    data = store.read_bytes()
+    store.write_bytes(data[: len(data) // 2])
+    m = load_manifest(folder / "pairs.parquet")
+    with pytest.raises(ManifestError, match=r"dive02\.arrow: the image file is damaged"):
+        ImageStore.open(m)
+    store.write_bytes(b"not arrow at all")
+    with pytest.raises(ManifestError, match="damaged"):
+        ImageStore.open(m)
+    table = _read_store(folder / "images" / "dive01.arrow")
+    _rewrite_store(store, table.drop_columns(["jpeg"]))
+    with pytest.raises(ManifestError, match="column 'jpeg'"):
+        ImageStore.open(m)
+
+
+def test_a_store_spans_record_batches_and_pickles_to_a_worker(manifests, tmp_path):
+    import pickle
+
+    folder = copy_manifests(manifests, tmp_path / "m")
+    store = folder / "images" / "dive01.arrow"
+    table = _read_store(store)
+    with pa.OSFile(str(store), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        for batch in table.to_batches(max_chunksize=7):  # several record batches
+            w.write_batch(batch)
+    m = load_manifest(folder / "pairs.parquet")
+    s = ImageStore.open(m)
+    by_id = dict(zip(table.column("image_id").to_pylist(), table.column("jpeg").to_pylist(),
+                     strict=True))
+    for i in np.flatnonzero(m.dive == "dive01"):
+        assert s[i] == by_id[m.image_id[i]]
+    again = pickle.loads(pickle.dumps(s))
+    assert [again[i] for i in range(m.n)] == [s[i] for i in range(m.n)]
 
 
 def test_decode_cpu_sizes(jpegs):
@@ -448,3 +499,14 @@ def test_colour_and_blur_switches():
     torch.testing.assert_close(A.gaussian_blur(flat, p=1.0, generator=g), flat, atol=1e-6, rtol=0)
     blurred = A.gaussian_blur(x, p=1.0, sigma=(1.5, 2.0), generator=g)
     assert blurred.std() < x.std() * 0.6
+
+
+def test_a_store_cut_short_after_it_was_opened_is_one_message(manifests, tmp_path):
+    folder = copy_manifests(manifests, tmp_path / "m")
+    m = load_manifest(folder / "pairs.parquet")
+    s = ImageStore.open(m)
+    last = int(np.argmax(s.offset * (s.file == s.file[0])))  # the last image of that file
+    with open(s.paths[int(s.file[0])], "r+b") as f:
+        f.truncate(int(s.offset[last]) + 1)
+    with pytest.raises(ManifestError, match="shorter than when it was opened"):
+        s[last]
