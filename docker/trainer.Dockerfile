@@ -1,14 +1,19 @@
 # syntax=docker/dockerfile:1
 # The seafloor-ssl trainer image: an official PyTorch CUDA runtime plus the trainer folder.
 # The trainer needs only torch, torchvision, numpy, pyarrow and pillow (no geo stack, no
-# Prefect), so it runs on any stock PyTorch GPU image; the manifests and image shards come from
-# the pipeline through a mounted folder.
+# Prefect), so it runs on any stock PyTorch GPU image; evaluation (python -m ssl.evaluate) adds
+# scikit-learn and matplotlib, so that an encoder is evaluated where it was trained. The
+# manifests and image files come from the pipeline through a mounted folder.
 #
 # Build from the repository root:
 #   docker build -f docker/trainer.Dockerfile -t seafloor-ssl/trainer .
 # Run (one GPU; for several: torchrun --nproc_per_node G -m ssl.train ...):
 #   docker run --gpus all -v $PWD/data:/app/data -v $PWD/runs:/app/runs seafloor-ssl/trainer \
 #     --manifest data/seafloor/manifests/pairs.parquet --objective geoclr --sp 0.5
+# Evaluate in the same image:
+#   docker run --gpus all -v $PWD/data:/app/data -v $PWD/runs:/app/runs \
+#     --entrypoint python seafloor-ssl/trainer -m ssl.evaluate --checkpoint runs/<run>/last.pt \
+#     --manifest data/seafloor/manifests/pairs.parquet --out runs/<run>/eval
 ARG BASE_IMAGE=pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
@@ -19,13 +24,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# torch and torchvision come with the base image; the trainer adds two readers
-RUN pip install "pyarrow>=15" "pillow>=10" "numpy>=1.26"
+# torch and torchvision come with the base image; the trainer adds two readers, evaluation
+# its probes (scikit-learn, which brings threadpoolctl) and figures (matplotlib)
+RUN pip install "pyarrow>=15" "pillow>=10" "numpy>=1.26" "scikit-learn>=1.4" "matplotlib>=3.8"
 
 # The trainer runs from /app, where `python -m ssl.train` resolves to this folder (the package
 # loads the standard library's TLS module into itself, so `import ssl` keeps working).
 COPY ssl/ ./ssl/
-RUN python -m ssl.train --help > /dev/null
+RUN python -m ssl.train --help > /dev/null && python -m ssl.evaluate --help > /dev/null
 
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
  && mkdir -p /app/data /app/runs \
