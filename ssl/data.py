@@ -133,6 +133,7 @@ class ImageStore(Sequence):
                 offset[rows[sel]] = at + offs[r]
                 length[rows[sel]] = offs[r + 1] - offs[r]
                 file[rows[sel]] = k_file
+        pa.default_memory_pool().release_unused()  # the id columns read above
         if (file < 0).any():
             missing = np.flatnonzero(file < 0)
             raise ManifestError(f"{manifest.locations_path}: {len(missing)} row(s) have no image "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import contract as c
@@ -103,6 +104,17 @@ def _strings(col: pa.ChunkedArray) -> np.ndarray:
     return np.array(col.to_pylist(), dtype=object)
 
 
+def _categories(col: pa.ChunkedArray) -> np.ndarray:
+    """A column of few distinct strings (dive, label) as an object array whose rows share one
+    Python string per value (not one per row: 55 MB less per million rows)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    values = np.array([*arr.dictionary.to_pylist(), None], dtype=object)  # last: null
+    codes = pc.fill_null(arr.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return values[codes]
+
+
 def _json_meta(meta: dict[str, str], key: str, path: Path) -> object:
     try:
         return json.loads(meta[key])
@@ -183,8 +195,8 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
                             f"from {idx.min() if n else None} to {idx.max() if n else None}); "
                             f"{REBUILD}")
     image_id = _strings(loc.column("image_id"))
-    dive = _strings(loc.column("dive"))
-    label = _strings(loc.column("label"))
+    dive = _categories(loc.column("dive"))
+    label = _categories(loc.column("label"))
     xy = np.stack([loc.column("easting").to_numpy(), loc.column("northing").to_numpy()],
                   axis=1).astype(np.float64).reshape(n, 2)
     ts = loc.column("timestamp")
@@ -229,6 +241,8 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
                             f"expected one {c.store_name('<dive>')} per dive beside the "
                             f"manifests; copy the images/ folder too, or {REBUILD}")
 
+    del loc, pairs  # everything needed is in numpy arrays now; give the tables' memory back
+    pa.default_memory_pool().release_unused()  # (~100 MB at 1M rows)
     return Manifest(
         pairs_path=pairs_path, locations_path=loc_path, folder=folder, n=n, image_id=image_id,
         dive=dive, xy=xy, centre=centre, extent_m=extent, timestamp_s=timestamp_s, label=label,
