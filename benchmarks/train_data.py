@@ -1,7 +1,7 @@
 """The trainer's data path at 1M images: memory per rank and images/s, side by side in one run.
 
     python benchmarks/train_data.py [--images 1000000] [--dives 10] [--ranks 1,4]
-                                    [--batches 20] [--batch-size 256] [--keep DIR]
+                                    [--batches 100] [--batch-size 256] [--keep DIR]
 
 A manifest set of N located images is written straight in the contract's format (small JPEGs
 of 32 x 32 to 48 x 64 pixels, about 1 KB each, in D dives; one pair per image), then for each
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=1_000_000)
     p.add_argument("--dives", type=int, default=10)
     p.add_argument("--ranks", default="1,4", help="comma-separated numbers of ranks")
-    p.add_argument("--batches", type=int, default=20, help="batches each rank decodes")
+    p.add_argument("--batches", type=int, default=100, help="batches each rank decodes")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--keep", default=None, help="write the manifest here and keep it")
     p.add_argument("--json", default=None, help="also write the rows to this file")
