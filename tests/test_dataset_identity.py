@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from surveys import copy_survey
+from surveys import built_copy, copy_survey
 
 from pipeline import schema
 from pipeline.build import CACHE_FILES, ENTRY_STORE, ENTRY_SUMMARY, build
@@ -42,10 +42,7 @@ def survey(tmp_path_factory):
 @pytest.fixture
 def site(survey, tmp_path):
     """A private copy of the survey, built once: (catalog, output folder)."""
-    root = copy_survey(survey, tmp_path / "site")
-    cat = load_catalog(root / "catalog.yaml")
-    build(cat, **QUIET)
-    return cat, cat.output
+    return built_copy(survey, tmp_path / "site")
 
 
 def identity(out: Path) -> dict:

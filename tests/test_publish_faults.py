@@ -16,7 +16,7 @@ from ssl.manifest import load_manifest
 
 import pyarrow.parquet as pq
 import pytest
-from surveys import copy_survey
+from surveys import built_copy, copy_survey
 
 import pipeline.cli
 from pipeline.build import USER_ERRORS, build
@@ -42,10 +42,7 @@ def survey(tmp_path_factory):
 @pytest.fixture
 def site(survey, tmp_path):
     """A private copy of the survey, built once: (catalog, output folder)."""
-    root = copy_survey(survey, tmp_path / "site")
-    cat = load_catalog(root / "catalog.yaml")
-    build(cat, **QUIET)
-    return cat, cat.output
+    return built_copy(survey, tmp_path / "site")
 
 
 def temp_files(out: Path) -> list[str]:
