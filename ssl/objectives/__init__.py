@@ -5,6 +5,9 @@
   and the within-r_loc negative mask over NT-Xent.
 - `sp`: Spatial Prediction: box transforms under flips / quarter turns, targets, head, loss.
 - `csp`: CSP location encoders (theory, grid, RBF), MC / NCE / L2 losses, footprint negatives.
+- `simsiam`, `byol`, `moco`, `dino`: the other frameworks' losses and the small state they need
+  (predictor, momentum copy and EMA update, queue with key positions, DINO head, centre);
+  `frameworks.py` holds that state and the loop updates it.
 - `distributed`: `gather_from_all_ranks`, the differentiable all-gather the losses accept.
 """
 
