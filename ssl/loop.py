@@ -58,11 +58,12 @@ class StepRandom:
 
     rank: torch.Generator
     shared: torch.Generator
+    step: int = 0  # the global step these draws belong to (for step-dependent schedules)
 
     @classmethod
     def for_step(cls, seed: int, step: int, rank: int, device: torch.device) -> StepRandom:
         return cls(torch.Generator(device=device).manual_seed(step_seed(seed, step, rank + 1)),
-                   torch.Generator(device=device).manual_seed(step_seed(seed, step)))
+                   torch.Generator(device=device).manual_seed(step_seed(seed, step)), step)
 
 
 @dataclass
@@ -97,6 +98,10 @@ class Objective(Protocol):
 
     def loss(self, inputs: Any, outputs: Any) -> StepOutput:
         """The loss of the forward pass's outputs, in float32 (outside autocast)."""
+
+    def after_step(self, step: int) -> None:
+        """After the optimiser step ``step``: update what is not trained by gradients (momentum
+        networks, queues, centres) from this step's inputs and outputs."""
 
     def state(self) -> dict:
         """The weights and objective state a checkpoint keeps (besides the optimiser)."""
@@ -192,6 +197,7 @@ def fit(objective: Objective, ctx: Context, ckpt_path: Path, state: dict | None)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
+            objective.after_step(step)
 
             now = time.perf_counter()
             window["t"] += now - t_prev

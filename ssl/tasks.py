@@ -14,9 +14,10 @@ from torch import nn
 from . import augment
 from .data import BatchSource, ImageStore, epoch_order, rank_slices
 from .features import extract_features
-from .loop import StepOutput, StepRandom, TrainingError
+from .frameworks import Targets, make_framework
+from .loop import StepOutput, StepRandom, TrainingError, total_steps
 from .manifest import Manifest
-from .models import Encoder, ImageSSL, LocationCSP, encoder_from_checkpoint
+from .models import PROJ_DIM, Encoder, ImageSSL, LocationCSP, encoder_from_checkpoint
 from .objectives.csp import (
     Footprint,
     csp_l2_loss,
@@ -25,8 +26,7 @@ from .objectives.csp import (
     make_location_encoder,
 )
 from .objectives.distributed import gather_from_all_ranks
-from .objectives.geoclr import geoclr_loss, neighbour_lists, sample_positives
-from .objectives.simclr import nt_xent
+from .objectives.geoclr import neighbour_lists, sample_positives
 from .objectives.sp import SPHead, sp_loss, sp_targets
 from .runlog import CheckpointError, read_checkpoint
 
@@ -70,37 +70,61 @@ def init_encoder(encoder: Encoder, path: str) -> None:
         raise TrainingError(f"--init {exc}") from None
 
 
+def fit_to_manifest(args, manifest: Manifest) -> None:
+    """Defaults and checks that depend on the survey's size (idempotent)."""
+    if args.objective == "moco":
+        if args.queue is None:
+            args.queue = max(1, min(4096, manifest.n // 2))
+        elif args.queue > manifest.n:
+            raise TrainingError(f"--queue {args.queue} is longer than the survey "
+                                f"({manifest.n} images): the queue would hold the same images "
+                                f"several times; use --queue {max(1, manifest.n // 2)} or less")
+
+
 # --- image objectives -----------------------------------------------------------------------
 
 @dataclass
 class ImageInputs:
     """One step's inputs, on the device. ``views`` rows: B first views then B second views
-    (geoclr: anchors then their positives); ``crops`` rows: B first SP crops then B second."""
+    (location positives: anchors then their positives); ``local`` rows: DINO's local crops, N
+    blocks of B; ``crops`` rows: B first SP crops then B second."""
 
     b: int
     views: torch.Tensor | None = None
+    local: torch.Tensor | None = None
     crops: torch.Tensor | None = None
     target: torch.Tensor | None = None  # (B, 4) SP targets
-    xy_a: torch.Tensor | None = None  # (B, 2) geoclr: positions of anchors and positives
+    xy_a: torch.Tensor | None = None  # (B, 2) positions of the anchors and their positives
     xy_p: torch.Tensor | None = None
+    targets: Targets | None = None  # the momentum network's outputs
+    step: int = 0
 
     def share(self, rank: int, world: int) -> ImageInputs:
         """This rank's share of a global batch's inputs (checks DDP against one process)."""
         b = self.b // world
         mine = slice(rank * b, (rank + 1) * b)
 
-        def cut(t, halves):
+        def cut(t, blocks):
             if t is None:
                 return None
-            return torch.cat([t[mine], t[self.b:][mine]]) if halves else t[mine]
+            if blocks == 1:
+                return t[mine]
+            return torch.cat([blk[mine] for blk in t.split(self.b)])
 
-        out = {f.name: cut(getattr(self, f.name), f.name in ("views", "crops"))
-               for f in fields(self) if f.name != "b"}
+        def cut_rows(t):
+            return cut(t, 1 if t is None else t.shape[0] // self.b)
+
+        out = {f.name: cut_rows(getattr(self, f.name)) for f in fields(self)
+               if f.name not in ("b", "step", "targets")}
+        if self.targets is not None:
+            out["targets"] = Targets(t=cut_rows(self.targets.t), xy=cut_rows(self.targets.xy))
         return replace(self, b=b, **out)
 
 
 class ImageObjective:
-    """simclr / geoclr (+ sp) / sp alone, on images read on demand from the image store."""
+    """An image framework (simclr, simsiam, moco, byol, dino; `frameworks.py`) with two views
+    or location positives, optionally + sp, or sp alone; images read on demand from the image
+    store."""
 
     def __init__(self, args, manifest: Manifest, device: torch.device, rank: int, world: int):
         self.args, self.m, self.device, self.rank, self.world = args, manifest, device, rank, world
@@ -108,30 +132,44 @@ class ImageObjective:
         encoder = Encoder(args.backbone)
         if args.init:
             init_encoder(encoder, args.init)
-        self.kind = args.objective
+        fit_to_manifest(args, manifest)
+        self.kind = "simclr" if args.objective == "geoclr" else args.objective
+        self.location = self.kind != "sp" and args.positives == "location"
         self.sp_weight = 1.0 if self.kind == "sp" else float(args.sp)
-        head = SPHead(encoder.feat_dim) if self.sp_weight > 0 else None
-        self.model = ImageSSL(encoder, head, contrastive=self.kind != "sp")
         self.gather = gather_from_all_ranks if world > 1 else None
+        self.fw = None if self.kind == "sp" else make_framework(
+            self.kind, args, encoder.feat_dim, PROJ_DIM, device, manifest.n, world,
+            manifest.r_loc_m, self.gather)
+        sp_head = SPHead(encoder.feat_dim) if self.sp_weight > 0 else None
+        self.model = ImageSSL(encoder, sp_head, contrastive=self.kind != "sp",
+                              predictor=self.fw.predictor if self.fw else None,
+                              head=self.fw.head if self.fw else None)
+        if self.fw is not None:
+            self.model.to(device)
+            self.fw.attach(self.model.embedder, total_steps(args, self.per_epoch))
         self.source = BatchSource(ImageStore.open(manifest), args.batch_size, device=device,
                                   workers=args.workers, seed=args.seed, rank=rank,
                                   world_size=world)
         self.xy = torch.as_tensor(manifest.xy_centred(), device=device)
-        self.positive_of: torch.Tensor | None = None  # geoclr: this epoch's positives
-        if self.kind == "geoclr":
+        self.positive_of: torch.Tensor | None = None  # location positives: this epoch's
+        if self.location:
             self.indptr, self.indices = neighbour_lists(manifest.anchor, manifest.positive,
                                                         manifest.n)
+        self._last: tuple | None = None  # (inputs, outputs) of the step, for after_step
 
     def describe(self) -> str:
-        sp = f" + sp {self.sp_weight:g}" if self.sp_weight and self.kind != "sp" else ""
-        return f"{self.kind}{sp} on {self.m.n} images ({self.m.pairs_path})"
+        if self.fw is None:
+            return f"sp on {self.m.n} images ({self.m.pairs_path})"
+        sp = f" + sp {self.sp_weight:g}" if self.sp_weight else ""
+        pos = "location positives" if self.location else "two views"
+        return f"{self.fw.describe()}, {pos}{sp} on {self.m.n} images ({self.m.pairs_path})"
 
     def steps_per_epoch(self) -> int:
         return self.per_epoch
 
     def epoch(self, epoch: int, skip: int):
         extra = None
-        if self.kind == "geoclr":
+        if self.location:
             rng = np.random.default_rng((self.args.seed, epoch, 1))
             extra, has = sample_positives(self.indptr, self.indices, rng)
             self.positive_of = torch.as_tensor(extra, device=self.device)  # once per epoch
@@ -140,66 +178,90 @@ class ImageObjective:
                       "no neighbour within r_loc and use two views of themselves", flush=True)
         return iter(self.source.batches(epoch, extra=extra, skip=skip))
 
-    def _views(self, canvas, sizes, gen) -> torch.Tensor:
-        v = augment.simclr_views(canvas, sizes, self.args.image_size, gen)
+    def _views(self, canvas, sizes, gen, size=None, scale=(0.2, 1.0)) -> torch.Tensor:
+        v = augment.simclr_views(canvas, sizes, size or self.args.image_size, gen, scale=scale)
         if self.device.type == "cuda":
             v = v.contiguous(memory_format=torch.channels_last)
         return v
 
     def inputs(self, batch, rng: StepRandom) -> ImageInputs:
         b, gen = batch.idx.shape[0], rng.rank
-        inp = ImageInputs(b)
-        if self.kind == "geoclr":  # the canvas holds the anchors, then their positives
-            inp.views = self._views(batch.canvas, batch.sizes, gen)
-            idx = batch.idx.to(self.device)
-            inp.xy_a, inp.xy_p = self.xy[idx], self.xy[self.positive_of[idx]]
-        elif self.kind == "simclr":
-            inp.views = torch.cat([self._views(batch.canvas, batch.sizes, gen),
-                                   self._views(batch.canvas, batch.sizes, gen)])
+        inp = ImageInputs(b, step=rng.step)
+        idx = batch.idx.to(self.device)
+        if self.fw is not None:
+            glob = (0.4, 1.0) if self.kind == "dino" else (0.2, 1.0)  # DINO's global crops
+            if self.location:  # the canvas holds the anchors, then their positives
+                inp.views = self._views(batch.canvas, batch.sizes, gen, scale=glob)
+                inp.xy_a, inp.xy_p = self.xy[idx], self.xy[self.positive_of[idx]]
+            else:
+                inp.views = torch.cat([self._views(batch.canvas, batch.sizes, gen, scale=glob),
+                                       self._views(batch.canvas, batch.sizes, gen, scale=glob)])
+                inp.xy_a = inp.xy_p = self.xy[idx]
+            if self.kind == "dino" and self.args.local_crops:
+                inp.local = torch.cat([
+                    self._views(batch.canvas[:b], batch.sizes[:b], gen, self.args.local_size,
+                                (0.05, 0.4)) for _ in range(self.args.local_crops)])
         if self.sp_weight > 0:
             c1, c2, b1, b2 = augment.sp_crops(batch.canvas[:b], batch.sizes[:b],
                                               self.args.sp_size, gen)
             inp.crops, inp.target = torch.cat([c1, c2]), sp_targets(b1, b2)
+        if self.fw is not None:
+            inp.targets = self.fw.targets(inp.views, b, inp.xy_p)
         return inp
 
     def forward(self, model: nn.Module, inp: ImageInputs):
-        return model(inp.views, inp.crops)
+        return model(inp.views, inp.crops, inp.local)
 
-    def loss(self, inp: ImageInputs, outputs) -> StepOutput:
-        z, pred = outputs
-        args, b = self.args, inp.b
-        out = StepOutput(torch.zeros((), device=self.device), images=2 * b)
-        if z is not None:
-            z = z.float()
-            if self.kind == "geoclr":
-                con = geoclr_loss(z[:b], z[b:], inp.xy_a, inp.xy_p, self.m.r_loc_m,
-                                  args.temperature, mask_neighbours=args.mask_neighbours,
-                                  gather=self.gather)
-            else:
-                con = nt_xent(z[:b], z[b:], args.temperature, gather=self.gather)
-            out.parts["loss_contrastive"] = con.detach()
-            out.loss = out.loss + con
-            out.embedding = z
-        if pred is not None:
-            spl = sp_loss(pred.float(), inp.target)
-            out.parts["loss_sp"] = spl.detach()
-            out.loss = out.loss + self.sp_weight * spl
-        return out
+    def loss(self, inp: ImageInputs, out: dict) -> StepOutput:
+        b = inp.b
+        res = StepOutput(torch.zeros((), device=self.device),
+                         images=(2 if inp.views is not None else 0) * b
+                         + (0 if inp.local is None else inp.local.shape[0])
+                         + (0 if inp.crops is None else 2 * b))
+        if self.fw is not None:
+            main = self.fw.loss(out, inp.targets, b, inp.step, inp.xy_a, inp.xy_p)
+            res.parts[f"loss_{self.kind}"] = main.detach()
+            res.loss = res.loss + main
+            # collapse monitor: the embeddings, or for DINO (whose head output is a distribution
+            # over prototypes) the backbone features
+            res.embedding = (out["f"] if self.kind == "dino" else out["z"])[:b]
+        if out["sp"] is not None:
+            spl = sp_loss(out["sp"].float(), inp.target)
+            res.parts["loss_sp"] = spl.detach()
+            res.loss = res.loss + self.sp_weight * spl
+        self._last = (inp, out)
+        return res
+
+    def after_step(self, step: int) -> None:
+        if self.fw is not None and self._last is not None:
+            inp, out = self._last
+            self.fw.after_step(step, inp.targets, out)
+        self._last = None
 
     def state(self) -> dict:
         enc = self.model.encoder
         s = {"encoder": enc.state_dict(), "feat_dim": enc.feat_dim}
         if self.model.sp_head is not None:
             s["sp_head"] = self.model.sp_head.state_dict()
+        if self.fw is not None:
+            if self.model.predictor is not None:
+                s["predictor"] = self.model.predictor.state_dict()
+            if self.model.head is not None:
+                s["head"] = self.model.head.state_dict()
+            s["framework"] = self.fw.state()
         return s
 
     def load_state(self, state: dict) -> None:
         self.model.encoder.load_state_dict(state["encoder"])
         if self.model.sp_head is not None:
             self.model.sp_head.load_state_dict(state["sp_head"])
+        if self.fw is not None:
+            if self.model.predictor is not None:
+                self.model.predictor.load_state_dict(state["predictor"])
+            if self.model.head is not None:
+                self.model.head.load_state_dict(state["head"])
+            self.fw.load_state(state.get("framework", {}))
 
-
-# --- CSP ------------------------------------------------------------------------------------
 
 @dataclass
 class CSPInputs:
@@ -281,6 +343,9 @@ class CSPObjective:
         else:
             loss = csp_l2_loss(loc, img)
         return StepOutput(loss, images=b, embedding=loc)
+
+    def after_step(self, step: int) -> None:
+        """Nothing to update: CSP has no momentum state."""
 
     def state(self) -> dict:
         return {"encoder": self.image_encoder.state_dict(),

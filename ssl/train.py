@@ -43,11 +43,17 @@ from .flags import (  # noqa: F401 (public)
 )
 from .loop import Context, TrainingError, fit, learning_rate, step_seed  # noqa: F401 (public)
 from .manifest import ManifestError, load_manifest
-from .models import BACKBONES
+from .models import BACKBONES, VIT_PATCH, VITS
 from .runlog import CHECKPOINT, CheckpointError, read_checkpoint
-from .tasks import CSPObjective, ImageObjective, init_encoder  # noqa: F401 (public)
+from .tasks import (  # noqa: F401 (public)
+    CSPObjective,
+    ImageObjective,
+    fit_to_manifest,
+    init_encoder,
+)
 
-OBJECTIVES = ("simclr", "geoclr", "sp", "csp")
+OBJECTIVES = ("simclr", "geoclr", "simsiam", "moco", "byol", "dino", "sp", "csp")
+MOMENTUM_FRAMEWORKS = ("moco", "byol", "dino")
 CKPT = CHECKPOINT
 
 
@@ -60,12 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pairs.parquet written by the pipeline; its metadata locates "
                         "locations.parquet and the image shards")
     p.add_argument("--objective", choices=OBJECTIVES, default="geoclr",
-                   help="simclr: two views of each image; geoclr: an r_loc neighbour is the "
-                        "positive; sp: spatial prediction alone; csp: location encoder against "
-                        "a locked image encoder (needs --image-encoder)")
+                   help="an image framework (simclr, simsiam, moco, byol, dino; see "
+                        "--positives); geoclr: simclr --positives location; sp: spatial "
+                        "prediction alone; csp: location encoder against a locked image "
+                        "encoder (needs --image-encoder)")
+    p.add_argument("--positives", choices=["views", "location"], default=None,
+                   help="a framework's positive pair: two augmented views of one image, or an "
+                        "image and a neighbour within r_loc drawn each epoch (negatives within "
+                        "r_loc masked); default views (location for geoclr)")
     p.add_argument("--sp", type=non_negative_float, nargs="?", const=0.5, default=0.0,
                    metavar="W",
-                   help="add the SP loss with weight W to simclr/geoclr (0.5 when given bare)")
+                   help="add the SP loss with weight W to any framework (0.5 when given bare)")
+    p.add_argument("--queue", type=positive_int, default=None, metavar="K",
+                   help="moco: keys in the queue of negatives (default min(4096, images / 2))")
+    p.add_argument("--momentum", type=positive_float, default=None,
+                   help="moco/byol/dino: momentum of the target network (default 0.99 for moco, "
+                        "constant; 0.996 rising to 1 on a cosine for byol and dino)")
+    p.add_argument("--local-crops", type=non_negative_int, default=0, metavar="N",
+                   help="dino: N local crops (5-40 %% of the image) besides the two global ones")
+    p.add_argument("--local-size", type=positive_int, default=None,
+                   help="dino: side of the local crops (px); default image-size * 96 / 224")
+    p.add_argument("--dino-out", type=positive_int, default=4096,
+                   help="dino: output dimension of the DINO head")
     p.add_argument("--backbone", choices=BACKBONES, default="resnet18",
                    help="torchvision backbone without downloaded weights ('tiny': small CNN for "
                         "CPU smoke runs)")
@@ -153,6 +175,8 @@ def resolve(args: argparse.Namespace, device: torch.device) -> argparse.Namespac
         args.workers = max(0, min(8, (os.cpu_count() or 1) - 1))
     if args.sp_size is None:
         args.sp_size = max(16, args.image_size // 2)
+        if args.backbone in VITS:  # whole patches
+            args.sp_size = max(VIT_PATCH, args.sp_size // VIT_PATCH * VIT_PATCH)
     overwrite = getattr(args, "overwrite", False)
     if args.resume and overwrite:
         raise TrainingError("--resume and --overwrite contradict each other: --resume continues "
@@ -162,10 +186,52 @@ def resolve(args: argparse.Namespace, device: torch.device) -> argparse.Namespac
         raise TrainingError(f"{flag} needs --out, the run folder to "
                             f"{'continue' if args.resume else 'replace'} (without --out every "
                             "run gets a new folder)")
+    check_combination(args)
     if args.objective == "csp" and not args.image_encoder:
         raise TrainingError("--objective csp needs --image-encoder CKPT (last.pt of a simclr or "
                             "geoclr run): CSP trains a location encoder against a locked one")
     return args
+
+
+def check_combination(args: argparse.Namespace) -> None:
+    """Flags that do not go together, refused before any work; fills in the defaults that
+    depend on the framework (positives, local crop size)."""
+    obj = args.objective
+    framework = obj not in ("sp", "csp")
+    if args.positives is not None and not framework:
+        raise TrainingError(f"--positives is for the image frameworks; --objective {obj} has no "
+                            "positive pairs")
+    if obj == "geoclr" and args.positives == "views":
+        raise TrainingError("--objective geoclr is simclr with location positives; for two "
+                            "views use --objective simclr")
+    if framework:
+        args.positives = args.positives or ("location" if obj == "geoclr" else "views")
+    if args.local_crops and obj != "dino":
+        raise TrainingError(f"--local-crops is DINO's multi-crop; {obj} has no local crops "
+                            "(use --objective dino, or leave --local-crops out)")
+    if args.local_size is not None and obj != "dino":
+        raise TrainingError(f"--local-size is for DINO's local crops, not {obj}")
+    if args.queue is not None and obj != "moco":
+        raise TrainingError(f"--queue is MoCo's queue of negatives; {obj} has none")
+    if args.momentum is not None and obj not in MOMENTUM_FRAMEWORKS:
+        raise TrainingError(f"--momentum is for the frameworks with a momentum target "
+                            f"({', '.join(MOMENTUM_FRAMEWORKS)}), not {obj}")
+    if args.momentum is not None and not args.momentum < 1:
+        raise TrainingError(f"--momentum must be below 1 (the target would never move), got "
+                            f"{args.momentum}")
+    if obj == "dino" and args.local_size is None:
+        side = args.image_size * 96 / 224
+        args.local_size = max(16, int(round(side / 16)) * 16) if args.backbone in VITS \
+            else max(8, int(round(side)))
+    if args.backbone in VITS:
+        sizes = {"--image-size": args.image_size, "--sp-size": args.sp_size}
+        if obj == "dino" and args.local_crops:
+            sizes["--local-size"] = args.local_size
+        bad = {k: v for k, v in sizes.items() if v % VIT_PATCH}
+        if bad:
+            raise TrainingError(f"--backbone {args.backbone} cuts images into {VIT_PATCH} px "
+                                f"patches: {', '.join(f'{k} {v}' for k, v in bad.items())} is "
+                                f"not a multiple of {VIT_PATCH}")
 
 
 def on_rank0(rank: int, world: int, fn):
@@ -212,6 +278,7 @@ def train(args: argparse.Namespace) -> dict:
     try:
         try:
             manifest = load_manifest(args.manifest)
+            fit_to_manifest(args, manifest)
             torch.manual_seed(args.seed)
             if device.type == "cuda":
                 torch.backends.cuda.matmul.allow_tf32 = True
@@ -259,7 +326,8 @@ def train(args: argparse.Namespace) -> dict:
             dist.destroy_process_group()
 
 
-RESUME_KEYS = ("objective", "backbone", "image_size", "batch_size", "seed", "sp")
+RESUME_KEYS = ("objective", "positives", "backbone", "image_size", "batch_size", "seed", "sp",
+               "queue", "momentum", "local_crops", "local_size", "dino_out")
 
 
 def check_resume(state: dict, args, manifest) -> None:

@@ -71,6 +71,11 @@ OBJECTIVES = {
     "sp": ["--objective", "sp"],
     "geoclr+sp": ["--objective", "geoclr", "--sp", "0.5"],
     "csp": ["--objective", "csp"],
+    "simsiam+location+sp": ["--objective", "simsiam", "--positives", "location", "--sp", "0.5"],
+    "moco+location": ["--objective", "moco", "--positives", "location", "--queue", "16"],
+    "byol": ["--objective", "byol"],
+    "dino+local": ["--objective", "dino", "--local-crops", "2", "--local-size", "16",
+                   "--dino-out", "64"],
 }
 
 
@@ -149,7 +154,8 @@ def _rank_worker(rank, world, init_file, out_file, manifest, name, image_encoder
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["geoclr+sp", "csp", "simclr", "sp"])
+@pytest.mark.parametrize("name", ["geoclr+sp", "csp", "simclr", "sp", "simsiam+location+sp",
+                                  "moco+location", "byol", "dino+local"])
 def test_two_ranks_take_the_step_of_one_process_on_the_doubled_batch(
         manifest, image_encoder, tmp_path, name):
     import torch.multiprocessing as mp
