@@ -5,7 +5,8 @@
 
 Evaluates two baselines under the same protocol (a frozen randomly initialised encoder of the
 same backbone, and hand-crafted features), then trains, with the same budget and seeds, simclr,
-simclr+sp, geoclr, geoclr+sp, and csp with the
+simclr+sp, geoclr, geoclr+sp, the other frameworks (simsiam, moco, byol, dino; --frameworks),
+each with two views and with location positives, and csp with the
 mc, nce and l2 losses (on the geoclr encoder of the same seed); evaluates each with
 `ssl.evaluate` (spatially blocked splits, several split seeds; SP's spatial tasks for every image
 encoder, so that +sp can be compared with its baseline) and writes REPRODUCTION.md: macro-F1 at
@@ -34,11 +35,26 @@ from .stats import combine, diff_rows, judge, paired
 from .train import TrainingError, positive_int
 from .train import main as train_main
 
+# the other frameworks, each with two views and with location positives, through the same path
+FRAMEWORKS = ("simsiam", "moco", "byol", "dino")
+FRAMEWORK_FLAGS = {"dino": ["--local-crops", "2"]}
+
+
+def framework_configs(names) -> dict[str, list[str]]:
+    out = {}
+    for fw in names:
+        flags = ["--objective", fw, *FRAMEWORK_FLAGS.get(fw, [])]
+        out[fw] = [*flags, "--positives", "views"]
+        out[f"{fw}+location"] = [*flags, "--positives", "location"]
+    return out
+
+
+ALL_FRAMEWORK_CONFIGS = framework_configs(FRAMEWORKS)
 PRESETS = {
     # one H100: resnet18 at 128 px, batch 2x256; about 20 minutes for the whole table
     "full": {"backbone": "resnet18", "image_size": 128, "batch_size": 256, "steps": 1200,
              "csp_steps": 800, "train_seeds": [0, 1, 2], "eval_seeds": [0, 1, 2],
-             "sweep_seeds": [0, 1, 2]},
+             "sweep_seeds": [0, 1, 2], "frameworks": list(FRAMEWORKS)},
     # two CPU cores: resnet18 (512-d features, so that "largest at 128 dims" is a question) at
     # 64 px, three training seeds, the r_loc sweep with one. Sized for about 90-100 minutes:
     # resnet18 trains at 30-60 images/s at 64 px on two cores (about 2.5 minutes per image
@@ -46,11 +62,11 @@ PRESETS = {
     # trained: this preset tests the code and the statistics, not the methods (REPRODUCTION.md)
     "cpu": {"backbone": "resnet18", "image_size": 64, "batch_size": 64, "steps": 120,
             "csp_steps": 120, "train_seeds": [0, 1, 2], "eval_seeds": [0, 1, 2],
-            "sweep_seeds": [0]},
+            "sweep_seeds": [0], "frameworks": []},  # the other frameworks: --frameworks
     # CPU-sized: a small CNN at 32 px, the same code path, a few minutes on two cores
     "smoke": {"backbone": "tiny", "image_size": 32, "batch_size": 32, "steps": 60,
               "csp_steps": 60, "train_seeds": [0], "eval_seeds": [0, 1, 2],
-              "sweep_seeds": [0]},
+              "sweep_seeds": [0], "frameworks": list(FRAMEWORKS)},
 }
 IMAGE_CONFIGS = {
     "simclr": ["--objective", "simclr"],
@@ -68,6 +84,9 @@ CLAIMS = {
     "lrssl": "Location-regularised SSL: +4.9 ± 4.0 % macro-F1 over standard SSL for CNNs, "
              "largest with 128-d features (Liang et al. 2025, arXiv 2509.06660)",
     "geoclr": "GeoCLR: +10.2 % accuracy over SimCLR (Yamada et al. 2022)",
+    "frameworks": "Location positives help positive-pair frameworks: +4.9 ± 4.0 % macro-F1 "
+                  "for CNNs, +6.3 ± 8.9 % for ViTs (Liang et al. 2025, arXiv 2509.06660; "
+                  "there with multi-crop methods not gaining)",
     "csp": "CSP: the MC loss ahead of NCE and L2 (Mai et al., ICML 2023)",
     "sp": "SP improves spatial reasoning (Shen et al. 2026, arXiv 2605.09963)",
 }
@@ -92,9 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "other radii (pipeline build --r-loc R --out DIR --cache-from ...), "
                         "e.g. 1=data/bench/rloc-1/pairs.parquet,2=...; trained with the "
                         "preset's sweep seeds and evaluated like the rest")
+    p.add_argument("--frameworks", type=_frameworks, default=None, metavar="F,...",
+                   help="the frameworks trained besides simclr/geoclr, each with two views and "
+                        f"with location positives ({', '.join(FRAMEWORKS)}, 'all' or 'none'); "
+                        "default: the preset's (all for full and smoke, none for cpu)")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None)
     p.add_argument("--workers", type=int, default=None, help="CPU decode processes")
     return p
+
+
+def _frameworks(text: str) -> list[str]:
+    if text in ("all", "none"):
+        return list(FRAMEWORKS) if text == "all" else []
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in FRAMEWORKS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"--frameworks: {', '.join(bad) or repr(text)} is not "
+                                         f"one of {', '.join(FRAMEWORKS)} (or all, none)")
+    return names
 
 
 def _sweep(text: str) -> dict[float, str]:
@@ -130,7 +164,8 @@ def _run(fn, argv: list[str], what: str) -> None:
 
 def run_names(seeds: list[int]) -> list[str]:
     return [f"{name}-s{seed}" for seed in seeds
-            for name in [*BASELINES, *IMAGE_CONFIGS, *(f"csp-{loss}" for loss in CSP_LOSSES)]]
+            for name in [*BASELINES, *IMAGE_CONFIGS, *ALL_FRAMEWORK_CONFIGS,
+                         *(f"csp-{loss}" for loss in CSP_LOSSES)]]
 
 
 def previous_reproduction(out: Path, seeds: list[int]) -> list[str]:
@@ -146,6 +181,9 @@ def run_all(args) -> dict:
         cfg["steps"] = cfg["csp_steps"] = args.steps
     if args.train_seeds:
         cfg["train_seeds"] = [int(s) for s in args.train_seeds.split(",")]
+    if getattr(args, "frameworks", None) is not None:
+        cfg["frameworks"] = args.frameworks
+    configs = {**IMAGE_CONFIGS, **framework_configs(cfg.get("frameworks", []))}
     out = Path(args.out)
     overwrite = getattr(args, "overwrite", False)
     found = previous_reproduction(out, cfg["train_seeds"])
@@ -194,7 +232,7 @@ def run_all(args) -> dict:
             m = _metrics(run)
             m["cross_dive_results"] = cross_dive(source, run, f"evaluate {name} seed {seed}")
             evals.setdefault(name, []).append(m)
-        for name, flags in IMAGE_CONFIGS.items():
+        for name, flags in configs.items():
             run = out / f"{name}-s{seed}"
             _run(train_main, [*common, *flags, "--steps", str(cfg["steps"]), "--seed", str(seed),
                               "--out", str(run)], f"train {name} seed {seed}")
@@ -337,7 +375,7 @@ def report(res: dict) -> str:
              "| encoder | 128 dims | full dims | full dims, 10 labels/class | kNN (k=20) |"
              " accuracy (full) | cross-dive split (full) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name in [*BASELINES, *IMAGE_CONFIGS]:
+    for name in [*BASELINES, *IMAGE_CONFIGS, *(n for n in ALL_FRAMEWORK_CONFIGS if n in ev)]:
         e = ev.get(name, [])
         lines.append(f"| {name} | {cell(_values(e, dims='128'))} | {cell(_values(e, dims='full'))}"
                      f" | {cell(_values(e, dims='full', regime='10'))} | "
@@ -347,7 +385,7 @@ def report(res: dict) -> str:
     lines += ["", "## SP's spatial tasks (frozen features)", "",
               "| encoder | position/scale R² (mean of dx, dy, log w, log h) | jigsaw accuracy "
               "(chance 0.01) | habitat F1 after reassembly |", "|---|---:|---:|---:|"]
-    for name in IMAGE_CONFIGS:
+    for name in [*IMAGE_CONFIGS, *(n for n in ALL_FRAMEWORK_CONFIGS if n in ev)]:
         e = ev.get(name, [])
         lines.append(f"| {name} | {cell(_spatial(e, 'position_scale', 'r2_mean'))} | "
                      f"{cell(_spatial(e, 'jigsaw', 'accuracy'))} | "
@@ -416,6 +454,11 @@ def claims(ev: dict) -> list[tuple[str, list[tuple[str, object, int, bool]]]]:
            ("geoclr", [("geoclr − simclr, accuracy (full dims)",
                         paired(img("geoclr", dims="full", metric="accuracy"),
                                img("simclr", dims="full", metric="accuracy")), 1, True)])]
+    ran = [fw for fw in FRAMEWORKS if fw in ev and f"{fw}+location" in ev]
+    if ran:
+        out.append(("frameworks", [(f"{fw}+location − {fw}, macro-F1 at 128 dims",
+                                    paired(img(f"{fw}+location", dims="128"),
+                                           img(fw, dims="128")), 1, True) for fw in ran]))
     loc = {loss: _per_run(ev.get(f"csp-{loss}", []), features="location", dims="full")
            for loss in CSP_LOSSES}
     out.append(("csp", [("mc − nce, location-only macro-F1", paired(loc["mc"], loc["nce"]), 1,

@@ -35,12 +35,13 @@ def test_smoke_reproduction_writes_the_table(tmp_path):
     report.write_text("# old table\n\n## Discussion\n\nKept words.\n")
     code = main(["--manifest", str(root / "manifests" / "pairs.parquet"), "--preset", "smoke",
                  "--steps", "6", "--out", str(tmp_path / "runs"), "--report", str(report),
-                 "--device", "cpu", "--workers", "0",
+                 "--device", "cpu", "--workers", "0", "--frameworks", "byol",
                  "--sweep", f"2={tmp_path / 'r2' / 'pairs.parquet'}"])
     assert code == 0
     text = report.read_text()
-    for name in IMAGE_CONFIGS:
+    for name in [*IMAGE_CONFIGS, "byol", "byol+location"]:  # --frameworks: the same path
         assert f"| {name} |" in text
+    assert "byol+location − byol, macro-F1 at 128 dims" in text
     for loss in CSP_LOSSES:
         assert f"| {loss} |" in text
     for claim in ("arXiv 2509.06660", "Yamada et al. 2022", "ICML 2023", "arXiv 2605.09963"):
@@ -48,7 +49,7 @@ def test_smoke_reproduction_writes_the_table(tmp_path):
     assert "n/a" not in text.split("## The papers' claims")[0], text
     res = json.loads((tmp_path / "runs" / "reproduce.json").read_text())
     assert set(res["evals"]) == (set(IMAGE_CONFIGS) | {f"csp-{x}" for x in CSP_LOSSES}
-                                 | set(BASELINES))
+                                 | set(BASELINES) | {"byol", "byol+location"})
     for name in BASELINES:
         assert f"| {name} |" in text
     assert "## GeoCLR and the positive radius r_loc" in text and "| 2 |" in text
