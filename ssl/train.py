@@ -326,6 +326,7 @@ def train(args: argparse.Namespace) -> dict:
             dist.destroy_process_group()
 
 
+COLLAPSED = 0.05  # feature std (about 1 when spread) below which the embeddings have collapsed
 RESUME_KEYS = ("objective", "positives", "backbone", "image_size", "batch_size", "seed", "sp",
                "queue", "momentum", "local_crops", "local_size", "dino_out")
 
@@ -362,9 +363,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         last = summary["last"]
+        std = (last or {}).get("feature_std")
         print(f"[train] done: step {summary['steps']}/{summary['total']}"
               + (f", loss {last['loss']:.4f}" if last else "")
+              + (f", feature std {std:.2f}" if std is not None else "")
               + f"; checkpoint {summary['checkpoint']}", flush=True)
+        if std is not None and std < COLLAPSED:
+            print(f"[train] warning: the embeddings have collapsed (feature std {std:.3f} < "
+                  f"{COLLAPSED}: every image maps to nearly the same point); this encoder will "
+                  "not separate habitats. Lower --lr, train longer with a warm-up, or use "
+                  "another framework", file=sys.stderr, flush=True)
     return 0
 
 

@@ -143,3 +143,16 @@ def test_location_positives_without_any_pair_train_on_self_views(tmp_path, capsy
                "--steps", "2", "--batch-size", "8")
     assert len(rows) == 2
     assert "16 of 16 anchors have no neighbour within r_loc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("std, warned", [(0.01, True), (0.8, False)])
+def test_a_collapsed_run_is_reported_at_the_end(monkeypatch, capsys, std, warned):
+    import seafloor_ssl.train as t
+
+    summary = {"steps": 5, "total": 5, "checkpoint": "last.pt",
+               "last": {"loss": 1.0, "feature_std": std}}
+    monkeypatch.setattr(t, "train", lambda args: summary)
+    assert t.main(["--manifest", "m.parquet", "--objective", "byol"]) == 0
+    cap = capsys.readouterr()
+    assert f"feature std {std:.2f}" in cap.out
+    assert ("the embeddings have collapsed" in cap.err) is warned
