@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear warm-up steps before the cosine decay (default 5%% of the run)")
     p.add_argument("--temperature", type=positive_float, default=0.1, help="softmax temperature")
     p.add_argument("--no-mask-neighbours", dest="mask_neighbours", action="store_false",
-                   help="geoclr: keep batch items within r_loc of each other as negatives")
+                   help="location positives: keep images within r_loc of the anchor as "
+                        "negatives (in-batch for simclr/geoclr, in the queue for moco)")
     p.add_argument("--out", default=None,
                    help="run folder (args.json, last.pt, metrics.jsonl/.csv, tensorboard/): new "
                         "or empty, or a run to --resume or --overwrite; default: a new folder "
