@@ -21,3 +21,16 @@ def built_copy(survey: Path, dest: Path):
     cat = load_catalog(copy_survey(survey, dest) / "catalog.yaml")
     build(cat, workers=1, log=lambda *_: None)
     return cat, cat.output
+
+
+def mini_manifest(root: Path, dives: int = 2, images_per_dive: int = 48, seed: int = 11) -> Path:
+    """A fault-free synthetic survey at ``root``, built: its pairs.parquet (the trainer tests'
+    mini-survey)."""
+    from pipeline.build import build
+    from pipeline.catalog import load_catalog
+    from pipeline.synth import SynthConfig, generate
+
+    generate(SynthConfig(out=root, dives=dives, images_per_dive=images_per_dive, seed=seed,
+                         faults=False, workers=2))
+    build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
+    return root / "manifests" / "pairs.parquet"

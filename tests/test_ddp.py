@@ -23,11 +23,8 @@ from seafloor_ssl.loop import Context, StepRandom, wrap
 from seafloor_ssl.manifest import load_manifest
 from seafloor_ssl.tasks import CSPObjective, ImageObjective
 from seafloor_ssl.train import build_parser, resolve, train
+from surveys import mini_manifest
 from torch import nn
-
-from pipeline.build import build
-from pipeline.catalog import load_catalog
-from pipeline.synth import SynthConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--backbone", "tiny", "--image-size", "32", "--sp-size", "24", "--workers", "0",
@@ -41,11 +38,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp") / "site"
-    generate(SynthConfig(out=root, dives=2, images_per_dive=32, seed=5, faults=False,
-                         workers=2))
-    build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
-    return root / "manifests" / "pairs.parquet"
+    return mini_manifest(tmp_path_factory.mktemp("ddp") / "site", images_per_dive=32, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,7 @@ from seafloor_ssl.evaluation.splits import (
 from seafloor_ssl.manifest import load_manifest
 from seafloor_ssl.objectives.csp import make_location_encoder
 from seafloor_ssl.train import build_parser, train
-
-from pipeline.build import build
-from pipeline.catalog import load_catalog
-from pipeline.synth import SynthConfig, generate
+from surveys import mini_manifest
 
 CLASSES = ["gravel", "reef", "rippled_sand", "sand", "seagrass", "sponge_garden"]
 
@@ -257,11 +254,7 @@ SMALL = ["--backbone", "tiny", "--image-size", "32", "--batch-size", "16", "--wo
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("eval") / "site"
-    generate(SynthConfig(out=root, dives=2, images_per_dive=48, seed=11, faults=False,
-                         workers=2))
-    build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
-    return root / "manifests" / "pairs.parquet"
+    return mini_manifest(tmp_path_factory.mktemp("eval") / "site")
 
 
 def train_run(manifest: Path, out: Path, *extra: str) -> Path:

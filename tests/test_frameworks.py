@@ -14,6 +14,7 @@ from seafloor_ssl.loop import StepRandom
 from seafloor_ssl.manifest import load_manifest
 from seafloor_ssl.tasks import ImageObjective
 from seafloor_ssl.train import build_parser, main, resolve, train
+from surveys import mini_manifest
 
 from pipeline.build import build
 from pipeline.catalog import load_catalog
@@ -31,11 +32,7 @@ FRAMEWORKS = {
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fw") / "site"
-    generate(SynthConfig(out=root, dives=2, images_per_dive=48, seed=11, faults=False,
-                         workers=2))
-    build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
-    return root / "manifests" / "pairs.parquet"
+    return mini_manifest(tmp_path_factory.mktemp("fw") / "site")
 
 
 def run(manifest: Path, out: Path, *extra: str) -> list[dict]:

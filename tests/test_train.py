@@ -18,10 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from seafloor_ssl.train import build_parser, learning_rate, main, train
-
-from pipeline.build import build
-from pipeline.catalog import load_catalog
-from pipeline.synth import SynthConfig, generate
+from surveys import mini_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--backbone", "tiny", "--image-size", "32", "--sp-size", "24", "--batch-size", "16",
@@ -30,11 +27,7 @@ SMALL = ["--backbone", "tiny", "--image-size", "32", "--sp-size", "24", "--batch
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train") / "site"
-    generate(SynthConfig(out=root, dives=2, images_per_dive=48, seed=11, faults=False,
-                         workers=2))
-    build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
-    return root / "manifests" / "pairs.parquet"
+    return mini_manifest(tmp_path_factory.mktemp("train") / "site")
 
 
 def run(manifest: Path, out: Path, *extra: str) -> dict:
