@@ -51,7 +51,7 @@ class Framework:
 
     def __init__(self, args, feat_dim: int, proj_dim: int, device: torch.device, n: int,
                  world: int, r_loc: float, gather):
-        self.args, self.device, self.n, self.world = args, device, n, world
+        self.args, self.device = args, device  # n, world: part of the signature, unused here
         self.feat_dim, self.proj_dim = feat_dim, proj_dim
         self.r_loc, self.gather = r_loc, gather
         self.location = args.positives == "location"
