@@ -10,7 +10,8 @@ DEMO   := data/seafloor
 STAMP_UTC := $(shell date -u +%Y%m%d-%H%M%S)
 DEMO_RUN  := runs/demo-geoclr-$(STAMP_UTC)
 
-.PHONY: demo test lint venv synth server reproduce reproduce-cpu reproduce-smoke clean-demo
+.PHONY: demo test lint venv synth server reproduce reproduce-cpu reproduce-smoke \
+        reproduce-labelling clean-demo
 
 venv: $(STAMP)
 
@@ -32,7 +33,8 @@ server: $(STAMP)
 
 # Server (unless running) -> serve the deployments -> prefect deployment run
 # build-pairs/seafloor --watch; everything the demo started stops when it ends or on Ctrl-C.
-# ... then GeoCLR + SP for 50 steps on the CPU-sized settings (resnet18 at 96 px, batch 64).
+# ... then GeoCLR + SP for 50 steps on the CPU-sized settings (resnet18 at 96 px, batch 64),
+# its evaluation, its embeddings and the habitat clusters with the images to label first.
 demo: $(DEMO)/catalog.yaml
 	$(BIN)/python -m flows.demo --catalog seafloor
 	$(BIN)/python -m ssl.train --manifest $(DEMO)/manifests/pairs.parquet --objective geoclr \
@@ -40,7 +42,13 @@ demo: $(DEMO)/catalog.yaml
 	  --out $(DEMO_RUN)
 	$(BIN)/python -m ssl.evaluate --checkpoint $(DEMO_RUN)/last.pt \
 	  --manifest $(DEMO)/manifests/pairs.parquet --out $(DEMO_RUN)/eval
+	$(BIN)/python -m ssl.embed --checkpoint $(DEMO_RUN)/last.pt \
+	  --manifest $(DEMO)/manifests/pairs.parquet --out $(DEMO_RUN)/embeddings.parquet
+	$(BIN)/python -m ssl.habitats --embeddings $(DEMO_RUN)/embeddings.parquet --k auto \
+	  --n-label 30 --out $(DEMO_RUN)/habitats
 	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png); run folder: $(DEMO_RUN)"
+	@echo "Habitat clusters: $(DEMO_RUN)/habitats/cluster_map.png; images to label first:" \
+	  "$(DEMO_RUN)/habitats/labelling_list.csv"
 
 # The reproduction table: two baselines (random-init, hand-crafted), simclr, simclr+sp, geoclr,
 # geoclr+sp and csp (mc, nce, l2) trained and evaluated with the same budget and seeds on the
@@ -71,6 +79,23 @@ reproduce-cpu: $(BENCH)/manifests/pairs.parquet $(SWEEP_MANIFESTS)
 	$(BIN)/python -m ssl.reproduce --manifest $(BENCH)/manifests/pairs.parquet --preset cpu \
 	  --device cpu --sweep $(SWEEP_ARG) --out runs/reproduce-cpu-$(STAMP_UTC) \
 	  --report REPRODUCTION.md
+
+# The labelling list against random images (REPRODUCTION.md): simclr and geoclr trained on the
+# benchmark survey with the CPU settings, their embeddings, then macro-F1 of the predicted map
+# for N = 6, 30, 60, 120 labelled images over 20 seeds (about 15 minutes on two cores).
+LABEL_RUNS := runs/labelling-$(STAMP_UTC)
+reproduce-labelling: $(BENCH)/manifests/pairs.parquet
+	for o in simclr geoclr; do \
+	  $(BIN)/python -m ssl.train --manifest $(BENCH)/manifests/pairs.parquet --objective $$o \
+	    --steps 300 --backbone resnet18 --image-size 64 --batch-size 64 --seed 0 \
+	    --out $(LABEL_RUNS)/$$o && \
+	  $(BIN)/python -m ssl.embed --checkpoint $(LABEL_RUNS)/$$o/last.pt \
+	    --manifest $(BENCH)/manifests/pairs.parquet --out $(LABEL_RUNS)/$$o/embeddings.parquet \
+	  || exit 1; \
+	done
+	$(BIN)/python -m ssl.labelling_payoff --embeddings simclr=$(LABEL_RUNS)/simclr/embeddings.parquet \
+	  geoclr=$(LABEL_RUNS)/geoclr/embeddings.parquet --n 6,30,60,120 --seeds 0-19 \
+	  --out $(LABEL_RUNS)/payoff --report REPRODUCTION.md
 
 # CPU-sized: a few minutes, same code path (used by the tests on a mini-survey).
 reproduce-smoke: $(BENCH)/manifests/pairs.parquet $(BENCH)/rloc-2/pairs.parquet

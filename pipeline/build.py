@@ -143,6 +143,7 @@ class Site:
     crs: str
     projjson: dict
     report: dict = field(default_factory=dict)
+    wkt: str | None = None  # the site CRS as WKT1 (GDAL), recorded on locations.parquet
 
 
 def output_dir(cat: Catalog, out: str | Path | None = None) -> Path:
@@ -477,7 +478,8 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
         "seconds": {"load_dives": round(t_ms - t0, 3), "project_index": round(t_pairs - t_ms, 3),
                     "pairs": round(t_done - t_pairs, 3)},
     }
-    return Site(table, pairs, qt, crs_policy.crs_epsg_string(site_crs), crs_policy.crs_projjson(site_crs), report)
+    return Site(table, pairs, qt, crs_policy.crs_epsg_string(site_crs),
+                crs_policy.crs_projjson(site_crs), report, wkt=crs_policy.crs_wkt(site_crs))
 
 
 def _same_device(a: Path, b: Path) -> bool:
@@ -594,7 +596,9 @@ def publish(bp: BuildPlan, site: Site, timings: dict | None = None) -> dict:
     shards = list(sources)
     policy_json = json.dumps(site.report["pair_policy"], sort_keys=True)
     identity = json.dumps(_dataset_identity(bp, site, json.loads(policy_json)), sort_keys=True)
-    geo = with_metadata(to_geoparquet_table(site.locations, site.projjson), meta)
+    # only locations.parquet records the CRS as WKT too (for trainer-side GeoPackage export)
+    loc_meta = {**meta, schema.META_CRS_WKT: site.wkt} if site.wkt else meta
+    geo = with_metadata(to_geoparquet_table(site.locations, site.projjson), loc_meta)
     payload = _publish_payload(site, geo, bp) + len(identity)  # the identity: pairs footer
     gens = out / GENERATIONS if (out / GENERATIONS).is_dir() else out
     cross = sum(src.stat().st_size for src in sources.values() if not _same_device(src, gens))

@@ -26,8 +26,8 @@ UPS_SOUTH = 5042  # WGS 84 / UPS South (E,N)
 _METRE = {"metre", "meter", "metres", "meters"}
 
 __all__ = [
-    "UPS_NORTH", "UPS_SOUTH", "choose_crs", "crs_epsg_string", "crs_projjson", "normalise_lon",
-    "project", "scale_factor", "site_centre", "unproject", "utm_epsg",
+    "UPS_NORTH", "UPS_SOUTH", "choose_crs", "crs_epsg_string", "crs_projjson", "crs_wkt",
+    "normalise_lon", "project", "scale_factor", "site_centre", "unproject", "utm_epsg",
 ]
 
 
@@ -226,3 +226,12 @@ def crs_epsg_string(crs: pyproj.CRS) -> str:
 def crs_projjson(crs: pyproj.CRS) -> dict:
     """PROJJSON of `crs` as a dict (what GeoParquet's "crs" metadata field holds)."""
     return crs.to_json_dict()
+
+
+def crs_wkt(crs: pyproj.CRS) -> str | None:
+    """OGC WKT1 of `crs` as GDAL writes it (what a GeoPackage's gpkg_spatial_ref_sys holds), or
+    None when the CRS has no WKT1 form."""
+    try:
+        return crs.to_wkt("WKT1_GDAL")
+    except pyproj.exceptions.CRSError:
+        return None

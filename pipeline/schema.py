@@ -15,34 +15,36 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-_PRIVATE_NAME = "_seafloor_pipeline_contract"
 
-
-def _load_contract() -> ModuleType:
+def load_trainer_module(name: str) -> ModuleType:
+    """``ssl/<name>.py`` (a module of the trainer's side that uses no torch: the contract, the
+    habitat palette) as ``seafloor_ssl.<name>`` where the project is installed, else straight
+    from the checkout under a private name."""
     try:
-        from seafloor_ssl import contract
+        module = importlib.import_module(f"seafloor_ssl.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("seafloor_ssl", "seafloor_ssl.contract"):
-            raise  # the contract itself misses a dependency: that is the error to see
+        if exc.name not in ("seafloor_ssl", f"seafloor_ssl.{name}"):
+            raise  # the module itself misses a dependency: that is the error to see
     else:
-        return contract
-    if _PRIVATE_NAME in sys.modules:
-        return sys.modules[_PRIVATE_NAME]
-    path = Path(__file__).resolve().parents[1] / "ssl" / "contract.py"
-    spec = importlib.util.spec_from_file_location(_PRIVATE_NAME, path)
+        return module
+    private = f"_seafloor_pipeline_{name}"
+    if private in sys.modules:
+        return sys.modules[private]
+    path = Path(__file__).resolve().parents[1] / "ssl" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(private, path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the manifest contract from {path}")
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[_PRIVATE_NAME] = module
+    sys.modules[private] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        sys.modules.pop(_PRIVATE_NAME, None)
+        sys.modules.pop(private, None)
         raise
     return module
 
 
-contract = _load_contract()
+contract = load_trainer_module("contract")
 
 SCHEMA_VERSION = contract.SCHEMA_VERSION
 BUILDER_VERSION = contract.BUILDER_VERSION
@@ -68,6 +70,7 @@ META_SCHEMA_VERSION = contract.META_SCHEMA_VERSION
 META_CATALOG = contract.META_CATALOG
 META_CATALOG_SHA256 = contract.META_CATALOG_SHA256
 META_CRS = contract.META_CRS
+META_CRS_WKT = contract.META_CRS_WKT
 META_BUILDER = contract.META_BUILDER
 META_CREATED = contract.META_CREATED
 META_COUNTS = contract.META_COUNTS

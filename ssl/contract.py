@@ -112,6 +112,10 @@ META_SCHEMA_VERSION = "schema_version"
 META_CATALOG = "catalog"
 META_CATALOG_SHA256 = "catalog_sha256"
 META_CRS = "crs"
+# the site CRS as WKT (OGC WKT1 as GDAL writes it), recorded on locations.parquet so
+# trainer-side tools can write a GeoPackage without pyproj; optional for readers (manifests
+# built before it lack it)
+META_CRS_WKT = "crs_wkt"
 META_BUILDER = "builder_version"
 META_CREATED = "created_utc"
 META_COUNTS = "counts"

@@ -22,7 +22,6 @@ colour moments, gradient-orientation histograms, Fourier band energies).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import handcrafted
+from . import handcrafted, labelsfile
 from .contract import identity_changes
 from .data import ImageStore
 from .evaluation.probes import PROBES, evaluate_features, location_probe
@@ -155,26 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_labels_csv(path: str | Path, image_id: np.ndarray) -> np.ndarray:
     """Labels (n,) object from a CSV with columns image_id,label (None where not listed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"--labels {path}: no such file")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        if "image_id" not in cols or "label" not in cols:
-            raise EvaluationError(f"--labels {path}: expected columns image_id,label; found "
-                                  f"{cols}")
-        given = {row["image_id"]: row["label"] for row in reader if row.get("label")}
-    labels = np.array([given.get(i) for i in image_id], dtype=object)
-    matched = sum(v is not None for v in labels)
-    if not matched:
-        raise EvaluationError(f"--labels {path}: none of its {len(given)} image_id values is "
-                              f"in the manifest (e.g. {list(given)[:2]} vs "
-                              f"{list(image_id[:2])}); ids are '<dive>/<relative path>'")
-    if matched < len(given):
-        print(f"[evaluate] note: {len(given) - matched} label(s) in {path.name} name images "
-              "that are not in the manifest; ignored", flush=True)
-    return labels
+    try:
+        return labelsfile.read_labels_csv(
+            path, image_id, log=lambda s: print(f"[evaluate] {s}", flush=True))
+    except labelsfile.LabelsError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def location_embeddings(ckpt: dict, xy: np.ndarray, device: torch.device) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""site.png: the habitat map with every dive's track."""
+"""site.png: the habitat map with every dive's track.
+
+Habitat colours come from the project's one palette, ``ssl/palette.py``, so a habitat has the
+same colour here as in the evaluation's maps. It is loaded as ``seafloor_ssl.palette`` where the
+project is installed, or straight from the checkout's ``ssl/palette.py`` where it is not (as
+``pipeline/schema.py`` loads the manifest contract).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..schema import load_trainer_module
 from .seabed import HABITATS
 
-HABITAT_COLOURS = ("#e8d9a8", "#c9b27a", "#9a948a", "#6b4f4f", "#4f8a3a", "#d9772b")
-# benchmark preset (mixture.BENCHMARK_HABITATS)
-BENCHMARK_COLOURS = ("#e8d9a8", "#f4f0e0", "#9a948a", "#d9772b", "#6b4f4f", "#3e3a44",
-                     "#7a6a20", "#4f8a3a")
+palette = load_trainer_module("palette")
+
+
+def habitat_colour_list(habitats) -> list[str]:
+    """The palette's colour of each habitat, in the seabed's class order (class index i is
+    drawn in entry i)."""
+    colours = palette.habitat_colours(habitats)
+    return [colours[str(h)] for h in habitats]
 
 
 def draw_site_map(path: Path, seabed, frame, dive_records: list[dict]) -> None:
@@ -26,20 +37,26 @@ def draw_site_map(path: Path, seabed, frame, dive_records: list[dict]) -> None:
     xs = np.arange(-half, half, 1.5) + 0.75
     gx, gy = np.meshgrid(xs, xs)
     hab = seabed.habitat(gx, gy)
-    habitats = getattr(seabed, "habitats", HABITATS)
-    colours = HABITAT_COLOURS if habitats == HABITATS else BENCHMARK_COLOURS
+    habitats = tuple(getattr(seabed, "habitats", HABITATS))
+    colours = habitat_colour_list(habitats)
     fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=110)
     ax.imshow(hab, origin="lower", extent=(-half, half, -half, half),
               cmap=ListedColormap(colours), vmin=-0.5, vmax=len(habitats) - 0.5)
-    track_colours = plt.cm.tab10(np.arange(len(dive_records)) % 10)
+    from matplotlib import patheffects
+
+    # tracks in dark, saturated colours with a white edge, readable over any habitat colour
+    track_colours = ["#1f3b8c", "#b0006a", "#000000", "#5b2a86", "#006d6f", "#8c1c13"]
+    halo = [patheffects.Stroke(linewidth=3.2, foreground="white"), patheffects.Normal()]
     handles = [Patch(color=c, label=h.replace("_", " ")) for h, c in zip(habitats, colours, strict=True)]
-    for rec, colour in zip(dive_records, track_colours, strict=True):
+    for k, rec in enumerate(dive_records):
+        colour = track_colours[k % len(track_colours)]
         tr = rec["true_img"]
         plan = rec["plan"]
         label = f"{plan.name} ({rec['format']})"
         if plan.revisits:
             label += f", revisits {plan.revisits}"
-        (line,) = ax.plot(tr.x, tr.y, "-", color=colour, lw=1.2, label=label)
+        (line,) = ax.plot(tr.x, tr.y, "-", color=colour, lw=1.3, label=label,
+                          path_effects=halo)
         handles.append(line)
     ax.set_xlim(-half, half)
     ax.set_ylim(-half, half)

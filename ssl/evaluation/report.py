@@ -2,9 +2,11 @@
 
 Figures (matplotlib, Agg backend): ``per_class_f1.png`` (bars), ``confusion.png`` (row-
 normalised, counts written in the cells), ``map_true.png`` / ``map_pred.png`` (survey positions
-coloured by true habitat, and by the reference probe's prediction on the test side, same colours
-for the same habitat), ``embedding_2d.png`` (the standardised features' first two principal
-components, coloured by habitat; at most 20,000 points, a seeded sample of larger surveys).
+coloured by true habitat, and by the reference probe's prediction on the test side),
+``embedding_2d.png`` (the standardised features' first two principal components, coloured by
+habitat; at most 20,000 points, a seeded sample of larger surveys). Habitat colours come from
+the project's one palette (``ssl/palette.py``), so a habitat has the same colour in every
+figure, these and the synthetic site's map alike; grey is unlabelled or untested.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ..palette import UNLABELLED, habitat_colours  # noqa: E402
 
 FIGURES = ("per_class_f1.png", "confusion.png", "map_true.png", "map_pred.png",
            "embedding_2d.png")
@@ -83,9 +87,12 @@ def _jsonable(obj):
     return obj
 
 
-def class_colours(classes: Sequence[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    return {c: cmap(i % cmap.N) for i, c in enumerate(classes)}
+def class_colours(classes: Sequence[str]) -> dict[str, str]:
+    """{class: "#rrggbb"} from the project's habitat palette (``palette.habitat_colours``), so
+    a habitat has the same colour in every figure; in the order of ``classes``, blanks left
+    out."""
+    colours = habitat_colours(classes)
+    return {c: colours[c] for c in classes if c in colours}
 
 
 def _legend(ax, colours: dict) -> None:
@@ -139,7 +146,7 @@ def _map(path: Path, xy: np.ndarray, values: np.ndarray, colours: dict, title: s
     xy = xy - (xy.min(0) + xy.max(0)) / 2 if len(xy) else xy
     fig, ax = plt.subplots(figsize=(6, 5.5))
     if grey is not None and grey.any():
-        ax.scatter(xy[grey, 0], xy[grey, 1], s=4, color="0.8", label=grey_label)
+        ax.scatter(xy[grey, 0], xy[grey, 1], s=4, color=UNLABELLED, label=grey_label)
     for c, col in colours.items():
         sel = np.array([v == c for v in values], dtype=bool)
         if sel.any():
@@ -171,7 +178,7 @@ def _embedding(path: Path, embedding: np.ndarray, labels: np.ndarray, colours: d
         if P.shape[1] < 2:
             P = np.concatenate([P, np.zeros((len(P), 1))], axis=1)
         if (~has).any():
-            ax.scatter(P[~has, 0], P[~has, 1], s=3, color="0.8", label="unlabelled")
+            ax.scatter(P[~has, 0], P[~has, 1], s=3, color=UNLABELLED, label="unlabelled")
         for c, col in colours.items():
             sel = has & np.array([str(v) == c for v in labels], dtype=bool)
             if sel.any():

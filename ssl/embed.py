@@ -1,0 +1,268 @@
+"""Embed every located image of a survey with a trained encoder, as GeoParquet.
+
+    python -m ssl.embed --checkpoint runs/geoclr/last.pt \\
+        --manifest data/seafloor/manifests/pairs.parquet --out runs/geoclr/embeddings.parquet
+
+One row per located image: the locations columns, ``embedding`` (the encoder's pooled features
+of the whole frame, float32, as ``ssl.evaluate`` computes them) and point geometry in the site
+CRS, so geopandas, DuckDB and QGIS read it (see ``ssl/embeddings.py`` for the schema). Batched
+on the GPU when there is one. Large surveys are embedded in chunks kept beside the output
+(``.<name>.parts/``): an interrupted run continues where it stopped when the same command runs
+again, and the chunks are removed once the file is written. An existing embeddings file is
+replaced only with ``--overwrite``; any other file at ``--out`` is never replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from . import contract as c
+from . import embeddings as E
+from .data import ImageStore
+from .features import extract_features
+from .flags import positive_int
+from .gis import site_crs, with_points, write_parquet_atomic
+from .manifest import ManifestError, load_manifest
+from .models import load_encoder
+from .progress import Progress
+from .runlog import CheckpointError
+
+STATE = "state.json"
+
+
+class EmbedError(RuntimeError):
+    """Inputs that cannot be embedded (reported as one message, exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ssl.embed", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="last.pt of a training run (python -m ssl.train)")
+    p.add_argument("--manifest", required=True,
+                   help="pairs.parquet of the survey whose images are embedded")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the embeddings GeoParquet file to write (e.g. embeddings.parquet)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an embeddings file that --out already holds")
+    p.add_argument("--device", choices=["cuda", "cpu"], default=None,
+                   help="None: cuda when available")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
+    p.add_argument("--chunk", type=positive_int, default=8192,
+                   help="images per resumable chunk")
+    return p
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.parts")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.is_dir():
+        raise EmbedError(f"--out {out} is a folder; expected a file name such as "
+                         f"{out / 'embeddings.parquet'}")
+    if out.exists() or out.is_symlink():
+        if not E.is_embeddings_file(out):
+            raise EmbedError(f"--out {out} exists and is not an embeddings file written by "
+                             "ssl.embed; it is never replaced: choose another --out")
+        if not overwrite:
+            raise EmbedError(f"--out {out} already holds embeddings (from an earlier run); pass "
+                             "--overwrite to replace them, or choose another --out")
+    if not out.parent.exists():
+        out.parent.mkdir(parents=True)
+
+
+class Chunks:
+    """The resumable chunks of one embedding job: ``part-<k>.npy`` files and a state file
+    naming the inputs they were computed from. Only files the state lists are ever removed."""
+
+    def __init__(self, folder: Path, key: dict):
+        self.folder, self.key = folder, key
+        self.done: dict[int, str] = {}
+        state = folder / STATE
+        if state.is_file():
+            try:
+                old = json.loads(state.read_text())
+            except ValueError:
+                old = None
+            if isinstance(old, dict) and old.get("key") == key:
+                self.done = {int(k): v for k, v in old.get("parts", {}).items()
+                             if (folder / v).is_file()}
+            elif isinstance(old, dict):
+                print("[embed] note: chunks of an earlier run with other inputs were found in "
+                      f"{folder}; they are discarded", flush=True)
+                self._remove(old.get("parts", {}).values())
+
+    def _remove(self, names) -> None:
+        for name in names:
+            p = self.folder / Path(str(name)).name  # names only: never outside the folder
+            if p.is_file():
+                p.unlink()
+
+    def _write_state(self) -> None:
+        self.folder.mkdir(exist_ok=True)
+        tmp = self.folder / f".{STATE}.tmp"
+        tmp.write_text(json.dumps({"key": self.key,
+                                   "parts": {str(k): v for k, v in self.done.items()}}))
+        os.replace(tmp, self.folder / STATE)
+
+    def save(self, k: int, X: np.ndarray) -> None:
+        self.folder.mkdir(exist_ok=True)
+        name = f"part-{k:06d}.npy"
+        tmp = self.folder / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            np.save(fh, X.astype(np.float32, copy=False))
+        os.replace(tmp, self.folder / name)
+        self.done[k] = name
+        self._write_state()
+
+    def load(self, k: int) -> np.ndarray:
+        return np.load(self.folder / self.done[k])
+
+    def clear(self) -> None:
+        self._remove(self.done.values())
+        state = self.folder / STATE
+        if state.is_file():
+            state.unlink()
+        try:
+            self.folder.rmdir()
+        except OSError:  # something else lives there: leave it
+            pass
+
+
+def _locations(manifest) -> tuple[pa.Table, dict]:
+    schema = pq.read_schema(manifest.locations_path)
+    cols = [k for k in E.LOCATION_COLUMNS if k in schema.names]
+    table = pq.read_table(manifest.locations_path, columns=cols).sort_by("idx")
+    return table.replace_schema_metadata(None), schema.metadata or {}
+
+
+def embed(args: argparse.Namespace) -> dict:
+    out = Path(args.out)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise EmbedError("--device cuda: no CUDA device is available")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as exc:
+        raise EmbedError(str(exc)) from None
+    ckpt_path = Path(args.checkpoint)
+    try:
+        encoder, ckpt = load_encoder(ckpt_path, map_location="cpu")
+    except CheckpointError as exc:
+        raise EmbedError(f"--checkpoint {exc}") from None
+    _check_out(out, args.overwrite)
+    cargs = ckpt["args"]
+    size = int(cargs["image_size"])
+    trained_on = ckpt.get("dataset")
+    if isinstance(trained_on, dict) and trained_on.get("digest") != manifest.digest:
+        print("[embed] note: the checkpoint was trained on another dataset than this manifest's "
+              "(" + "; ".join(c.identity_changes(trained_on, manifest.identity)) + ")",
+              flush=True)
+    table, loc_meta = _locations(manifest)
+    crs = site_crs(loc_meta)
+    if crs.projjson is None:
+        raise EmbedError(f"{manifest.locations_path}: no CRS in its GeoParquet metadata; "
+                         f"{c.REBUILD}")
+    images = ImageStore.open(manifest)
+    ckpt_sha = file_sha256(ckpt_path)
+    key = {"checkpoint_sha256": ckpt_sha, "dataset": manifest.digest, "image_size": size,
+           "chunk": args.chunk, "n": manifest.n}
+    chunks = Chunks(parts_dir(out), key)
+    n_chunks = -(-manifest.n // args.chunk)
+    progress = Progress(manifest.n, "[embed] images")
+    resumed = sum(min(args.chunk, manifest.n - k * args.chunk) for k in chunks.done)
+    if resumed:
+        print(f"[embed] resuming: {resumed} of {manifest.n} images were embedded by an earlier "
+              "run", flush=True)
+        progress.start_at(resumed)
+    t0 = time.perf_counter()
+    for k in range(n_chunks):
+        if k in chunks.done:
+            continue
+        lo, hi = k * args.chunk, min(manifest.n, (k + 1) * args.chunk)
+        X = np.empty((0, encoder.feat_dim), dtype=np.float32)
+        parts = []
+        for b in range(lo, hi, args.batch_size):
+            feats = extract_features(encoder, images[b:min(hi, b + args.batch_size)], size,
+                                     device, batch_size=args.batch_size)
+            parts.append(feats.float().cpu().numpy())
+            progress.update(len(parts[-1]))
+        X = np.concatenate(parts) if parts else X
+        if not np.isfinite(X).all():
+            raise EmbedError(f"{ckpt_path}: the encoder produced non-finite features; the "
+                             "checkpoint is broken")
+        chunks.save(k, X)
+    progress.close()
+    X = (np.concatenate([chunks.load(k) for k in range(n_chunks)]) if n_chunks
+         else np.zeros((0, encoder.feat_dim), dtype=np.float32))
+    seconds = time.perf_counter() - t0
+
+    table = table.append_column(E.EMBEDDING_COLUMN, E.embedding_array(X))
+    xy = np.stack([table.column("easting").to_numpy(), table.column("northing").to_numpy()], 1)
+    encoder_info = {k: cargs.get(k) for k in ("objective", "framework", "positives", "backbone",
+                                              "image_size", "sp")}
+    encoder_info["step"] = ckpt.get("step")
+    meta = {
+        E.META_VERSION: E.EMBEDDINGS_VERSION,
+        E.META_DATASET: manifest.digest,
+        E.META_LOCATIONS_SHA256: manifest.locations_sha256,
+        E.META_PAIRS: str(Path(os.path.abspath(manifest.pairs_path))),
+        E.META_CHECKPOINT: str(Path(os.path.abspath(ckpt_path))),
+        E.META_CHECKPOINT_SHA256: ckpt_sha,
+        E.META_ENCODER: json.dumps(encoder_info, sort_keys=True),
+        E.META_DIM: str(X.shape[1]),
+        E.META_R_LOC: repr(float(manifest.r_loc_m)),
+        c.META_CRS: (loc_meta.get(c.META_CRS.encode()) or b"").decode(),
+        c.META_CATALOG: (loc_meta.get(c.META_CATALOG.encode()) or b"").decode(),
+        "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if crs.wkt:
+        meta[c.META_CRS_WKT] = crs.wkt
+    table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()})
+    table = with_points(table, xy, crs)
+    write_parquet_atomic(out, table, row_group_size=max(256, min(16384, manifest.n // 64 or 1)))
+    chunks.clear()
+    return {"out": out, "n": manifest.n, "dim": int(X.shape[1]), "seconds": seconds,
+            "device": device.type}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        res = embed(args)
+    except (EmbedError, E.EmbeddingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n[embed] interrupted; the chunks embedded so far are kept in "
+              f"{parts_dir(Path(args.out))}: run the same command again to continue",
+              file=sys.stderr)
+        return 130
+    print(f"[embed] wrote {res['out']}: {res['n']} images x {res['dim']} dims "
+          f"({res['device']}, {res['seconds']:.1f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""From embeddings to a habitat map: unsupervised clusters, the images to label first, and with
+labels a predicted habitat for every image, exported for a GIS.
+
+    python -m ssl.habitats --embeddings runs/geoclr/embeddings.parquet --k auto \\
+        --out runs/geoclr/habitats
+    # hand labelling_list.csv to an annotator, then:
+    python -m ssl.habitats --embeddings runs/geoclr/embeddings.parquet --k auto \\
+        --labels labels.csv --out runs/geoclr/habitats-labelled
+
+Writes into --out (a new or empty folder, or one of an earlier run with --overwrite):
+  clusters.parquet         GeoParquet: every image with its cluster and distance to the centre
+  cluster_map.png          the survey coloured by cluster, the labelling list circled
+  k_selection.png          the silhouette of every k tried (--k auto)
+  contact_sheets/cluster_<j>.png   the images nearest each cluster's centre, over several dives
+  labelling_list.csv       the N images to label first (rank, image_id, dive, path, file, ...)
+  labelling_list.png       the same images on one sheet, in rank order
+with --labels:
+  predictions.parquet, predictions.gpkg   points in the site CRS with predicted habitat and
+                                          confidence (GeoParquet and GeoPackage, for QGIS)
+  prediction_map.png       the survey coloured by predicted habitat (faded: low confidence)
+  habitats.json            what was done: inputs, k and how it was chosen, sizes, the list
+Clusters are k-means on L2-normalised, PCA-reduced embeddings (``ssl/clusters.py``); the list
+follows GeoCLR's choice of the images nearest k-means centres, spread over space
+(``ssl/labelling.py``); the classifier is a logistic regression on the same reduced embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from . import contract as c
+from .clusters import K_RANGE, cluster, smooth
+from .embeddings import Embeddings, EmbeddingsError, read_embeddings
+from .flags import positive_float, positive_int
+from .gis import with_points, write_geopackage, write_parquet_atomic
+from .labelling import classify, labelling_list
+from .labelsfile import LabelsError, read_labels_csv
+from .manifest import ManifestError, load_manifest
+from .outfolder import FolderError, OwnedFolder
+from .palette import cluster_colours, habitat_colours
+
+MARKER = "habitats.json"
+BUILDER_MARKER = ".seafloor-output.json"  # the pipeline's output-folder record (its root)
+
+
+class HabitatsError(RuntimeError):
+    """Inputs that cannot be mapped (reported as one message, exit status 2)."""
+
+
+def _k(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
+def _k_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (e.g. 2,12), got {text!r}") from None
+    if not 2 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected 2 <= LO <= HI, got {text!r}")
+    return lo, hi
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ssl.habitats",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--embeddings", required=True, metavar="FILE",
+                   help="embeddings GeoParquet written by python -m ssl.embed")
+    p.add_argument("--k", type=_k, default="auto",
+                   help="number of habitat clusters, or 'auto': the k with the highest mean "
+                        "silhouette in --k-range")
+    p.add_argument("--k-range", type=_k_range, default=f"{K_RANGE[0]},{K_RANGE[1]}",
+                   help="--k auto: the smallest and largest k tried")
+    p.add_argument("--dims", type=positive_int, default=32,
+                   help="PCA components the embeddings are reduced to before clustering")
+    p.add_argument("--manifest", "--pairs", dest="manifest", default=None, metavar="PAIRS",
+                   help="pairs.parquet of the survey (images for the contact sheets, neighbour "
+                        "graph for --smooth); None: the one the embeddings were computed for")
+    p.add_argument("--smooth", type=int, default=0, metavar="ROUNDS",
+                   help="rounds of majority vote of each image's cluster with its neighbours "
+                        "within r_loc (0: none)")
+    p.add_argument("--n-label", type=positive_int, default=60, metavar="N",
+                   help="length of the labelling list")
+    p.add_argument("--labels", default=None, metavar="CSV",
+                   help="CSV image_id,label: train a classifier on the embeddings and predict "
+                        "every image's habitat")
+    p.add_argument("--min-confidence", type=positive_float, default=0.5,
+                   help="predictions below this confidence are drawn faded on the map")
+    p.add_argument("--sheet-size", type=positive_int, default=12,
+                   help="images per contact sheet")
+    p.add_argument("--image-root", default=None, metavar="DIR",
+                   help="catalog root for the labelling list's 'file' column; None: the root "
+                        "the pipeline recorded in the manifest's output folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of k-means and the samples")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier ssl.habitats run in --out (only the "
+                        "files it recorded are removed)")
+    return p
+
+
+def _log(msg: str) -> None:
+    print(f"[habitats] {msg}", flush=True)
+
+
+def _manifest_for(emb: Embeddings, given: str | None):
+    path = Path(given) if given else emb.pairs
+    try:
+        manifest = load_manifest(path)
+    except ManifestError as exc:
+        if given:
+            raise HabitatsError(f"--manifest {exc}") from None
+        raise HabitatsError(f"{emb.path} was computed for {path}, which cannot be read ({exc}); "
+                            "pass --manifest with the survey's pairs.parquet") from None
+    if manifest.digest != emb.dataset:
+        changes = "; ".join(c.identity_changes({"digest": emb.dataset}, manifest.identity)[:1])
+        raise HabitatsError(
+            f"{emb.path} holds embeddings of another dataset than {path} (dataset digest "
+            f"{emb.dataset[:12]} vs {manifest.digest[:12]}{'; ' + changes if changes else ''}); "
+            "embed this manifest's images with python -m ssl.embed, or pass the manifest the "
+            "embeddings were computed for")
+    if manifest.n != emb.n or not np.array_equal(manifest.image_id, emb.image_id):
+        raise HabitatsError(f"{emb.path}: its rows do not match the images of {path}; compute "
+                            "the embeddings again with python -m ssl.embed")
+    return manifest
+
+
+def _image_root(given: str | None, pairs_path: Path) -> Path | None:
+    if given:
+        return Path(given)
+    marker = Path(os.path.abspath(pairs_path)).parent / BUILDER_MARKER
+    try:
+        root = json.loads(marker.read_text()).get("root")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(root) if isinstance(root, str) else None
+
+
+def sheet_members(members: np.ndarray, dist: np.ndarray, dive: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` of ``members`` nearest their centre, taken in turn from each dive (the dive
+    with the nearest image first), so a sheet shows the habitat across dives."""
+    order = members[np.argsort(dist[members], kind="stable")]
+    queues: dict[str, list[int]] = {}
+    for i in order.tolist():
+        queues.setdefault(str(dive[i]), []).append(i)
+    picked: list[int] = []
+    lists = list(queues.values())
+    while len(picked) < n and any(lists):
+        for q in lists:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    return np.array(picked, dtype=np.int64)
+
+
+def _classify(Z: np.ndarray, labels: np.ndarray, seed: int):
+    has = np.array([v is not None for v in labels])
+    classes = sorted({str(v) for v in labels[has]})
+    if len(classes) < 2:
+        raise HabitatsError(f"--labels: the labels name {len(classes)} habitat "
+                            f"({classes}); a classifier needs at least two")
+    pred, conf, classes = classify(Z, np.flatnonzero(has), labels[has], seed)
+    return pred, conf, classes, has
+
+
+def _point_table(emb: Embeddings, columns: dict) -> pa.Table:
+    base = {"idx": pa.array(emb.idx, pa.int32()), "image_id": pa.array(emb.image_id.tolist()),
+            "dive": pa.array(emb.dive.tolist()), "path": pa.array(emb.rel_path.tolist()),
+            "easting": pa.array(emb.xy[:, 0]), "northing": pa.array(emb.xy[:, 1])}
+    base.update(columns)
+    meta = {k: v for k, v in emb.meta.items()
+            if k in (c.META_CRS, c.META_CRS_WKT, "dataset", c.META_CATALOG)}
+    meta["embeddings"] = str(Path(os.path.abspath(emb.path)))
+    return pa.table(base).replace_schema_metadata(meta)
+
+
+def run(args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    try:
+        emb = read_embeddings(args.embeddings)
+    except EmbeddingsError as exc:
+        raise HabitatsError(str(exc)) from None
+    n = emb.n
+    if n < 3:
+        raise HabitatsError(f"{emb.path}: {n} image(s); clustering needs at least 3")
+    if args.k is not None and not 2 <= args.k <= n - 1:
+        raise HabitatsError(f"--k {args.k}: expected 2 <= k <= {n - 1} (the survey has {n} "
+                            "images), or --k auto")
+    if args.smooth < 0:
+        raise HabitatsError(f"--smooth {args.smooth}: expected 0 or more rounds")
+    if not args.min_confidence <= 1.0:
+        raise HabitatsError(f"--min-confidence {args.min_confidence}: expected a value in (0, 1]")
+    manifest = _manifest_for(emb, args.manifest)
+    labels = None
+    if args.labels:
+        try:
+            labels = read_labels_csv(args.labels, emb.image_id, log=_log)
+        except LabelsError as exc:
+            raise HabitatsError(str(exc)) from None
+    n_label = args.n_label
+    if n_label > n:
+        _log(f"note: --n-label {n_label} is more than the {n} images; the list holds all of them")
+        n_label = n
+    folder = OwnedFolder.claim(args.out, "ssl.habitats", MARKER,
+                               {"embeddings": str(Path(os.path.abspath(emb.path))),
+                                "dataset": emb.dataset}, args.overwrite,
+                               hint=", on embeddings " + str(emb.path))
+
+    clu = cluster(emb.X, args.k, dims=args.dims, seed=args.seed, k_range=args.k_range)
+    k = clu.k
+    _log(f"{n} images -> {k} clusters ({clu.criterion})")
+    habitat = clu.labels
+    changed = 0
+    if args.smooth:
+        habitat = smooth(clu.labels, manifest.anchor, manifest.positive, k, args.smooth)
+        changed = int((habitat != clu.labels).sum())
+        _log(f"smoothing over the neighbours within {emb.r_loc_m:g} m ({args.smooth} rounds): "
+             f"{changed} images changed cluster")
+    dist = clu.distance_to_centre()
+    sizes = np.bincount(habitat, minlength=k)
+    empty = [j for j in range(k) if sizes[j] == 0]
+    if empty:
+        _log(f"note: smoothing emptied cluster(s) {empty}")
+    labelled = (np.array([v is not None for v in labels]) if labels is not None else None)
+    chosen = labelling_list(clu.reduced, habitat, emb.xy, n_label, seed=args.seed,
+                            exclude=labelled)
+    crs_name = emb.meta.get(c.META_CRS, "site CRS")
+    written: dict[str, str] = {}
+
+    def out(name: str) -> Path:
+        p = folder.file(name)
+        written[name] = str(p)
+        return p
+
+    from . import habitat_figures as fig
+    from .data import ImageStore
+
+    images = ImageStore.open(manifest)
+    colours = cluster_colours(k)
+    # GeoParquet of the clusters
+    table = _point_table(emb, {"cluster": pa.array(habitat.astype(np.int32)),
+                               "cluster_unsmoothed": pa.array(clu.labels.astype(np.int32)),
+                               "distance_to_centre": pa.array(dist.astype(np.float32))})
+    write_parquet_atomic(out("clusters.parquet"), with_points(table, emb.xy, emb.crs))
+    fig.cluster_map(out("cluster_map.png"), emb.xy, habitat, k, crs_name,
+                    f"{k} habitat clusters of {n} images ({clu.criterion.split(':')[0]}); "
+                    f"circled: the {len(chosen)} images to label first", marks=chosen)
+    if clu.scores:
+        fig.silhouette_curve(out("k_selection.png"), clu.scores, k)
+    for j in range(k):
+        members = np.flatnonzero(habitat == j)
+        if not members.size:
+            continue
+        pick = sheet_members(members, dist, emb.dive, args.sheet_size)
+        dives = len(set(emb.dive[pick].tolist()))
+        fig.contact_sheet(out(f"contact_sheets/cluster_{j:02d}.png"),
+                          [images[int(i)] for i in pick],
+                          [f"{emb.dive[i]} #{emb.idx[i]}" for i in pick],
+                          f"cluster {j}: {members.size} images; the {len(pick)} nearest its "
+                          f"centre, from {dives} dive(s)", colour=colours[j])
+
+    # the labelling list
+    root = _image_root(args.image_root, emb.pairs)
+    with open(out("labelling_list.csv"), "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rank", "image_id", "dive", "path", "file", "cluster", "easting",
+                    "northing", "label"])
+        for r, i in enumerate(chosen.tolist(), start=1):
+            file = str(root / emb.rel_path[i]) if root is not None else ""
+            w.writerow([r, emb.image_id[i], emb.dive[i], emb.rel_path[i], file, int(habitat[i]),
+                        f"{emb.xy[i, 0]:.2f}", f"{emb.xy[i, 1]:.2f}", ""])
+    fig.contact_sheet(out("labelling_list.png"), [images[int(i)] for i in chosen],
+                      [f"{r} c{habitat[i]} {emb.dive[i]}" for r, i in enumerate(chosen, 1)],
+                      f"images to label first, in rank order ({len(chosen)}; c = cluster)",
+                      per_row=10)
+    covered = sorted(set(habitat[chosen].tolist()))
+    if not len(chosen):
+        _log("labelling list: empty, every image is labelled already")
+    _log(f"labelling list: {len(chosen)} images covering {len(covered)} of {k} clusters"
+         + ("" if root else " (no catalog root known: the 'file' column is empty; pass "
+                            "--image-root)"))
+
+    summary: dict = {
+        "n_images": n, "k": k, "criterion": clu.criterion,
+        "silhouette": {str(kk): round(v, 4) for kk, v in clu.scores.items()},
+        "dims": int(clu.reduced.shape[1]), "seed": args.seed, "smooth_rounds": args.smooth,
+        "smoothing_changed": changed, "cluster_sizes": sizes.tolist(),
+        "labelling_list": {"n": int(len(chosen)), "clusters_covered": len(covered),
+                           "image_ids": emb.image_id[chosen].tolist()},
+        "encoder": emb.encoder, "manifest": str(manifest.pairs_path),
+    }
+    if labels is not None:
+        pred, conf, classes, has = _classify(clu.reduced, labels, args.seed)
+        cols = {"cluster": pa.array(habitat.astype(np.int32)),
+                "predicted": pa.array(pred.tolist()),
+                "confidence": pa.array(conf.astype(np.float32)),
+                "label": pa.array([None if v is None else str(v) for v in labels])}
+        table = _point_table(emb, cols)
+        write_parquet_atomic(out("predictions.parquet"), with_points(table, emb.xy, emb.crs))
+        try:
+            write_geopackage(out("predictions.gpkg"), "predictions", emb.xy,
+                             {"image_id": emb.image_id, "dive": emb.dive, "path": emb.rel_path,
+                              "cluster": habitat.astype(np.int64), "predicted": pred,
+                              "confidence": conf.astype(np.float64),
+                              "label": labels}, emb.crs)
+        except ValueError as exc:
+            raise HabitatsError(f"{emb.path}: cannot write a GeoPackage ({exc})") from None
+        fig.prediction_map(out("prediction_map.png"), emb.xy, pred, conf, classes, crs_name,
+                           f"predicted habitat of {n} images from {int(has.sum())} labels "
+                           f"(logistic regression on the embeddings)", args.min_confidence,
+                           labelled=np.flatnonzero(has))
+        counts = {cl: int((pred == cl).sum()) for cl in classes}
+        summary["prediction"] = {
+            "labelled": int(has.sum()), "classes": classes, "predicted_counts": counts,
+            "mean_confidence": round(float(conf.mean()), 4),
+            "below_min_confidence": int((conf < args.min_confidence).sum()),
+            "palette": habitat_colours(classes)}
+        _log(f"predicted {n} images from {int(has.sum())} labels: "
+             + ", ".join(f"{k_}: {v}" for k_, v in counts.items()))
+    summary["files"] = written
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    folder.finish(summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except (HabitatsError, FolderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _log(f"wrote {len(summary['files'])} files to {args.out} in {summary['seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

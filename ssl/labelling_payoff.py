@@ -1,0 +1,266 @@
+"""What the labelling list is worth: macro-F1 of the predicted habitat map when an annotator
+labels the N images ``ssl.habitats`` proposes, against N images drawn at random.
+
+    python -m ssl.labelling_payoff --embeddings simclr=runs/simclr/embeddings.parquet \\
+        geoclr=runs/geoclr/embeddings.parquet --n 6,30,60,120 --seeds 0-9 \\
+        --out runs/payoff --report REPRODUCTION.md
+
+For each encoder, seed and N: the habitat clusters (``--k``, default auto) and the labelling
+list are computed as ``ssl.habitats`` does; the random draw takes N images uniformly. Each set
+gets its true labels (the embeddings' label column, or ``--labels``), trains the same logistic
+regression on the reduced embeddings, and predicts every image. Both maps are scored on the same
+images: every labelled image that neither set contains. A seed moves the k-means starts, the
+random draw and the classifier, so list and random are paired by seed; the difference is judged
+with a 95 % Student t interval over seeds ("not shown" when it includes zero).
+
+The report section is written between two markers in --report (after the part of the file that
+``ssl.reproduce`` regenerates), replacing an earlier section; the rest of the file is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .clusters import cluster
+from .embeddings import EmbeddingsError, read_embeddings
+from .labelling import classify, labelling_list
+from .labelsfile import LabelsError, read_labels_csv
+from .stats import judge, summarize
+
+BEGIN = "<!-- labelling payoff: written by python -m ssl.labelling_payoff; replaced when it runs again -->"
+END = "<!-- /labelling payoff -->"
+
+
+class PayoffError(RuntimeError):
+    """Inputs that cannot be compared (one message, exit status 2)."""
+
+
+def _named(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE, got {text!r}")
+    name, path = text.split("=", 1)
+    return name.strip(), path.strip()
+
+
+def _ints(text: str) -> list[int]:
+    out: list[int] = []
+    for t in (t.strip() for t in text.split(",")):
+        if not t:
+            continue
+        try:
+            if "-" in t[1:]:
+                a, b = t.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(t))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected integers like 0,1,2 or 0-9, got "
+                                             f"{text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ssl.labelling_payoff",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--embeddings", type=_named, nargs="+", required=True, metavar="NAME=FILE",
+                   help="embeddings files of the encoders to compare (python -m ssl.embed)")
+    p.add_argument("--labels", default=None, metavar="CSV",
+                   help="CSV image_id,label with the true habitats; None: the embeddings' "
+                        "label column")
+    p.add_argument("--n", type=_ints, default="6,30,60,120", help="numbers of images labelled")
+    p.add_argument("--seeds", type=_ints, default="0-9", help="seeds, e.g. 0-9 or 0,1,2")
+    p.add_argument("--k", default="auto", help="habitat clusters: an integer or auto")
+    p.add_argument("--dims", type=int, default=32, help="PCA components")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for payoff.json and payoff.png")
+    p.add_argument("--report", default=None, metavar="MD",
+                   help="markdown file whose labelling-payoff section is (re)written")
+    p.add_argument("--figure", default="benchmarks/figures/labelling_payoff.png", metavar="PNG",
+                   help="--report: where the report's copy of the plot goes, relative to the "
+                        "report's folder")
+    return p
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0))
+
+
+def compare(X: np.ndarray, xy: np.ndarray, truth: np.ndarray, ns: list[int], seeds: list[int],
+            k: int | None, dims: int, log=print) -> dict:
+    """{n: {"list": [f1 per seed], "random": [...], "covered": [...]}} for one encoder."""
+    has = np.array([v is not None for v in truth])
+    lab = np.flatnonzero(has)
+    classes = sorted({str(v) for v in truth[has]})
+    res: dict[int, dict[str, list]] = {n: {"list": [], "random": [], "classes_list": [],
+                                           "classes_random": []} for n in ns}
+    for seed in seeds:
+        clu = cluster(X, k, dims=dims, seed=seed)
+        rng = np.random.default_rng(seed)
+        for n in ns:
+            # the annotator can only label images that have a true label here
+            exclude = ~has
+            chosen = labelling_list(clu.reduced, clu.labels, xy, n, seed=seed, exclude=exclude)
+            rand = rng.choice(lab, size=min(n, len(lab)), replace=False)
+            test = np.setdiff1d(lab, np.union1d(chosen, rand))
+            y_test = truth[test].astype(str)
+            for name, train in (("list", chosen), ("random", rand)):
+                pred, _, _ = classify(clu.reduced, train, truth[train], seed)
+                res[n][name].append(macro_f1(y_test, pred[test].astype(str), classes))
+                res[n][f"classes_{name}"].append(len({str(v) for v in truth[train]}))
+        log(f"seed {seed}: k = {clu.k}; " + ", ".join(
+            f"N={n} list {res[n]['list'][-1]:.3f} random {res[n]['random'][-1]:.3f}"
+            for n in ns))
+    return {"classes": classes, "by_n": {str(n): v for n, v in res.items()}}
+
+
+def _plot(path: Path, results: dict, ns: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    colours = plt.cm.tab10(np.arange(len(results)) % 10)
+    for (name, r), col in zip(results.items(), colours, strict=True):
+        for kind, style in (("list", "-o"), ("random", "--s")):
+            vals = [np.asarray(r["by_n"][str(n)][kind]) for n in ns]
+            mean = np.array([v.mean() for v in vals])
+            sd = np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals])
+            ax.plot(ns, mean, style, color=col, label=f"{name}, {'labelling list' if kind == 'list' else 'random'}")
+            ax.fill_between(ns, mean - sd, mean + sd, color=col, alpha=0.12 if kind == "list" else 0.06)
+    ax.set_xscale("log")
+    ax.set_xticks(ns)
+    ax.set_xticklabels([str(n) for n in ns])
+    ax.set_xlabel("images labelled (N)")
+    ax.set_ylabel("macro-F1 of the predicted map")
+    ax.set_title("labelling list vs random images (mean ± std over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def section(results: dict, ns: list[int], seeds: list[int], meta: dict) -> str:
+    lines = [BEGIN, "## Which images to label first: the labelling list against random images",
+             "",
+             f"{meta['survey']}; {meta['n_images']} located images, {meta['n_classes']} "
+             f"habitats. Encoders: {meta['encoders']}. For each seed ({len(seeds)} seeds: "
+             f"{seeds[0]}–{seeds[-1]}) and N, `ssl.habitats`' clusters (k {meta['k']}) and "
+             "labelling list pick N images, and N images are drawn at random; each set's true "
+             "labels train the same logistic regression on the PCA-reduced embeddings, which "
+             "predicts every image. Macro-F1 on the labelled images neither set contains. "
+             "Difference list − random paired by seed, 95 % Student t interval over seeds. "
+             "Each encoder is one training run: the interval covers the choice of images, the "
+             "k-means starts and the classifier, not the training. "
+             f"`python -m ssl.labelling_payoff` wrote this in {meta['seconds'] / 60:.1f} min.",
+             "",
+             "| encoder | N | labelling list | random | list − random | verdict | habitats "
+             "in the labelled set (list / random) |",
+             "|---|---:|---:|---:|---|---|---:|"]
+    for name, r in results.items():
+        for n in ns:
+            a = np.asarray(r["by_n"][str(n)]["list"])
+            b = np.asarray(r["by_n"][str(n)]["random"])
+            p = summarize((a - b).tolist(), float(b.mean()))
+            verdict = judge(p) if p is not None and p.n > 1 else "not shown"
+            diff = (f"{p.mean:+.3f}, 95 % CI [{p.lo:+.3f}, {p.hi:+.3f}]" if p.n > 1
+                    else f"{p.mean:+.3f} (one seed: no interval)")
+            verdict = {"reproduced": "list better", "contradicted": "random better"}.get(
+                verdict, verdict)
+            ca = np.mean(r["by_n"][str(n)]["classes_list"])
+            cb = np.mean(r["by_n"][str(n)]["classes_random"])
+            lines.append(f"| {name} | {n} | {a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f} "
+                         f"| {b.mean():.3f} ± {b.std(ddof=1) if len(b) > 1 else 0:.3f} | {diff} "
+                         f"| {verdict} | {ca:.1f} / {cb:.1f} |")
+    lines += ["", f"![labelling list against random]({meta['figure']})", "", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(report: Path, text: str) -> None:
+    """Replace the section between the markers in ``report`` (append it when there is none)."""
+    old = report.read_text() if report.exists() else ""
+    if BEGIN in old and END in old[old.index(BEGIN):]:
+        a = old.index(BEGIN)
+        b = old.index(END, a) + len(END)
+        new = old[:a] + text.rstrip("\n") + old[b:]
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + text
+    report.write_text(new)
+
+
+def run(args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    k = None if str(args.k).lower() == "auto" else int(args.k)
+    results, first = {}, None
+    for name, path in args.embeddings:
+        try:
+            emb = read_embeddings(path)
+        except EmbeddingsError as exc:
+            raise PayoffError(str(exc)) from None
+        if first is None:
+            first = emb
+        elif emb.dataset != first.dataset:
+            raise PayoffError(f"{path}: embeddings of another dataset than {first.path}; compare "
+                              "encoders on the same manifest")
+        truth = (read_labels_csv(args.labels, emb.image_id) if args.labels
+                 else np.asarray(emb.label, dtype=object))
+        truth = np.array([None if v is None or v == "" else v for v in truth], dtype=object)
+        n_lab = sum(v is not None for v in truth)
+        if n_lab < max(args.n) * 2:
+            raise PayoffError(f"{path}: {n_lab} labelled images; comparing N up to {max(args.n)} "
+                              "needs at least twice as many (pass --labels or smaller --n)")
+        print(f"[payoff] {name}: {emb.n} images, {emb.X.shape[1]} dims", flush=True)
+        results[name] = compare(emb.X, emb.xy, truth, args.n, args.seeds, k, args.dims,
+                                log=lambda s, name=name: print(f"[payoff] {name} {s}",
+                                                              flush=True))
+        results[name]["encoder"] = emb.encoder
+        results[name]["embeddings"] = str(path)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _plot(out / "payoff.png", results, args.n)
+    seconds = time.perf_counter() - t0
+    doc = {"n": args.n, "seeds": args.seeds, "k": args.k, "dims": args.dims,
+           "results": results, "seconds": round(seconds, 1)}
+    (out / "payoff.json").write_text(json.dumps(doc, indent=1) + "\n")
+    if args.report:
+        report = Path(args.report)
+        fig_rel = Path(args.figure)
+        if fig_rel.is_absolute() or ".." in fig_rel.parts:
+            raise PayoffError(f"--figure {fig_rel}: expected a path inside the report's folder")
+        (report.parent / fig_rel).parent.mkdir(parents=True, exist_ok=True)
+        (report.parent / fig_rel).write_bytes((out / "payoff.png").read_bytes())
+        classes = results[next(iter(results))]["classes"]
+        encs = "; ".join(f"{nm} ({r['encoder'].get('backbone')}, {r['encoder'].get('image_size')}"
+                         f" px, step {r['encoder'].get('step')})" for nm, r in results.items())
+        meta = {"survey": first.meta.get("catalog") and f"survey `{first.meta['catalog']}`"
+                or "survey", "n_images": first.n, "n_classes": len(classes), "encoders": encs,
+                "k": args.k, "seconds": seconds, "figure": fig_rel.as_posix()}
+        write_section(report, section(results, args.n, args.seeds, meta))
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (PayoffError, LabelsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[payoff] wrote {Path(args.out) / 'payoff.json'}"
+          + (f" and the section of {args.report}" if args.report else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

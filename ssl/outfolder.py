@@ -1,0 +1,101 @@
+"""An output folder a tool owns: a marker file records every file the tool writes there, before
+it writes it, so a later run can tell its own results from anything else.
+
+A new run goes only into a folder that is new or empty. A folder whose marker says it holds this
+tool's results is refused unless ``overwrite``, and then only the files the marker lists are
+removed (everything else stays). A folder that is not empty and has no marker is never written
+to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path, PurePosixPath
+
+
+class FolderError(RuntimeError):
+    """The output folder cannot be used (reported as one message, exit status 2)."""
+
+
+class OwnedFolder:
+    def __init__(self, path: Path, tool: str, marker: str, info: dict):
+        self.path, self.tool, self.marker = Path(path), tool, marker
+        self.record = {"tool": tool, "state": "writing",
+                       "started_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                       **info, "written": []}
+
+    @classmethod
+    def claim(cls, path: str | Path, tool: str, marker: str, info: dict,
+              overwrite: bool, hint: str = "") -> OwnedFolder:
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise FolderError(f"--out {path} is a file; expected a folder for {tool}'s results")
+        folder = cls(path, tool, marker, info)
+        if path.is_dir() and any(path.iterdir()):
+            old = folder._read_marker()
+            if old is None:
+                raise FolderError(f"--out {path} is not empty and holds no {tool} results (no "
+                                  f"{marker}); it is never written to: choose a new or empty "
+                                  "folder")
+            if not overwrite:
+                raise FolderError(f"--out {path} holds the results of an earlier {tool} run "
+                                  f"(started {old.get('started_utc', '?')}{hint}); pass "
+                                  "--overwrite to replace them, or choose another --out")
+            folder._remove(old.get("written", []))
+        path.mkdir(parents=True, exist_ok=True)
+        folder._save()
+        return folder
+
+    def _read_marker(self) -> dict | None:
+        p = self.path / self.marker
+        if not p.is_file():
+            return None
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+        return rec if isinstance(rec, dict) and rec.get("tool") == self.tool else None
+
+    def _inside(self, name: str) -> Path | None:
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            return None
+        return self.path.joinpath(*rel.parts)
+
+    def _remove(self, names) -> None:
+        dirs = set()
+        for name in names:
+            p = self._inside(str(name))
+            if p is not None and (p.is_file() or p.is_symlink()):
+                p.unlink()
+                dirs.add(p.parent)
+        for d in sorted(dirs, key=lambda q: -len(q.parts)):
+            while d != self.path and d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+                d = d.parent
+
+    def _save(self) -> None:
+        tmp = self.path / f".{self.marker}.tmp"
+        tmp.write_text(json.dumps(self.record, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, self.path / self.marker)
+
+    def file(self, name: str) -> Path:
+        """The path of ``name`` (relative, '/'-separated) in the folder, recorded before the
+        caller writes it."""
+        p = self._inside(name)
+        if p is None:
+            raise ValueError(f"{name!r} is not a path inside the folder")
+        if name not in self.record["written"]:
+            self.record["written"].append(name)
+            self._save()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def finish(self, summary: dict) -> Path:
+        self.record.update(summary)
+        self.record["state"] = "complete"
+        self.record["finished_utc"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._save()
+        return self.path / self.marker

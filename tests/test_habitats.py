@@ -1,0 +1,355 @@
+"""From encoder to habitat map: ssl.embed (GeoParquet embeddings, resumable), ssl.clusters,
+ssl.labelling, ssl.habitats (maps, contact sheets, labelling list, predictions exported for a
+GIS) and the refusals, on a mini-survey and on synthetic embeddings with a known answer."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from seafloor_ssl import embed as embed_cli
+from seafloor_ssl import habitats as habitats_cli
+from seafloor_ssl.clusters import cluster, smooth
+from seafloor_ssl.embeddings import EMBEDDING_COLUMN, read_embeddings
+from seafloor_ssl.labelling import labelling_list
+from seafloor_ssl.manifest import load_manifest
+from seafloor_ssl.train import build_parser, train
+from surveys import mini_manifest
+
+SMALL = ["--backbone", "tiny", "--image-size", "32", "--batch-size", "16", "--workers", "0",
+         "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    return mini_manifest(tmp_path_factory.mktemp("hab") / "site")
+
+
+@pytest.fixture(scope="module")
+def ckpt(manifest, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "simclr"
+    train(build_parser().parse_args(["--manifest", str(manifest), "--out", str(out), *SMALL,
+                                     "--objective", "simclr", "--steps", "4"]))
+    return out / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def emb_file(manifest, ckpt, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("emb") / "embeddings.parquet"
+    assert embed_cli.main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--out",
+                           str(out), "--device", "cpu", "--batch-size", "16"]) == 0
+    return out
+
+
+def _labels_csv(manifest: Path) -> Path:
+    return manifest.parent.parent / "labels.csv"
+
+
+# --- the embeddings file ----------------------------------------------------------------------
+
+def test_embeddings_file_is_geoparquet_that_geopandas_and_duckdb_read(manifest, emb_file):
+    import duckdb
+    import geopandas as gpd
+    import pyproj
+
+    m = load_manifest(manifest)
+    table = pq.read_table(emb_file)
+    assert table.num_rows == m.n
+    assert table.column("idx").to_pylist() == list(range(m.n))
+    assert table.column("image_id").to_pylist() == m.image_id.tolist()
+    col = table.schema.field(EMBEDDING_COLUMN).type
+    assert str(col.value_type) == "float" and col.list_size > 0
+    meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+    assert meta["dataset"] == m.digest and meta["embedding_dim"] == str(col.list_size)
+    geo = json.loads(meta["geo"])
+    assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["geometry_types"] == ["Point"]
+
+    site_crs = pq.read_schema(m.locations_path).metadata[b"crs"].decode()
+    gdf = gpd.read_parquet(emb_file)
+    assert gdf.crs == pyproj.CRS(site_crs)
+    np.testing.assert_allclose(np.c_[gdf.geometry.x, gdf.geometry.y], m.xy)
+
+    con = duckdb.connect()
+    n, dim = con.execute(f"SELECT count(*), max(len({EMBEDDING_COLUMN})) FROM "
+                         f"'{emb_file}'").fetchone()
+    assert (n, dim) == (m.n, col.list_size)
+    keys = {r[0].decode() if isinstance(r[0], bytes) else r[0] for r in con.execute(
+        f"SELECT key FROM parquet_kv_metadata('{emb_file}')").fetchall()}
+    assert {"geo", "dataset", "embeddings_version"} <= keys
+
+    emb = read_embeddings(emb_file)
+    assert emb.X.shape == (m.n, col.list_size) and np.isfinite(emb.X).all()
+    assert emb.crs.epsg == int(site_crs.split(":")[1])
+
+
+def test_embed_resumes_after_an_interruption(manifest, ckpt, emb_file, tmp_path, monkeypatch,
+                                              capsys):
+    out = tmp_path / "e.parquet"
+    calls = {"n": 0}
+    real = embed_cli.extract_features
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(embed_cli, "extract_features", flaky)
+    args = ["--checkpoint", str(ckpt), "--manifest", str(manifest), "--out", str(out),
+            "--device", "cpu", "--batch-size", "16", "--chunk", "32"]
+    assert embed_cli.main(args) == 130
+    assert "run the same command again" in capsys.readouterr().err
+    assert not out.exists()
+    parts = embed_cli.parts_dir(out)
+    assert sorted(p.name for p in parts.glob("part-*.npy")) == ["part-000000.npy"]
+
+    calls["n"] = -100  # no more interruptions; count what the second run computes
+    assert embed_cli.main(args) == 0
+    assert "resuming: 32 of 96" in capsys.readouterr().out
+    assert calls["n"] == -100 + 4  # 64 images left in batches of 16
+    assert not parts.exists()
+    np.testing.assert_allclose(read_embeddings(out).X, read_embeddings(emb_file).X, atol=1e-5)
+
+
+def test_embed_never_replaces_what_it_did_not_write(manifest, ckpt, emb_file, tmp_path, capsys):
+    base = ["--checkpoint", str(ckpt), "--manifest", str(manifest), "--device", "cpu"]
+    foreign = tmp_path / "survey.parquet"
+    foreign.write_bytes(b"not ours")
+    for extra in ([], ["--overwrite"]):
+        assert embed_cli.main([*base, "--out", str(foreign), *extra]) == 2
+        assert "not an embeddings file" in capsys.readouterr().err
+    assert foreign.read_bytes() == b"not ours"
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(emb_file.read_bytes())
+    assert embed_cli.main([*base, "--out", str(copy)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert embed_cli.main([*base, "--out", str(copy), "--overwrite"]) == 0
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert embed_cli.main([*base[:0], "--checkpoint", str(bad), "--manifest", str(manifest),
+                           "--out", str(tmp_path / "x.parquet")]) == 2
+    assert "cannot be read as a PyTorch checkpoint" in capsys.readouterr().err
+
+
+# --- clusters and the labelling list on embeddings with a known answer ------------------------
+
+def _blobs(sizes, dim=48, seed=0, spread=0.05):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(sizes), dim))
+    X = np.concatenate([c + spread * rng.normal(size=(s, dim)) for c, s in
+                        zip(centres, sizes, strict=True)])
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    xy = rng.uniform(0, 500, size=(len(X), 2))
+    return X.astype(np.float32), truth, xy
+
+
+def test_kmeans_with_k_auto_recovers_separable_groups():
+    from sklearn.metrics import adjusted_rand_score
+
+    X, truth, _ = _blobs([300, 200, 120, 40])
+    res = cluster(X, None, seed=0)
+    assert res.k == 4, res.scores
+    assert adjusted_rand_score(truth, res.labels) == 1.0
+    assert np.bincount(res.labels).tolist() == [300, 200, 120, 40]  # largest cluster first
+    assert cluster(X, 2, seed=0).k == 2
+
+
+def test_labelling_list_covers_every_cluster_and_spreads_over_space():
+    X, truth, xy = _blobs([600, 150, 30, 8, 5], seed=3)
+    clu = cluster(X, None, seed=0)
+    assert clu.k == 5
+    for n in (5, 6, 12, 30):
+        chosen = labelling_list(clu.reduced, clu.labels, xy, n, seed=1)
+        assert len(chosen) == n and len(set(chosen.tolist())) == n
+        assert set(clu.labels[chosen].tolist()) == set(range(5)), n
+        # any prefix of k covers them too: the order goes round the habitats first
+        assert set(clu.labels[chosen[:5]].tolist()) == set(range(5))
+    # already labelled images are never proposed
+    done = np.zeros(len(X), bool)
+    done[:700] = True
+    chosen = labelling_list(clu.reduced, clu.labels, xy, 10, exclude=done)
+    assert not done[chosen].any()
+    # fewer proposals than habitats: as many as asked, from different habitats
+    few = labelling_list(clu.reduced, clu.labels, xy, 3)
+    assert len(set(clu.labels[few].tolist())) == 3
+
+
+def test_labelling_list_prefers_distant_images_within_a_fine_cluster():
+    # one tight group at one spot plus a copy of it 300 m away: two picks go to both places
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 0.01, (50, 8)), 5 + rng.normal(0, 0.01, (50, 8))])
+    xy = np.concatenate([rng.normal(0, 1, (25, 2)), 300 + rng.normal(0, 1, (25, 2)),
+                         -300 + rng.normal(0, 1, (50, 2))])
+    labels = np.repeat([0, 1], 50)
+    chosen = labelling_list(X.astype(np.float32), labels, xy, 4, candidates=50)
+    first = chosen[labels[chosen] == 0]
+    d = np.linalg.norm(xy[first][:, None] - xy[first][None], axis=2).max()
+    assert d > 200
+
+
+def test_smoothing_removes_isolated_disagreements_only():
+    # a path 0-1-...-7 of neighbours: the odd image inside a run flips, the border stays
+    labels = np.array([0, 0, 1, 0, 0, 1, 1, 1])
+    a, b = np.arange(7), np.arange(1, 8)
+    got = smooth(labels, a, b, k=2)
+    assert got.tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    # images without neighbours keep their cluster
+    assert smooth(np.array([1, 0]), np.array([], int), np.array([], int), k=2).tolist() == [1, 0]
+
+
+# --- ssl.habitats end to end ------------------------------------------------------------------
+
+def test_habitats_end_to_end_with_labels(manifest, emb_file, tmp_path, capsys):
+    import geopandas as gpd
+    import pyproj
+    from PIL import Image
+
+    out = tmp_path / "hab"
+    rc = habitats_cli.main(["--embeddings", str(emb_file), "--k", "auto", "--smooth", "1",
+                            "--n-label", "12", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "habitats.json").read_text())
+    k = summary["k"]
+    assert k >= 2 and summary["state"] == "complete"
+    assert "silhouette" in summary["criterion"] and len(summary["silhouette"]) >= 2
+    for name in ("cluster_map.png", "k_selection.png", "labelling_list.png", "clusters.parquet"):
+        assert (out / name).stat().st_size > 1000, name
+    sheets = sorted((out / "contact_sheets").glob("cluster_*.png"))
+    assert len(sheets) == sum(1 for s in summary["cluster_sizes"] if s)
+    for s in sheets:  # every sheet shows images, not only its title bar
+        with Image.open(s) as im:
+            arr = np.asarray(im.convert("L"))
+        assert arr.shape[0] > 100 and (arr[30:] < 250).mean() > 0.2, s.name
+
+    rows = list(csv.DictReader(open(out / "labelling_list.csv")))
+    assert len(rows) == 12 and [r["rank"] for r in rows] == [str(i) for i in range(1, 13)]
+    assert {int(r["cluster"]) for r in rows} == set(range(k))
+    root = manifest.parent.parent
+    assert all(Path(r["file"]) == root / r["path"] and Path(r["file"]).is_file() for r in rows)
+
+    site_crs = pyproj.CRS(pq.read_schema(load_manifest(manifest).locations_path)
+                          .metadata[b"crs"].decode())
+    out2 = tmp_path / "hab-labelled"
+    labels = _labels_csv(manifest)
+    assert habitats_cli.main(["--embeddings", str(emb_file), "--labels", str(labels),
+                              "--out", str(out2), "--n-label", "5"]) == 0
+    truth = {r["image_id"]: r["label"] for r in csv.DictReader(open(labels))}
+    for path in (out2 / "predictions.gpkg", out2 / "predictions.parquet"):
+        gdf = (gpd.read_file(path, engine="pyogrio") if path.suffix == ".gpkg"
+               else gpd.read_parquet(path))
+        assert gdf.crs == site_crs, path.name
+        assert len(gdf) == load_manifest(manifest).n
+        assert set(gdf["predicted"]) <= set(truth.values())
+        assert ((gdf["confidence"] > 0) & (gdf["confidence"] <= 1)).all()
+        # the classifier saw these labels: most of the labelled images get theirs back
+        agree = np.mean([truth[i] == p for i, p in zip(gdf["image_id"], gdf["predicted"],
+                                                        strict=True) if i in truth])
+        assert agree > 0.5, (path.name, agree)
+    assert (out2 / "prediction_map.png").stat().st_size > 1000
+    pred = json.loads((out2 / "habitats.json").read_text())["prediction"]
+    assert pred["labelled"] == len(truth)
+
+
+def test_habitats_refusals(manifest, emb_file, tmp_path, tmp_path_factory, capsys):
+    def run(*extra, out=None) -> tuple[int, str]:
+        rc = habitats_cli.main(["--embeddings", str(emb_file), "--out",
+                                str(out or tmp_path / "o"), *extra])
+        return rc, capsys.readouterr().err
+
+    n = load_manifest(manifest).n
+    for bad in ("1", "0", str(n), str(n + 5)):
+        rc, err = run("--k", bad)
+        assert rc == 2 and f"expected 2 <= k <= {n - 1}" in err, bad
+    nothing = tmp_path / "other.csv"
+    nothing.write_text("image_id,label\nelsewhere/a.jpg,sand\nelsewhere/b.jpg,reef\n")
+    rc, err = run("--labels", str(nothing))
+    assert rc == 2 and "none of its 2 image_id values" in err
+    one = tmp_path / "one.csv"
+    ids = load_manifest(manifest).image_id
+    one.write_text("image_id,label\n" + "".join(f"{i},sand\n" for i in ids[:5]))
+    rc, err = run("--labels", str(one))
+    assert rc == 2 and "at least two" in err
+    # another survey's manifest than the one the embeddings were computed for
+    other = mini_manifest(tmp_path_factory.mktemp("other") / "site", seed=12)
+    rc, err = run("--manifest", str(other))
+    assert rc == 2 and "another dataset" in err
+    # an output folder with another run's results, or with somebody else's files
+    out = tmp_path / "done"
+    assert run("--k", "2", out=out)[0] == 0
+    mine = out / "notes.txt"
+    mine.write_text("keep me")
+    rc, err = run("--k", "3", out=out)
+    assert rc == 2 and "--overwrite" in err
+    assert json.loads((out / "habitats.json").read_text())["k"] == 2
+    assert run("--k", "3", "--overwrite", out=out)[0] == 0
+    assert json.loads((out / "habitats.json").read_text())["k"] == 3 and mine.read_text() == "keep me"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "map.png").write_bytes(b"user's")
+    for extra in ((), ("--overwrite",)):
+        rc, err = run(*extra, out=foreign)
+        assert rc == 2 and "never written to" in err
+    assert (foreign / "map.png").read_bytes() == b"user's"
+    not_emb = tmp_path / "x.parquet"
+    not_emb.write_bytes(b"PAR1")
+    rc = habitats_cli.main(["--embeddings", str(not_emb), "--out", str(tmp_path / "z")])
+    assert rc == 2 and "expected the output of python -m ssl.embed" in capsys.readouterr().err
+
+
+# --- make demo's last steps on the demo site --------------------------------------------------
+
+def _demo_recipe() -> list[str]:
+    """The commands of the Makefile's demo target, continuation lines joined."""
+    text = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    body = text.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    lines = [ln.strip() for ln in body.replace("\\\n", " ").splitlines()[1:]]
+    return [" ".join(ln.split()) for ln in lines if ln and not ln.startswith("@")]
+
+
+def test_demo_ends_with_cluster_map_and_labelling_list(tmp_path):
+    """The demo site as `make demo` synthesises it (faults included), a briefly trained
+    encoder, then the demo's own ssl.embed and ssl.habitats commands from the Makefile."""
+    import shlex
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from pipeline.build import build
+    from pipeline.catalog import load_catalog
+    from pipeline.synth import SynthConfig, generate
+
+    recipe = _demo_recipe()
+    tail = [c for c in recipe if "-m ssl.embed" in c or "-m ssl.habitats" in c]
+    assert len(tail) == 2 and recipe[-2:] == tail, recipe
+    assert "--k auto" in tail[1]
+
+    site = tmp_path / "seafloor"
+    generate(SynthConfig(out=site, dives=3, seed=0, faults=True, workers=2))
+    build(load_catalog(site / "catalog.yaml"), workers=2, log=lambda *_: None)
+    run = tmp_path / "runs" / "demo"
+    train(build_parser().parse_args(["--manifest", str(site / "manifests" / "pairs.parquet"),
+                                     "--out", str(run), *SMALL, "--objective", "geoclr",
+                                     "--steps", "4"]))
+    for cmd in tail:
+        cmd = (cmd.replace("$(BIN)/python", shlex.quote(sys.executable))
+               .replace("$(DEMO_RUN)", str(run)).replace("$(DEMO)", str(site)))
+        res = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=600,
+                             cwd=Path(__file__).resolve().parents[1])
+        assert res.returncode == 0, res.stderr[-2000:]
+    hab = run / "habitats"
+    summary = json.loads((hab / "habitats.json").read_text())
+    assert summary["k"] > 1 and min(summary["cluster_sizes"]) > 0
+    sheets = sorted((hab / "contact_sheets").glob("*.png"))
+    assert len(sheets) == summary["k"]
+    for s in sheets:
+        with Image.open(s) as im:
+            assert (np.asarray(im.convert("L"))[30:] < 250).mean() > 0.2, s.name
+    rows = list(csv.DictReader(open(hab / "labelling_list.csv")))
+    assert len(rows) == summary["labelling_list"]["n"] > 0
+    assert {int(r["cluster"]) for r in rows} == set(range(summary["k"]))
+    assert (hab / "cluster_map.png").stat().st_size > 1000
