@@ -25,13 +25,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # torch and torchvision come with the base image; the trainer adds two readers, evaluation
-# its probes (scikit-learn, which brings threadpoolctl) and figures (matplotlib)
+# and habitat mapping their probes and clusters (scikit-learn, which brings threadpoolctl) and
+# figures (matplotlib); GeoPackage exports use the standard library's sqlite3
 RUN pip install "pyarrow>=15" "pillow>=10" "numpy>=1.26" "scikit-learn>=1.4" "matplotlib>=3.8"
 
 # The trainer runs from /app, where `python -m ssl.train` resolves to this folder (the package
 # loads the standard library's TLS module into itself, so `import ssl` keeps working).
 COPY ssl/ ./ssl/
-RUN python -m ssl.train --help > /dev/null && python -m ssl.evaluate --help > /dev/null
+RUN python -m ssl.train --help > /dev/null && python -m ssl.evaluate --help > /dev/null \
+ && python -m ssl.embed --help > /dev/null && python -m ssl.habitats --help > /dev/null
 
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
  && mkdir -p /app/data /app/runs \

@@ -43,10 +43,19 @@ def reduce(X: np.ndarray, dims: int = 32, seed: int = 0) -> np.ndarray:
     return PCA(n_components=n_comp, random_state=seed).fit_transform(X).astype(np.float32)
 
 
-def _kmeans(Z: np.ndarray, k: int, seed: int):
-    from sklearn.cluster import KMeans
+MINIBATCH_ABOVE = 100_000  # images; larger surveys are clustered with mini-batch k-means
 
-    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(Z)
+
+def kmeans(Z: np.ndarray, k: int, seed: int, n_init: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, centres) of k-means with k-means++ starts; mini-batch k-means (Sculley 2010)
+    above MINIBATCH_ABOVE images, where full passes over every image cost minutes per k."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    if len(Z) > MINIBATCH_ABOVE:
+        km = MiniBatchKMeans(n_clusters=k, n_init=n_init, random_state=seed,
+                             batch_size=4096).fit(Z)
+    else:
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(Z)
     return km.labels_, km.cluster_centers_
 
 
@@ -68,7 +77,7 @@ def silhouette_scores(Z: np.ndarray, ks, seed: int = 0,
             else np.arange(len(Z)))
     out = {}
     for k in ks:
-        labels, _ = _kmeans(Z, k, seed)
+        labels, _ = kmeans(Z, k, seed)
         out[int(k)] = (float(silhouette_score(Z[pick], labels[pick]))
                        if len(set(labels[pick].tolist())) > 1 else -1.0)
     return out
@@ -89,7 +98,7 @@ def cluster(X: np.ndarray, k: int | None, dims: int = 32, seed: int = 0,
                      f"{min(n, SILHOUETTE_SAMPLE)} images): k = {k}, {scores[k]:.3f}")
     else:
         criterion = f"k = {k} given"
-    labels, centres = _kmeans(Z, k, seed)
+    labels, centres = kmeans(Z, k, seed)
     labels, centres = _ordered(labels, centres, k)
     return Clustering(labels=labels, centres=centres, reduced=Z, k=int(k), criterion=criterion,
                       scores=scores)

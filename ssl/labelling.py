@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .clusters import kmeans
+
 
 def _farthest_pick(cands: np.ndarray, xy: np.ndarray, chosen_xy: list[np.ndarray]) -> int:
     if not chosen_xy:
@@ -29,16 +31,13 @@ def labelling_list(Z: np.ndarray, habitat: np.ndarray, xy: np.ndarray, n: int, s
     """Indices of ``n`` images to label (ordered, best first) from reduced embeddings Z (m, d),
     their habitat clusters and positions (m, 2). ``exclude``: a boolean mask of images that
     must not be proposed (already labelled)."""
-    from sklearn.cluster import KMeans
-
     m = len(Z)
     pool = np.arange(m) if exclude is None else np.flatnonzero(~np.asarray(exclude, bool))
     n = int(min(n, len(pool)))
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     Zp = Z[pool]
-    km = KMeans(n_clusters=n, n_init=2, random_state=seed).fit(Zp)
-    fine, centres = km.labels_, km.cluster_centers_
+    fine, centres = kmeans(Zp, n, seed, n_init=2)
     sizes = np.bincount(fine, minlength=n)
     chosen: list[int] = []
     chosen_xy: list[np.ndarray] = []

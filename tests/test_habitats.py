@@ -353,3 +353,55 @@ def test_demo_ends_with_cluster_map_and_labelling_list(tmp_path):
     assert len(rows) == summary["labelling_list"]["n"] > 0
     assert {int(r["cluster"]) for r in rows} == set(range(summary["k"]))
     assert (hab / "cluster_map.png").stat().st_size > 1000
+
+
+def test_habitats_refuses_damaged_or_mistaken_inputs(manifest, emb_file, tmp_path, capsys):
+    def run(*argv) -> tuple[int, str]:
+        rc = habitats_cli.main(list(argv))
+        return rc, capsys.readouterr().err
+
+    base = ("--embeddings", str(emb_file))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc, err = run(*base, "--out", str(afile))
+    assert rc == 2 and "is a file" in err
+    rc, err = run(*base, "--out", str(tmp_path / "o"), "--smooth", "-1")
+    assert rc == 2 and "--smooth -1" in err
+    rc, err = run(*base, "--out", str(tmp_path / "o"), "--manifest", str(tmp_path / "no.parquet"))
+    assert rc == 2 and "no such file" in err
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(emb_file.read_bytes()[: emb_file.stat().st_size // 2])
+    rc, err = run("--embeddings", str(cut), "--out", str(tmp_path / "o"))
+    assert rc == 2 and "ssl.embed" in err
+    cols = tmp_path / "cols.csv"
+    cols.write_text("image,habitat\na,b\n")
+    rc, err = run(*base, "--out", str(tmp_path / "o"), "--labels", str(cols))
+    assert rc == 2 and "expected columns image_id,label" in err
+    ids = load_manifest(manifest).image_id
+    twice = tmp_path / "twice.csv"
+    twice.write_text(f"image_id,label\n{ids[0]},sand\n{ids[1]},reef\n{ids[0]},reef\n")
+    rc, err = run(*base, "--out", str(tmp_path / "o"), "--labels", str(twice))
+    assert rc == 2 and "line 4" in err and "'sand' and 'reef'" in err
+    assert not (tmp_path / "o").exists()  # nothing was written for any of these
+
+
+def test_payoff_compares_list_and_random_and_rewrites_only_its_section(tmp_path):
+    from seafloor_ssl import labelling_payoff as lp
+
+    X, truth, xy = _blobs([400, 100, 20, 10, 6], seed=5)
+    names = np.array(["sand", "reef", "kelp", "sponge", "coral"], dtype=object)[truth]
+    res = lp.compare(X, xy, names, [5, 20], [0, 1, 2], k=5, dims=16, log=lambda *_: None)
+    by = res["by_n"]
+    # with separable habitats the list labels every habitat from N = k on; random rarely does
+    assert by["5"]["classes_list"] == [5, 5, 5] and max(by["5"]["classes_random"]) < 5
+    assert min(by["5"]["list"]) > max(by["5"]["random"])
+    text = lp.section({"enc": res}, [5, 20], [0, 1, 2],
+                      {"survey": "survey `t`", "n_images": len(X), "n_classes": 5,
+                       "encoders": "enc", "k": "5", "seconds": 1.0, "figure": "f.png"})
+    assert "| enc | 5 |" in text and "list better" in text
+    report = tmp_path / "R.md"
+    report.write_text("# Title\n\nkept before\n\n" + text + "\nkept after\n")
+    lp.write_section(report, text.replace("list better", "REWRITTEN"))
+    new = report.read_text()
+    assert new.count(lp.BEGIN) == 1 and "REWRITTEN" in new
+    assert new.startswith("# Title\n\nkept before\n") and new.endswith("kept after\n")

@@ -79,6 +79,7 @@ def test_trainer_imports_only_what_the_image_installs():
                                       "trainer image does not install"
 
 
-def test_the_image_checks_that_evaluation_starts():
+def test_the_image_checks_that_evaluation_and_habitat_mapping_start():
     runs = [args for op, args in instructions() if op == "RUN"]
-    assert any("ssl.evaluate --help" in r for r in runs)
+    for tool in ("ssl.evaluate", "ssl.embed", "ssl.habitats"):
+        assert any(f"{tool} --help" in r for r in runs), tool
