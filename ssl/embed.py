@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ from .data import ImageStore
 from .features import extract_features
 from .flags import positive_int
 from .gis import site_crs, with_points, write_parquet_atomic
-from .manifest import ManifestError, load_manifest
+from .manifest import ManifestError, file_sha256, load_manifest
 from .models import load_encoder
 from .progress import Progress
 from .runlog import CheckpointError
@@ -63,14 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=positive_int, default=8192,
                    help="images per resumable chunk")
     return p
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parts_dir(out: Path) -> Path:

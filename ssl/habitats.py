@@ -14,11 +14,12 @@ Writes into --out (a new or empty folder, or one of an earlier run with --overwr
   contact_sheets/cluster_<j>.png   the images nearest each cluster's centre, over several dives
   labelling_list.csv       the N images to label first (rank, image_id, dive, path, file, ...)
   labelling_list.png       the same images on one sheet, in rank order
+  habitats.json            what was done: inputs, k and how it was chosen, sizes, the list, and
+                           every file written (the record --overwrite removes by)
 with --labels:
   predictions.parquet, predictions.gpkg   points in the site CRS with predicted habitat and
                                           confidence (GeoParquet and GeoPackage, for QGIS)
   prediction_map.png       the survey coloured by predicted habitat (faded: low confidence)
-  habitats.json            what was done: inputs, k and how it was chosen, sizes, the list
 Clusters are k-means on L2-normalised, PCA-reduced embeddings (``ssl/clusters.py``); the list
 follows GeoCLR's choice of the images nearest k-means centres, spread over space
 (``ssl/labelling.py``); the classifier is a logistic regression on the same reduced embeddings.

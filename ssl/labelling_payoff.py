@@ -183,7 +183,11 @@ def section(results: dict, ns: list[int], seeds: list[int], meta: dict) -> str:
             lines.append(f"| {name} | {n} | {a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f} "
                          f"| {b.mean():.3f} ± {b.std(ddof=1) if len(b) > 1 else 0:.3f} | {diff} "
                          f"| {verdict} | {ca:.1f} / {cb:.1f} |")
-    lines += ["", f"![labelling list against random]({meta['figure']})", "", END]
+    m = len(results) * len(ns)
+    lines += ["", f"{m} comparisons, each at 95 % and not corrected for multiplicity: about "
+              f"{0.05 * m:.1f} of them would exclude zero by chance alone if the list made no "
+              "difference, so a single \"list better\" or \"random better\" is weak evidence "
+              "on its own.", "", f"![labelling list against random]({meta['figure']})", "", END]
     return "\n".join(lines) + "\n"
 
 

@@ -66,7 +66,7 @@ class Manifest:
         return (self.xy - self.centre).astype(np.float32)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -176,7 +176,7 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
         raise ManifestError(f"{pairs_path} names the locations file {loc_path}, which does not "
                             f"exist; copy the whole manifest folder, or {REBUILD}")
     expected = meta[c.META_LOCATIONS_SHA256]
-    found = _sha256(loc_path)
+    found = file_sha256(loc_path)
     if expected != found:
         raise ManifestError(
             f"{pairs_path.name} was built from a different {loc_path.name} (sha256 {expected} "
