@@ -284,16 +284,17 @@ def run(args: argparse.Namespace) -> dict:
             file = str(root / emb.rel_path[i]) if root is not None else ""
             w.writerow([r, emb.image_id[i], emb.dive[i], emb.rel_path[i], file, int(habitat[i]),
                         f"{emb.xy[i, 0]:.2f}", f"{emb.xy[i, 1]:.2f}", ""])
-    fig.contact_sheet(out("labelling_list.png"), [images[int(i)] for i in chosen],
-                      [f"{r} c{habitat[i]} {emb.dive[i]}" for r, i in enumerate(chosen, 1)],
-                      f"images to label first, in rank order ({len(chosen)}; c = cluster)",
-                      per_row=10)
     covered = sorted(set(habitat[chosen].tolist()))
-    if not len(chosen):
+    if len(chosen):
+        fig.contact_sheet(out("labelling_list.png"), [images[int(i)] for i in chosen],
+                          [f"{r} c{habitat[i]} {emb.dive[i]}" for r, i in enumerate(chosen, 1)],
+                          f"images to label first, in rank order ({len(chosen)}; c = cluster)",
+                          per_row=10)
+        _log(f"labelling list: {len(chosen)} images covering {len(covered)} of {k} clusters"
+             + ("" if root else " (no catalog root known: the 'file' column is empty; pass "
+                                "--image-root)"))
+    else:
         _log("labelling list: empty, every image is labelled already")
-    _log(f"labelling list: {len(chosen)} images covering {len(covered)} of {k} clusters"
-         + ("" if root else " (no catalog root known: the 'file' column is empty; pass "
-                            "--image-root)"))
 
     summary: dict = {
         "n_images": n, "k": k, "criterion": clu.criterion,
@@ -325,10 +326,15 @@ def run(args: argparse.Namespace) -> dict:
                            f"(logistic regression on the embeddings)", args.min_confidence,
                            labelled=np.flatnonzero(has))
         counts = {cl: int((pred == cl).sum()) for cl in classes}
+        # which labelled habitats each cluster holds (how the clusters read as habitats)
+        by_cluster = {str(j): {cl: int(((habitat == j) & (labels == cl)).sum())
+                               for cl in classes if ((habitat == j) & (labels == cl)).any()}
+                      for j in range(k)}
         summary["prediction"] = {
             "labelled": int(has.sum()), "classes": classes, "predicted_counts": counts,
             "mean_confidence": round(float(conf.mean()), 4),
             "below_min_confidence": int((conf < args.min_confidence).sum()),
+            "labels_per_cluster": by_cluster,
             "palette": habitat_colours(classes)}
         _log(f"predicted {n} images from {int(has.sum())} labels: "
              + ", ".join(f"{k_}: {v}" for k_, v in counts.items()))
