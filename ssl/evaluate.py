@@ -41,7 +41,10 @@ from .flags import positive_float, positive_int
 from .manifest import ManifestError, load_manifest
 from .models import load_encoder
 from .objectives.csp import make_location_encoder
+from .outfolder import FolderError, OwnedFolder
 from .runlog import CheckpointError
+
+MARKER = "evaluation.json"  # the record of an evaluation's output folder (ssl/outfolder.py)
 
 
 class EvaluationError(RuntimeError):
@@ -120,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, metavar="CSV",
                    help="CSV with columns image_id,label; replaces the manifest's label column "
                         "(images it does not list count as unlabelled)")
-    p.add_argument("--out", required=True, help="folder for metrics.json, table.md and figures")
+    p.add_argument("--out", required=True,
+                   help="folder for metrics.json, table.md and figures: a new or empty one, or "
+                        "an earlier evaluation's with --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier evaluation in --out (only the files it recorded in "
+                        f"{MARKER} are removed)")
     p.add_argument("--seeds", type=_int_list, default="0,1,2",
                    help="comma-separated seeds; each moves the block grid, picks the test blocks "
                         "and draws the few-label subsets")
@@ -238,6 +246,10 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise EvaluationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.block_m is not None and not args.block_m > 0:
         raise EvaluationError(f"--block-m must be positive, got {args.block_m}")
+    try:  # before any long work: is --out a folder this evaluation may write to?
+        OwnedFolder.check(args.out, "ssl.evaluate", MARKER, args.overwrite)
+    except FolderError as exc:
+        raise EvaluationError(str(exc)) from None
     t = time.perf_counter()
     try:
         manifest = load_manifest(args.manifest)
@@ -325,11 +337,18 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     timings["total"] = round(time.perf_counter() - t_start, 2)
     metrics["timings_s"] = timings
-    write_outputs(args.out, metrics, classes=metrics["classes"], xy=manifest.xy, labels=labels,
+    try:
+        folder = OwnedFolder.claim(args.out, "ssl.evaluate", MARKER,
+                                   {"checkpoint": args.checkpoint, "baseline": args.baseline,
+                                    "manifest": str(args.manifest)}, args.overwrite)
+    except FolderError as exc:
+        raise EvaluationError(str(exc)) from None
+    write_outputs(folder.file, metrics, classes=metrics["classes"], xy=manifest.xy, labels=labels,
                   predictions=arrays["predictions"], test_mask=arrays["test_mask"],
                   embedding=X, per_class_f1=metrics["per_class_f1"],
                   confusion=metrics["confusion"])
     t = lap("write", t)
+    folder.finish({"reference": metrics.get("reference")})
     return metrics
 
 

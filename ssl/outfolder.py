@@ -27,24 +27,37 @@ class OwnedFolder:
                        **info, "written": []}
 
     @classmethod
-    def claim(cls, path: str | Path, tool: str, marker: str, info: dict,
-              overwrite: bool, hint: str = "") -> OwnedFolder:
+    def check(cls, path: str | Path, tool: str, marker: str, overwrite: bool,
+              hint: str = "") -> dict | None:
+        """Refuse (FolderError) a folder the tool may not write to; return the earlier run's
+        record when ``overwrite`` will replace it (None for a new or empty folder). Nothing is
+        changed: tools call this before long work, and claim() when they write."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise FolderError(f"--out {path} is a file; expected a folder for {tool}'s results")
-        folder = cls(path, tool, marker, info)
-        if path.is_dir() and any(path.iterdir()):
-            old = folder._read_marker()
-            if old is None:
-                raise FolderError(f"--out {path} is not empty and holds no {tool} results (no "
-                                  f"{marker}); it is never written to: choose a new or empty "
-                                  "folder")
-            if not overwrite:
-                raise FolderError(f"--out {path} holds the results of an earlier {tool} run "
-                                  f"(started {old.get('started_utc', '?')}{hint}); pass "
-                                  "--overwrite to replace them, or choose another --out")
+        if not (path.is_dir() and any(path.iterdir())):
+            return None
+        old = cls(path, tool, marker, {})._read_marker()
+        if old is None:
+            raise FolderError(f"--out {path} is not empty and holds no {tool} results (no "
+                              f"{marker}); it is never written to: choose a new or empty "
+                              "folder")
+        if not overwrite:
+            what = ("an earlier run that did not finish" if old.get("state") != "complete"
+                    else "an earlier run")
+            raise FolderError(f"--out {path} holds the results of {what} of {tool} (started "
+                              f"{old.get('started_utc', '?')}{hint}); pass --overwrite to "
+                              "replace them, or choose another --out")
+        return old
+
+    @classmethod
+    def claim(cls, path: str | Path, tool: str, marker: str, info: dict,
+              overwrite: bool, hint: str = "") -> OwnedFolder:
+        old = cls.check(path, tool, marker, overwrite, hint)
+        folder = cls(Path(path), tool, marker, info)
+        if old is not None:
             folder._remove(old.get("written", []))
-        path.mkdir(parents=True, exist_ok=True)
+        folder.path.mkdir(parents=True, exist_ok=True)
         folder._save()
         return folder
 

@@ -204,7 +204,8 @@ def run_all(args) -> dict:
     seeds = ",".join(str(s) for s in cfg["eval_seeds"])
     evals: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
-    dev = ["--device", args.device] if args.device else []
+    dev = (["--device", args.device] if args.device else []) + (
+        ["--overwrite"] if overwrite else [])  # evaluations of runs being retrained
     cross = _dive_count(args.manifest) >= 2
 
     def cross_dive(source: list[str], run: Path, what: str) -> list[dict] | None:
@@ -238,8 +239,7 @@ def run_all(args) -> dict:
                               "--out", str(run)], f"train {name} seed {seed}")
             _run(evaluate_main, ["--checkpoint", str(run / "last.pt"), "--manifest",
                                  args.manifest, "--out", str(run / "eval"), "--seeds", seeds,
-                                 *TABLE_CELLS, "--spatial-tasks"] + (["--device", args.device]
-                                                       if args.device else []),
+                                 *TABLE_CELLS, "--spatial-tasks", *dev],
                  f"evaluate {name} seed {seed}")
             m = _metrics(run)
             m["cross_dive_results"] = cross_dive(["--checkpoint", str(run / "last.pt")], run,
@@ -254,8 +254,8 @@ def run_all(args) -> dict:
                               "--out", str(run)], f"train {name} seed {seed}")
             _run(evaluate_main, ["--checkpoint", str(run / "last.pt"), "--manifest",
                                  args.manifest, "--out", str(run / "eval"), "--seeds", seeds,
-                                 "--probes", "svm", "--regimes", "all", "--no-spatial-tasks"]
-                 + (["--device", args.device] if args.device else []),
+                                 "--probes", "svm", "--regimes", "all", "--no-spatial-tasks",
+                                 *dev],
                  f"evaluate {name} seed {seed}")
             evals.setdefault(name, []).append(_metrics(run))
     sweep: dict[str, dict] = {}

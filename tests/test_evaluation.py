@@ -362,3 +362,30 @@ def test_cli_csp_location_probe(manifest, simclr_ckpt, tmp_path, kind):
         assert 0.0 <= r["macro_f1"]["mean"] <= 1.0 and len(r["macro_f1"]["values"]) == 2
     table = (out / "table.md").read_text()
     assert "| location | svm | full |" in table and "| fused | svm | full |" in table
+
+
+def test_evaluation_never_overwrites_what_it_did_not_write(manifest, tmp_path, capsys):
+    """--out: a new or empty folder; an earlier evaluation only with --overwrite (which removes
+    only the files it recorded); a folder holding anything else is never written to."""
+    args = ["--baseline", "handcrafted", "--image-size", "32", "--manifest", str(manifest),
+            "--seeds", "0", "--regimes", "all", "--probes", "svm", "--dims", "full"]
+    out = tmp_path / "eval"
+    assert main([*args, "--out", str(out)]) == 0
+    record = json.loads((out / "evaluation.json").read_text())
+    assert record["state"] == "complete" and "metrics.json" in record["written"]
+    notes = out / "notes.md"
+    notes.write_text("mine")
+    before = (out / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "metrics.json").read_bytes() == before
+    assert main([*args, "--out", str(out), "--overwrite"]) == 0
+    assert notes.read_text() == "mine"
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "table.md").write_text("a user's table")
+    for extra in ([], ["--overwrite"]):
+        assert main([*args, "--out", str(theirs), *extra]) == 2
+        assert "never written to" in capsys.readouterr().err
+    assert (theirs / "table.md").read_text() == "a user's table"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -192,13 +192,20 @@ def _embedding(path: Path, embedding: np.ndarray, labels: np.ndarray, colours: d
     plt.close(fig)
 
 
-def write_outputs(out_dir: str | Path, metrics: dict, *, classes: Sequence[str], xy: np.ndarray,
+def write_outputs(out_dir: str | Path | Callable[[str], Path], metrics: dict, *, classes: Sequence[str], xy: np.ndarray,
                   labels: np.ndarray, predictions: np.ndarray, test_mask: np.ndarray,
                   embedding: np.ndarray, per_class_f1: dict, confusion: dict) -> dict:
     """Write metrics.json (``metrics`` without its numpy ``arrays``), table.md and the figures
-    into ``out_dir`` (created). Returns {name: path} of everything written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    into ``out_dir`` (created), or where ``out_dir(name)`` says (an owned folder's recorder).
+    Returns {name: path} of everything written."""
+    if callable(out_dir):
+        file = out_dir
+    else:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+
+        def file(name: str) -> Path:
+            return out / name
     classes = [str(c) for c in classes]
     colours = class_colours(classes)
     labels = np.asarray(labels, dtype=object)
@@ -207,12 +214,12 @@ def write_outputs(out_dir: str | Path, metrics: dict, *, classes: Sequence[str],
     written = {}
 
     doc = _jsonable({k: v for k, v in metrics.items() if k != "arrays"})
-    path = out / "metrics.json"
+    path = file("metrics.json")
     path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     written["metrics.json"] = path
 
     table = markdown_table(metrics)
-    path = out / "table.md"
+    path = file("table.md")
     proto = metrics.get("protocol", {})
     split = proto.get("split", "blocked")
     note = (f"Macro-F1, mean ± std over seeds {proto.get('seeds')}; {split} split"
@@ -221,19 +228,19 @@ def write_outputs(out_dir: str | Path, metrics: dict, *, classes: Sequence[str],
     path.write_text(note + table)
     written["table.md"] = path
 
-    _per_class(out / "per_class_f1.png", per_class_f1, colours)
-    _confusion(out / "confusion.png", confusion)
+    _per_class(file("per_class_f1.png"), per_class_f1, colours)
+    _confusion(file("confusion.png"), confusion)
     shown = np.array([v is not None and v == v for v in labels], dtype=bool)
     true_vals = np.array([str(v) if s else None for v, s in zip(labels, shown, strict=True)],
                          dtype=object)
-    _map(out / "map_true.png", xy, true_vals, colours, "true habitat",
+    _map(file("map_true.png"), xy, true_vals, colours, "true habitat",
          grey=~shown, grey_label="unlabelled")
     pred_vals = np.array([str(v) if t and v is not None else None
                           for v, t in zip(predictions, test_mask, strict=True)], dtype=object)
-    _map(out / "map_pred.png", xy, pred_vals, colours,
+    _map(file("map_pred.png"), xy, pred_vals, colours,
          "predicted habitat on the test side (grey: not tested)", grey=~test_mask,
          grey_label="train / buffer / unlabelled")
-    _embedding(out / "embedding_2d.png", embedding, labels, colours)
+    _embedding(file("embedding_2d.png"), embedding, labels, colours)
     for name in FIGURES:
-        written[name] = out / name
+        written[name] = file(name)
     return written
