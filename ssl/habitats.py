@@ -8,7 +8,8 @@ labels a predicted habitat for every image, exported for a GIS.
         --labels labels.csv --out runs/geoclr/habitats-labelled
 
 Writes into --out (a new or empty folder, or one of an earlier run with --overwrite):
-  clusters.parquet         GeoParquet: every image with its cluster and distance to the centre
+  clusters.parquet, clusters.gpkg   every image with its cluster and distance to the centre
+                                    (GeoParquet and GeoPackage, points in the site CRS)
   cluster_map.png          the survey coloured by cluster, the labelling list circled
   k_selection.png          the silhouette of every k tried (--k auto)
   contact_sheets/cluster_<j>.png   the images nearest each cluster's centre, over several dives
@@ -189,6 +190,13 @@ def _point_table(emb: Embeddings, columns: dict) -> pa.Table:
     return pa.table(base).replace_schema_metadata(meta)
 
 
+def _geopackage(path: Path, layer: str, emb: Embeddings, columns: dict) -> None:
+    try:
+        write_geopackage(path, layer, emb.xy, columns, emb.crs)
+    except ValueError as exc:
+        raise HabitatsError(f"{emb.path}: cannot write a GeoPackage ({exc})") from None
+
+
 def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     try:
@@ -257,6 +265,10 @@ def run(args: argparse.Namespace) -> dict:
                                "cluster_unsmoothed": pa.array(clu.labels.astype(np.int32)),
                                "distance_to_centre": pa.array(dist.astype(np.float32))})
     write_parquet_atomic(out("clusters.parquet"), with_points(table, emb.xy, emb.crs))
+    _geopackage(out("clusters.gpkg"), "clusters", emb,
+                {"image_id": emb.image_id, "dive": emb.dive, "path": emb.rel_path,
+                 "cluster": habitat.astype(np.int64),
+                 "distance_to_centre": dist.astype(np.float64)})
     fig.cluster_map(out("cluster_map.png"), emb.xy, habitat, k, crs_name,
                     f"{k} habitat clusters of {n} images ({clu.criterion.split(':')[0]}); "
                     f"circled: the {len(chosen)} images to label first", marks=chosen)
@@ -313,14 +325,10 @@ def run(args: argparse.Namespace) -> dict:
                 "label": pa.array([None if v is None else str(v) for v in labels])}
         table = _point_table(emb, cols)
         write_parquet_atomic(out("predictions.parquet"), with_points(table, emb.xy, emb.crs))
-        try:
-            write_geopackage(out("predictions.gpkg"), "predictions", emb.xy,
-                             {"image_id": emb.image_id, "dive": emb.dive, "path": emb.rel_path,
-                              "cluster": habitat.astype(np.int64), "predicted": pred,
-                              "confidence": conf.astype(np.float64),
-                              "label": labels}, emb.crs)
-        except ValueError as exc:
-            raise HabitatsError(f"{emb.path}: cannot write a GeoPackage ({exc})") from None
+        _geopackage(out("predictions.gpkg"), "predictions", emb,
+                    {"image_id": emb.image_id, "dive": emb.dive, "path": emb.rel_path,
+                     "cluster": habitat.astype(np.int64), "predicted": pred,
+                     "confidence": conf.astype(np.float64), "label": labels})
         fig.prediction_map(out("prediction_map.png"), emb.xy, pred, conf, classes, crs_name,
                            f"predicted habitat of {n} images from {int(has.sum())} labels "
                            f"(logistic regression on the embeddings)", args.min_confidence,

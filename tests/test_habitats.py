@@ -216,8 +216,12 @@ def test_habitats_end_to_end_with_labels(manifest, emb_file, tmp_path, capsys):
     k = summary["k"]
     assert k >= 2 and summary["state"] == "complete"
     assert "silhouette" in summary["criterion"] and len(summary["silhouette"]) >= 2
-    for name in ("cluster_map.png", "k_selection.png", "labelling_list.png", "clusters.parquet"):
+    for name in ("cluster_map.png", "k_selection.png", "labelling_list.png", "clusters.parquet",
+                 "clusters.gpkg"):
         assert (out / name).stat().st_size > 1000, name
+    clusters = gpd.read_file(out / "clusters.gpkg", engine="pyogrio")
+    assert sorted(set(clusters["cluster"])) == list(range(k))
+    assert np.bincount(clusters["cluster"]).tolist() == summary["cluster_sizes"]
     sheets = sorted((out / "contact_sheets").glob("cluster_*.png"))
     assert len(sheets) == sum(1 for s in summary["cluster_sizes"] if s)
     for s in sheets:  # every sheet shows images, not only its title bar
