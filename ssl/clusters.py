@@ -28,9 +28,6 @@ class Clustering:
     criterion: str  # how k was chosen
     scores: dict[int, float] = field(default_factory=dict)  # k -> silhouette (auto)
 
-    def distance_to_centre(self) -> np.ndarray:
-        return np.linalg.norm(self.reduced - self.centres[self.labels], axis=1)
-
 
 def reduce(X: np.ndarray, dims: int = 32, seed: int = 0) -> np.ndarray:
     """L2-normalised rows, PCA to min(dims, n - 1, d) components (float32)."""

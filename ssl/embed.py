@@ -175,7 +175,10 @@ def embed(args: argparse.Namespace) -> dict:
     if crs.projjson is None:
         raise EmbedError(f"{manifest.locations_path}: no CRS in its GeoParquet metadata; "
                          f"{c.REBUILD}")
-    images = ImageStore.open(manifest)
+    try:
+        images = ImageStore.open(manifest)
+    except ManifestError as exc:
+        raise EmbedError(str(exc)) from None
     ckpt_sha = file_sha256(ckpt_path)
     key = {"checkpoint_sha256": ckpt_sha, "dataset": manifest.digest, "image_size": size,
            "chunk": args.chunk, "n": manifest.n}

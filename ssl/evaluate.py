@@ -270,7 +270,10 @@ def evaluate(args: argparse.Namespace) -> dict:
                               "'label' is empty); pass --labels CSV with columns image_id,label")
     if len({str(v) for v in labels if v is not None and v == v and v != ""}) < 2:
         raise EvaluationError("the labels name fewer than two habitats; nothing to classify")
-    jpegs = ImageStore.open(manifest)
+    try:
+        jpegs = ImageStore.open(manifest)
+    except ManifestError as exc:  # an image file damaged or cut short
+        raise EvaluationError(str(exc)) from None
     t = lap("load", t)
 
     size = int(cargs["image_size"])

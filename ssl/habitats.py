@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from . import contract as c
 from .clusters import K_RANGE, cluster, smooth
+from .data import ImageStore
 from .embeddings import Embeddings, EmbeddingsError, read_embeddings
 from .flags import positive_float, positive_int
 from .gis import with_points, write_geopackage, write_parquet_atomic
@@ -213,7 +214,17 @@ def run(args: argparse.Namespace) -> dict:
         raise HabitatsError(f"--smooth {args.smooth}: expected 0 or more rounds")
     if not args.min_confidence <= 1.0:
         raise HabitatsError(f"--min-confidence {args.min_confidence}: expected a value in (0, 1]")
+    if args.k is None and args.k_range[0] > n - 1:
+        raise HabitatsError(f"--k-range {args.k_range[0]},{args.k_range[1]}: the survey has {n} "
+                            f"images, so k can be at most {n - 1}; lower the range")
+    if args.image_root and not Path(args.image_root).is_dir():
+        raise HabitatsError(f"--image-root {args.image_root}: no such folder; expected the "
+                            "catalog root the images' paths are relative to")
     manifest = _manifest_for(emb, args.manifest)
+    try:
+        images = ImageStore.open(manifest)
+    except ManifestError as exc:
+        raise HabitatsError(str(exc)) from None
     labels = None
     if args.labels:
         try:
@@ -239,7 +250,8 @@ def run(args: argparse.Namespace) -> dict:
         changed = int((habitat != clu.labels).sum())
         _log(f"smoothing over the neighbours within {emb.r_loc_m:g} m ({args.smooth} rounds): "
              f"{changed} images changed cluster")
-    dist = clu.distance_to_centre()
+    # distance to the centre of the cluster each image ends in (after smoothing)
+    dist = np.linalg.norm(clu.reduced - clu.centres[habitat], axis=1)
     sizes = np.bincount(habitat, minlength=k)
     empty = [j for j in range(k) if sizes[j] == 0]
     if empty:
@@ -256,9 +268,7 @@ def run(args: argparse.Namespace) -> dict:
         return p
 
     from . import habitat_figures as fig
-    from .data import ImageStore
 
-    images = ImageStore.open(manifest)
     colours = cluster_colours(k)
     # GeoParquet of the clusters
     table = _point_table(emb, {"cluster": pa.array(habitat.astype(np.int32)),
@@ -287,7 +297,7 @@ def run(args: argparse.Namespace) -> dict:
                           f"centre, from {dives} dive(s)", colour=colours[j])
 
     # the labelling list
-    root = _image_root(args.image_root, emb.pairs)
+    root = _image_root(args.image_root, manifest.pairs_path)
     with open(out("labelling_list.csv"), "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["rank", "image_id", "dive", "path", "file", "cluster", "easting",

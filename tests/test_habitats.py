@@ -409,3 +409,30 @@ def test_payoff_compares_list_and_random_and_rewrites_only_its_section(tmp_path)
     new = report.read_text()
     assert new.count(lp.BEGIN) == 1 and "REWRITTEN" in new
     assert new.startswith("# Title\n\nkept before\n") and new.endswith("kept after\n")
+
+
+def test_embed_and_habitats_refuse_a_damaged_image_file(manifest, ckpt, emb_file, tmp_path,
+                                                         capsys):
+    """An images/<dive>.arrow cut short: one message naming it, exit 2, from both tools."""
+    import shutil
+
+    from seafloor_ssl.evaluate import main as evaluate_main
+
+    site = tmp_path / "copy"
+    src = manifest.parent.resolve()
+    shutil.copytree(src, site, symlinks=False)
+    arrow = sorted((site / "images").glob("*.arrow"))[0]
+    arrow.write_bytes(arrow.read_bytes()[:1000])
+    pairs = site / "pairs.parquet"
+    assert embed_cli.main(["--checkpoint", str(ckpt), "--manifest", str(pairs), "--out",
+                           str(tmp_path / "e.parquet"), "--device", "cpu"]) == 2
+    assert arrow.name in capsys.readouterr().err
+    assert habitats_cli.main(["--embeddings", str(emb_file), "--manifest", str(pairs),
+                              "--out", str(tmp_path / "h")]) == 2
+    assert arrow.name in capsys.readouterr().err
+    assert evaluate_main(["--checkpoint", str(ckpt), "--manifest", str(pairs), "--out",
+                          str(tmp_path / "ev"), "--device", "cpu"]) == 2
+    assert arrow.name in capsys.readouterr().err
+    rc = habitats_cli.main(["--embeddings", str(emb_file), "--k-range", "200,300", "--out",
+                            str(tmp_path / "h2")])
+    assert rc == 2 and "lower the range" in capsys.readouterr().err
