@@ -31,7 +31,7 @@ from . import contract as c
 from . import embeddings as E
 from .data import ImageStore
 from .features import extract_features
-from .flags import positive_int
+from .flags import os_error_message, positive_int
 from .gis import site_crs, with_points, write_parquet_atomic
 from .manifest import ManifestError, file_sha256, load_manifest
 from .models import load_encoder
@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         res = embed(args)
     except (EmbedError, E.EmbeddingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\n[embed] interrupted; the chunks embedded so far are kept in "

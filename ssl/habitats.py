@@ -43,7 +43,7 @@ from . import contract as c
 from .clusters import K_RANGE, cluster, smooth
 from .data import ImageStore
 from .embeddings import Embeddings, EmbeddingsError, read_embeddings
-from .flags import positive_float, positive_int
+from .flags import os_error_message, positive_float, positive_int
 from .gis import with_points, write_geopackage, write_parquet_atomic
 from .labelling import classify, labelling_list
 from .labelsfile import LabelsError, read_labels_csv
@@ -59,13 +59,17 @@ class HabitatsError(RuntimeError):
     """Inputs that cannot be mapped (reported as one message, exit status 2)."""
 
 
-def _k(text: str) -> int | None:
+def k_flag(text: str) -> int | None:
+    """--k: 'auto' (None) or a whole number of clusters, at least 2."""
     if text.strip().lower() == "auto":
         return None
     try:
-        return int(text)
+        k = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+    if k < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 clusters, got {k}")
+    return k
 
 
 def _k_range(text: str) -> tuple[int, int]:
@@ -84,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--embeddings", required=True, metavar="FILE",
                    help="embeddings GeoParquet written by python -m ssl.embed")
-    p.add_argument("--k", type=_k, default="auto",
+    p.add_argument("--k", type=k_flag, default="auto",
                    help="number of habitat clusters, or 'auto': the k with the highest mean "
                         "silhouette in --k-range")
     p.add_argument("--k-range", type=_k_range, default=f"{K_RANGE[0]},{K_RANGE[1]}",
@@ -368,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(args)
     except (HabitatsError, FolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     _log(f"wrote {len(summary['files'])} files to {args.out} in {summary['seconds']:.1f} s")
     return 0

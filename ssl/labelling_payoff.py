@@ -29,6 +29,8 @@ import numpy as np
 
 from .clusters import cluster
 from .embeddings import EmbeddingsError, read_embeddings
+from .flags import os_error_message
+from .habitats import k_flag
 from .labelling import classify, labelling_list
 from .labelsfile import LabelsError, read_labels_csv
 from .stats import judge, summarize
@@ -78,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "label column")
     p.add_argument("--n", type=_ints, default="6,30,60,120", help="numbers of images labelled")
     p.add_argument("--seeds", type=_ints, default="0-9", help="seeds, e.g. 0-9 or 0,1,2")
-    p.add_argument("--k", default="auto", help="habitat clusters: an integer or auto")
+    p.add_argument("--k", type=k_flag, default="auto",
+                   help="habitat clusters: an integer >= 2, or auto")
     p.add_argument("--dims", type=int, default=32, help="PCA components")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for payoff.json and payoff.png")
@@ -205,7 +208,7 @@ def write_section(report: Path, text: str) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
-    k = None if str(args.k).lower() == "auto" else int(args.k)
+    k = args.k
     results, first = {}, None
     for name, path in args.embeddings:
         try:
@@ -260,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except (PayoffError, LabelsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     print(f"[payoff] wrote {Path(args.out) / 'payoff.json'}"
           + (f" and the section of {args.report}" if args.report else ""), flush=True)

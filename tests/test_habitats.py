@@ -265,9 +265,13 @@ def test_habitats_refusals(manifest, emb_file, tmp_path, tmp_path_factory, capsy
         return rc, capsys.readouterr().err
 
     n = load_manifest(manifest).n
-    for bad in ("1", "0", str(n), str(n + 5)):
+    for bad in (str(n), str(n + 5)):
         rc, err = run("--k", bad)
         assert rc == 2 and f"expected 2 <= k <= {n - 1}" in err, bad
+    for bad in ("1", "0", "-3", "many"):
+        with pytest.raises(SystemExit) as exit_:
+            run("--k", bad)
+        assert exit_.value.code == 2 and "--k" in capsys.readouterr().err, bad
     nothing = tmp_path / "other.csv"
     nothing.write_text("image_id,label\nelsewhere/a.jpg,sand\nelsewhere/b.jpg,reef\n")
     rc, err = run("--labels", str(nothing))
@@ -409,6 +413,24 @@ def test_payoff_compares_list_and_random_and_rewrites_only_its_section(tmp_path)
     new = report.read_text()
     assert new.count(lp.BEGIN) == 1 and "REWRITTEN" in new
     assert new.startswith("# Title\n\nkept before\n") and new.endswith("kept after\n")
+
+
+def test_an_output_path_the_system_refuses_is_one_message(manifest, ckpt, emb_file, tmp_path,
+                                                          capsys):
+    from seafloor_ssl.evaluate import main as evaluate_main
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "sub").write_text("a file where a folder is needed")
+    where = locked / "sub" / "deeper"
+    assert embed_cli.main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--out",
+                           str(where / "e.parquet"), "--device", "cpu"]) == 2
+    assert "choose another path" in capsys.readouterr().err
+    assert habitats_cli.main(["--embeddings", str(emb_file), "--out", str(where)]) == 2
+    assert "choose another path" in capsys.readouterr().err
+    assert evaluate_main(["--baseline", "handcrafted", "--image-size", "32", "--manifest",
+                          str(manifest), "--out", str(where), "--seeds", "0"]) == 2
+    assert "choose another path" in capsys.readouterr().err
 
 
 def test_embed_and_habitats_refuse_a_damaged_image_file(manifest, ckpt, emb_file, tmp_path,
