@@ -233,7 +233,9 @@ def test_one_broken_catalog_leaves_the_others_served_and_is_picked_up_once_fixed
     write_catalog(catalogs, "broken", tiny, tmp_path / "out-broken")
     prefect_server.wait_for_deployment(stack.url, "build-pairs/broken", proc=proc,
                                        auth=stack.auth, timeout=60)
-    assert "now serving build-pairs/broken" in log.read_text(errors="replace")
+    # the serve loop registers the deployment first and logs it just after: wait for the line
+    wait_for(lambda: "now serving build-pairs/broken" in log.read_text(errors="replace"), 30,
+             "the serve log to say it now serves build-pairs/broken")
     stack.stop(proc)
 
 
