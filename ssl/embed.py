@@ -31,7 +31,7 @@ from . import contract as c
 from . import embeddings as E
 from .data import ImageStore
 from .features import extract_features
-from .flags import os_error_message, positive_int
+from .flags import positive_int, run_reporting
 from .gis import site_crs, with_points, write_parquet_atomic
 from .manifest import ManifestError, file_sha256, load_manifest
 from .models import load_encoder
@@ -244,18 +244,14 @@ def embed(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        res = embed(args)
-    except (EmbedError, E.EmbeddingsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {os_error_message(exc)}", file=sys.stderr)
-        return 2
+        res, rc = run_reporting(lambda: embed(args), (EmbedError, E.EmbeddingsError))
     except KeyboardInterrupt:
         print(f"\n[embed] interrupted; the chunks embedded so far are kept in "
               f"{parts_dir(Path(args.out))}: run the same command again to continue",
               file=sys.stderr)
         return 130
+    if rc:
+        return rc
     print(f"[embed] wrote {res['out']}: {res['n']} images x {res['dim']} dims "
           f"({res['device']}, {res['seconds']:.1f} s)", flush=True)
     return 0

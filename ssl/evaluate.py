@@ -37,7 +37,7 @@ from .evaluation.probes import PROBES, evaluate_features, location_probe
 from .evaluation.report import markdown_table, write_outputs
 from .evaluation.splits import default_block_m
 from .features import extract_features
-from .flags import os_error_message, positive_float, positive_int
+from .flags import positive_float, positive_int, run_reporting
 from .manifest import ManifestError, load_manifest
 from .models import load_encoder
 from .objectives.csp import make_location_encoder
@@ -358,14 +358,9 @@ def evaluate(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
-    try:
-        metrics = evaluate(args)
-    except EvaluationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {os_error_message(exc)}", file=sys.stderr)
-        return 2
+    metrics, rc = run_reporting(lambda: evaluate(args), (EvaluationError,))
+    if rc:
+        return rc
     print()
     print(markdown_table(metrics), end="")
     ref = metrics["reference"]

@@ -1,10 +1,12 @@
-"""Numeric command-line flags: a nonsensical value is an argparse error (one message, exit
-status 2), never a silent no-op or a traceback later."""
+"""Command-line helpers. Numeric flags: a nonsensical value is an argparse error (one message,
+exit status 2), never a silent no-op or a traceback later. run_reporting: a mistake found later
+(a file, a folder) is one ``error:`` line and exit status 2 as well."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 
 def _number(kind, text: str, ok, rule: str):
@@ -40,3 +42,16 @@ def os_error_message(exc: OSError) -> str:
     why = exc.strerror or str(exc)
     return (f"{where}: {why}; check that the folder exists, that you may write there and that "
             "the disk has room, or choose another path")
+
+
+def run_reporting(fn, expected: tuple[type[Exception], ...]):
+    """(fn(), 0), or (None, 2) after printing one ``error:`` line to stderr when fn raises one
+    of ``expected`` (a user's mistake the tool explains) or an OSError (see os_error_message):
+    the command-line tools' one way of turning mistakes into a message and exit status 2."""
+    try:
+        return fn(), 0
+    except expected as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+    return None, 2

@@ -43,7 +43,7 @@ from . import contract as c
 from .clusters import K_RANGE, cluster, smooth
 from .data import ImageStore
 from .embeddings import Embeddings, EmbeddingsError, read_embeddings
-from .flags import os_error_message, positive_float, positive_int
+from .flags import positive_float, positive_int, run_reporting
 from .gis import with_points, write_geopackage, write_parquet_atomic
 from .labelling import classify, labelling_list
 from .labelsfile import LabelsError, read_labels_csv
@@ -368,14 +368,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        summary = run(args)
-    except (HabitatsError, FolderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {os_error_message(exc)}", file=sys.stderr)
-        return 2
+    summary, rc = run_reporting(lambda: run(args), (HabitatsError, FolderError))
+    if rc:
+        return rc
     _log(f"wrote {len(summary['files'])} files to {args.out} in {summary['seconds']:.1f} s")
     return 0
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from .clusters import cluster
 from .embeddings import EmbeddingsError, read_embeddings
-from .flags import os_error_message
+from .flags import run_reporting
 from .habitats import k_flag
 from .labelling import classify, labelling_list
 from .labelsfile import LabelsError, read_labels_csv
@@ -259,14 +259,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (PayoffError, LabelsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {os_error_message(exc)}", file=sys.stderr)
-        return 2
+    _, rc = run_reporting(lambda: run(args), (PayoffError, LabelsError))
+    if rc:
+        return rc
     print(f"[payoff] wrote {Path(args.out) / 'payoff.json'}"
           + (f" and the section of {args.report}" if args.report else ""), flush=True)
     return 0
