@@ -8,7 +8,7 @@ itself with numpy, pyarrow and the standard library's sqlite3:
   site CRS as PROJJSON, as the pipeline writes ``locations.parquet``. geopandas, GDAL/QGIS and
   DuckDB read it; list columns (embeddings) stay as they are.
 * OGC GeoPackage 1.3 (:func:`write_geopackage`): one point layer with scalar attribute
-  columns and an R-tree spatial index, for QGIS and anything GDAL opens.
+  columns (no spatial index, see there), for QGIS and anything GDAL opens.
 
 The CRS comes from a manifest's metadata (:func:`site_crs`): the EPSG code (``crs``), the
 PROJJSON of the ``geo`` metadata and, for manifests that record it, the WKT1 (``crs_wkt``,
