@@ -13,36 +13,70 @@ class LabelsError(ValueError):
     """A labels file that cannot be used (reported as one message, exit status 2)."""
 
 
+DELIMITERS = ",;\t"  # what spreadsheets save: comma, semicolon (comma-decimal locales), tab
+
+
+def _text(path: Path, flag: str) -> str:
+    """The file as text: UTF-8 (with or without a byte-order mark), or UTF-16 with its mark
+    (a spreadsheet's "Unicode text")."""
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise LabelsError(f"{flag} {path}: marked as UTF-16 but not readable as it "
+                              f"({exc.reason}); save the CSV as UTF-8") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"{flag} {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                          "save the CSV as UTF-8") from None
+
+
+def _delimiter(header: str) -> str:
+    """The delimiter of a header line: the one of DELIMITERS that splits off image_id and label
+    (a comma when none does, so that the error names what was found)."""
+    for d in DELIMITERS:
+        cols = {c.strip().strip('"').lower() for c in header.split(d)}
+        if {"image_id", "label"} <= cols:
+            return d
+    return ","
+
+
 def read_labels_csv(path: str | Path, image_id: np.ndarray, flag: str = "--labels",
                     log=print) -> np.ndarray:
     """Labels (n,) object aligned with ``image_id`` (None where the file lists no label).
 
-    Refuses a file that is missing, lacks the two columns, or whose ids match none of the
-    images; labels naming images that are not there are counted and reported through ``log``."""
+    Column names are matched without regard to case or surrounding spaces; the delimiter may
+    be a comma, a semicolon or a tab. Refuses a file that is missing, lacks the two columns,
+    or whose ids match none of the images; labels naming images that are not there are
+    counted and reported through ``log``."""
     path = Path(path)
     if not path.is_file():
         raise LabelsError(f"{flag} {path}: no such file; expected a CSV with columns "
                           "image_id,label")
+    text = _text(path, flag)
+    lines = text.splitlines(keepends=True)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            cols = reader.fieldnames or []
-            if "image_id" not in cols or "label" not in cols:
-                raise LabelsError(f"{flag} {path}: expected columns image_id,label; found "
-                                  f"{cols}")
-            given = {}
-            for line, row in enumerate(reader, start=2):
-                iid, lab = (row.get("image_id") or "").strip(), (row.get("label") or "").strip()
-                if not iid or not lab:
-                    continue  # an annotator's blank row: not a label
-                if iid in given and given[iid] != lab:
-                    raise LabelsError(f"{flag} {path} line {line}: image {iid} is labelled "
-                                      f"{given[iid]!r} and {lab!r}; expected one label per "
-                                      "image: fix one of the two rows")
-                given[iid] = lab
-    except UnicodeDecodeError as exc:
-        raise LabelsError(f"{flag} {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                          "save the CSV as UTF-8") from None
+        reader = csv.reader(lines, delimiter=_delimiter(lines[0] if lines else ""))
+        header = next(reader, [])
+        cols = [c.strip().lower() for c in header]
+        if "image_id" not in cols or "label" not in cols:
+            raise LabelsError(f"{flag} {path}: expected columns image_id,label; found "
+                              f"{header}")
+        at_id, at_label = cols.index("image_id"), cols.index("label")
+        given = {}
+        for row in reader:
+            line = reader.line_num
+            iid = row[at_id].strip() if at_id < len(row) else ""
+            lab = row[at_label].strip() if at_label < len(row) else ""
+            if not iid or not lab:
+                continue  # an annotator's blank row, or a row not labelled yet
+            if iid in given and given[iid] != lab:
+                raise LabelsError(f"{flag} {path} line {line}: image {iid} is labelled "
+                                  f"{given[iid]!r} and {lab!r}; expected one label per "
+                                  "image: fix one of the two rows")
+            given[iid] = lab
     except csv.Error as exc:
         raise LabelsError(f"{flag} {path}: not a readable CSV ({exc})") from None
     labels = np.array([given.get(i) for i in image_id], dtype=object)

@@ -1,0 +1,54 @@
+"""The labels reader takes what annotators hand back: the labelling list filled in part, saved
+by a spreadsheet as comma, semicolon or tab separated text, UTF-8 or UTF-16."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from seafloor_ssl.labelsfile import LabelsError, read_labels_csv
+
+IDS = np.array(["dive01/a.jpg", "dive01/b.jpg", "dive02/c.jpg"], dtype=object)
+
+
+def _read(tmp_path, text: str, encoding: str = "utf-8", notes=None):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(text.encode(encoding))
+    return read_labels_csv(path, IDS, log=(notes.append if notes is not None else print))
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+def test_spreadsheet_exports_are_read(tmp_path, sep, encoding):
+    text = sep.join(["rank", "Image_ID ", "file", " Label"]) + "\r\n"
+    text += sep.join(["1", "dive01/a.jpg", "/x/a.jpg", "Sédiment"]) + "\r\n"
+    text += sep.join(["2", "dive02/c.jpg", "/x/c.jpg", "reef"]) + "\r\n"
+    got = _read(tmp_path, text, encoding)
+    assert got.tolist() == ["Sédiment", None, "reef"]
+
+
+def test_a_list_labelled_in_part_keeps_the_labelled_rows(tmp_path):
+    got = _read(tmp_path, "image_id,label\ndive01/a.jpg,sand\ndive01/b.jpg,\n,\n")
+    assert got.tolist() == ["sand", None, None]
+
+
+def test_labels_for_other_images_are_counted_not_silently_dropped(tmp_path):
+    notes = []
+    got = _read(tmp_path, "image_id,label\ndive01/a.jpg,sand\ndive09/z.jpg,reef\n", notes=notes)
+    assert got.tolist() == ["sand", None, None]
+    assert notes and "1 label(s)" in notes[0]
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("image_id;habitat\ndive01/a.jpg;sand\n", "expected columns image_id,label"),
+    ("image_id,label\ndive01/a.jpg,sand\ndive01/a.jpg,reef\n", "line 3"),
+    ("image_id,label\nother/a.jpg,sand\n", "none of its 1 image_id"),
+    ("", "expected columns image_id,label"),
+])
+def test_unusable_files_get_one_message(tmp_path, text, expect):
+    with pytest.raises(LabelsError, match=expect):
+        _read(tmp_path, text)
+
+
+def test_text_in_another_encoding_is_named(tmp_path):
+    with pytest.raises(LabelsError, match="not UTF-8.*save the CSV as UTF-8"):
+        _read(tmp_path, "image_id,label\ndive01/a.jpg,Sédiment\n", encoding="cp1252")
