@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import contract as c
+from .flags import not_a_file
 from .gis import SiteCRS, site_crs
 
 EMBEDDINGS_VERSION = "1"
@@ -100,9 +101,10 @@ def is_embeddings_file(path: Path) -> bool:
 def read_embeddings(path: str | Path) -> Embeddings:
     """Read and check an embeddings file (EmbeddingsError saying what is wrong otherwise)."""
     path = Path(path)
-    if not path.is_file():
-        raise EmbeddingsError(f"{path}: no such file; expected the output of python -m "
-                              "ssl.embed --checkpoint CKPT --manifest pairs.parquet --out FILE")
+    why = not_a_file(path, "the output of python -m ssl.embed --checkpoint CKPT --manifest "
+                     "pairs.parquet --out FILE", ("embeddings.parquet",))
+    if why:
+        raise EmbeddingsError(why)
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:

@@ -210,8 +210,6 @@ def _encoder(args: argparse.Namespace) -> tuple[object | None, dict]:
             "objective": "random-init", "backbone": args.backbone,
             "image_size": args.image_size, "init_seed": args.init_seed}}
     ckpt_path = Path(args.checkpoint)
-    if not ckpt_path.is_file():
-        raise EvaluationError(f"--checkpoint {ckpt_path}: no such file")
     try:
         return load_encoder(ckpt_path, map_location="cpu")
     except CheckpointError as exc:

@@ -55,3 +55,20 @@ def run_reporting(fn, expected: tuple[type[Exception], ...]):
     except OSError as exc:
         print(f"error: {os_error_message(exc)}", file=sys.stderr)
     return None, 2
+
+
+def not_a_file(path, expected: str, look_for: tuple[str, ...] = ()) -> str | None:
+    """None when `path` is a file; else why not, for an error message: no such file, or a
+    folder given for a file (naming the file of `look_for` it holds, the likely meaning)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_file():
+        return None
+    if path.is_dir():
+        hits = [path / name for name in look_for if (path / name).is_file()]
+        hint = f"; it holds {hits[0]}: pass that" if hits else ""
+        return f"{path} is a folder; expected {expected}{hint}"
+    if path.exists():
+        return f"{path}: not a regular file; expected {expected}"
+    return f"{path}: no such file; expected {expected}"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .flags import not_a_file
+
 
 class LabelsError(ValueError):
     """A labels file that cannot be used (reported as one message, exit status 2)."""
@@ -20,6 +22,9 @@ def _text(path: Path, flag: str) -> str:
     """The file as text: UTF-8 (with or without a byte-order mark), or UTF-16 with its mark
     (a spreadsheet's "Unicode text")."""
     raw = path.read_bytes()
+    if raw[:4] == b"PAR1":
+        raise LabelsError(f"{flag} {path}: a Parquet file; expected a CSV with columns "
+                          "image_id,label (the labelling list, filled in)")
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         try:
             return raw.decode("utf-16")
@@ -52,9 +57,9 @@ def read_labels_csv(path: str | Path, image_id: np.ndarray, flag: str = "--label
     or whose ids match none of the images; labels naming images that are not there are
     counted and reported through ``log``."""
     path = Path(path)
-    if not path.is_file():
-        raise LabelsError(f"{flag} {path}: no such file; expected a CSV with columns "
-                          "image_id,label")
+    why = not_a_file(path, "a CSV with columns image_id,label", ("labelling_list.csv",))
+    if why:
+        raise LabelsError(f"{flag} {why}")
     text = _text(path, flag)
     lines = text.splitlines(keepends=True)
     try:
@@ -79,6 +84,10 @@ def read_labels_csv(path: str | Path, image_id: np.ndarray, flag: str = "--label
             given[iid] = lab
     except csv.Error as exc:
         raise LabelsError(f"{flag} {path}: not a readable CSV ({exc})") from None
+    if not given:
+        raise LabelsError(f"{flag} {path}: no row has both an image_id and a label; fill in "
+                          "the label column (the labelling list's is empty until an annotator "
+                          "fills it)")
     labels = np.array([given.get(i) for i in image_id], dtype=object)
     matched = sum(v is not None for v in labels)
     if not matched:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from . import contract as c
 from .contract import REBUILD
+from .flags import not_a_file
 
 
 class ManifestError(ValueError):
@@ -161,9 +162,10 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
     when a dive has no image file.
     """
     pairs_path = Path(pairs_path)
-    if not pairs_path.is_file():
-        raise ManifestError(f"{pairs_path}: no such file; expected the pairs.parquet of a built "
-                            f"manifest folder ({REBUILD})")
+    why = not_a_file(pairs_path, f"the pairs.parquet of a built manifest folder ({REBUILD})",
+                     ("pairs.parquet", "manifests/pairs.parquet"))
+    if why:
+        raise ManifestError(why)
     # <output>/pairs.parquet links into the current generation: read every file from the folder
     # it really lies in, so a build publishing meanwhile cannot mix two sets
     real = Path(os.path.realpath(pairs_path))

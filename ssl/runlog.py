@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .flags import not_a_file
+
 # The files and folder the trainer writes into a run folder (runfolder.py decides, from these
 # names, whether a folder holds a run and what --overwrite may remove).
 ARGS_JSON = "args.json"
@@ -45,9 +47,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     loaded with ``weights_only=True`` (no code in the file runs), or CheckpointError saying
     what the file is instead."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file" if not path.exists()
-                              else f"{path}: not a file")
+    why = not_a_file(path, "a checkpoint file (last.pt of a run folder)", ("last.pt",))
+    if why:
+        raise CheckpointError(why)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, another format, a pickle with code in it, ...

@@ -377,6 +377,9 @@ def test_habitats_refuses_damaged_or_mistaken_inputs(manifest, emb_file, tmp_pat
     assert rc == 2 and "--smooth -1" in err
     rc, err = run(*base, "--out", str(tmp_path / "o"), "--manifest", str(tmp_path / "no.parquet"))
     assert rc == 2 and "no such file" in err
+    rc, err = run("--embeddings", str(emb_file.parent), "--out", str(tmp_path / "o"))
+    assert rc == 2 and "is a folder; expected the output of python -m ssl.embed" in err
+    assert f"it holds {emb_file}: pass that" in err
     cut = tmp_path / "cut.parquet"
     cut.write_bytes(emb_file.read_bytes()[: emb_file.stat().st_size // 2])
     rc, err = run("--embeddings", str(cut), "--out", str(tmp_path / "o"))

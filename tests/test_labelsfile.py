@@ -43,6 +43,8 @@ def test_labels_for_other_images_are_counted_not_silently_dropped(tmp_path):
     ("image_id,label\ndive01/a.jpg,sand\ndive01/a.jpg,reef\n", "line 3"),
     ("image_id,label\nother/a.jpg,sand\n", "none of its 1 image_id"),
     ("", "expected columns image_id,label"),
+    ("rank,image_id,label\n1,dive01/a.jpg,\n2,dive01/b.jpg,\n", "no row has both"),
+    ("PAR1\x00\x15", "a Parquet file; expected a CSV"),
 ])
 def test_unusable_files_get_one_message(tmp_path, text, expect):
     with pytest.raises(LabelsError, match=expect):
@@ -52,3 +54,11 @@ def test_unusable_files_get_one_message(tmp_path, text, expect):
 def test_text_in_another_encoding_is_named(tmp_path):
     with pytest.raises(LabelsError, match="not UTF-8.*save the CSV as UTF-8"):
         _read(tmp_path, "image_id,label\ndive01/a.jpg,Sédiment\n", encoding="cp1252")
+
+
+def test_a_folder_given_for_the_file_names_the_list_inside(tmp_path):
+    (tmp_path / "labelling_list.csv").write_text("image_id,label\n")
+    with pytest.raises(LabelsError, match="is a folder.*labelling_list.csv: pass that"):
+        read_labels_csv(tmp_path, IDS)
+    with pytest.raises(LabelsError, match="no such file"):
+        read_labels_csv(tmp_path / "nothing.csv", IDS)

@@ -241,3 +241,24 @@ def test_an_old_schema_manifest_names_the_builder_to_use(pairs, tmp_path, capsys
     code = main(["--manifest", str(p), "--out", str(tmp_path / "r"), *SMALL, "--steps", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "manifest schema 1" in err and "builder 0.2.0" in err
+
+
+def test_folders_given_for_files_name_the_file_they_hold(pairs, tmp_path, capsys):
+    """The manifest folder for --manifest, a run folder for --init or --checkpoint: one message
+    naming the file inside that was most likely meant."""
+    run = tmp_path / "run"
+    assert _train(pairs, run, "--steps", "1") == 0
+    capsys.readouterr()
+    assert main(["--manifest", str(pairs.parent), "--out", str(tmp_path / "r"), *SMALL,
+                 "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; expected the pairs.parquet" in err
+    assert f"it holds {pairs.parent / 'pairs.parquet'}: pass that" in err
+    assert main(["--manifest", str(pairs), "--out", str(tmp_path / "r"), *SMALL,
+                 "--steps", "1", "--init", str(run)]) == 2
+    assert f"it holds {run / 'last.pt'}: pass that" in capsys.readouterr().err
+    code = evaluate_main(["--checkpoint", str(run), "--manifest", str(pairs), "--out",
+                          str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"it holds {run / 'last.pt'}: pass that" in err
+    assert "Traceback" not in err
