@@ -395,19 +395,11 @@ def _labels(cat: Catalog) -> dict[str, str]:
     if not path.is_file():
         raise SettingsError(f"{cat.source}: key 'labels': {path} does not exist; expected a CSV "
                             "with columns image_id,label; fix the path or remove the key")
+    labelsfile = schema.load_trainer_module("labelsfile")
     try:
-        df = pd.read_csv(path, dtype=str)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: not a readable CSV ({exc}); expected columns "
-                            "image_id,label") from None
-    if not {"image_id", "label"} <= set(df.columns):
-        raise SettingsError(f"{path}: expected columns image_id,label; found "
-                            f"{', '.join(map(str, df.columns)) or 'none'}")
-    dup = df["image_id"][df["image_id"].duplicated()]
-    if len(dup):
-        raise SettingsError(f"{path}: image_id {dup.iloc[0]!r} is listed more than once "
-                            f"({len(dup)} duplicates); expected one label per image")
-    return dict(zip(df["image_id"], df["label"], strict=True))
+        return labelsfile.read_labels_table(path, flag=f"{cat.source}: key 'labels':")
+    except labelsfile.LabelsError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:

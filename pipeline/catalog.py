@@ -187,9 +187,18 @@ def _describe(value: Any) -> str:
 def load_catalog(path: str | Path) -> Catalog:
     """Read and validate a catalog; relative paths are resolved against the catalog's folder."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p for p in [*path.glob("*.yaml"), *path.glob("*.yml")] if p.is_file())
+        hint = (f"; it holds {found[0]}: pass that" if len(found) == 1 else
+                f"; it holds {', '.join(map(str, found[:5]))}{', ...' if len(found) > 5 else ''}"
+                ": pass one of them" if found else "")
+        raise CatalogError(f"{path} is a folder; expected a catalog file (YAML){hint}")
     if not path.is_file():
         raise CatalogError(f"{path}: catalog file not found")
     raw_bytes = path.read_bytes()
+    if b"\x00" in raw_bytes[:4096]:
+        raise CatalogError(f"{path}: binary content (not text); expected a catalog file (YAML), "
+                           "e.g. the catalog.yaml of a site folder")
     try:
         raw = yaml.safe_load(raw_bytes) or {}
     except yaml.YAMLError as exc:

@@ -1,5 +1,8 @@
 """Habitat labels from a CSV with columns image_id,label (what annotators hand back), matched to
-the images of a manifest or an embeddings file by image_id ('<dive>/<relative path>')."""
+the images of a manifest or an embeddings file by image_id ('<dive>/<relative path>').
+
+The pipeline reads a catalog's truth labels with read_labels_table too (through
+pipeline.schema.load_trainer_module): it may use only numpy and the standard library at import."""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-
-from .flags import not_a_file
 
 
 class LabelsError(ValueError):
@@ -48,20 +49,18 @@ def _delimiter(header: str) -> str:
     return ","
 
 
-def read_labels_csv(path: str | Path, image_id: np.ndarray, flag: str = "--labels",
-                    log=print) -> np.ndarray:
-    """Labels (n,) object aligned with ``image_id`` (None where the file lists no label).
+def read_labels_table(path: str | Path, flag: str = "--labels") -> dict[str, str]:
+    """{image_id: label} of a labels file that exists (the pipeline's truth labels use this
+    too, so it needs nothing beyond the standard library).
 
     Column names are matched without regard to case or surrounding spaces; the delimiter may
-    be a comma, a semicolon or a tab. Refuses a file that is missing, lacks the two columns,
-    or whose ids match none of the images; labels naming images that are not there are
-    counted and reported through ``log``."""
+    be a comma, a semicolon or a tab; rows without an id or a label are skipped (a list not
+    labelled yet). Refuses a file without the two columns, or labelling one image twice with
+    different labels (naming the line)."""
     path = Path(path)
-    why = not_a_file(path, "a CSV with columns image_id,label", ("labelling_list.csv",))
-    if why:
-        raise LabelsError(f"{flag} {why}")
     text = _text(path, flag)
     lines = text.splitlines(keepends=True)
+    given: dict[str, str] = {}
     try:
         reader = csv.reader(lines, delimiter=_delimiter(lines[0] if lines else ""))
         header = next(reader, [])
@@ -70,20 +69,35 @@ def read_labels_csv(path: str | Path, image_id: np.ndarray, flag: str = "--label
             raise LabelsError(f"{flag} {path}: expected columns image_id,label; found "
                               f"{header}")
         at_id, at_label = cols.index("image_id"), cols.index("label")
-        given = {}
         for row in reader:
-            line = reader.line_num
             iid = row[at_id].strip() if at_id < len(row) else ""
             lab = row[at_label].strip() if at_label < len(row) else ""
             if not iid or not lab:
                 continue  # an annotator's blank row, or a row not labelled yet
             if iid in given and given[iid] != lab:
-                raise LabelsError(f"{flag} {path} line {line}: image {iid} is labelled "
-                                  f"{given[iid]!r} and {lab!r}; expected one label per "
-                                  "image: fix one of the two rows")
+                raise LabelsError(f"{flag} {path} line {reader.line_num}: image {iid} is listed "
+                                  f"more than once, labelled {given[iid]!r} and {lab!r}; "
+                                  "expected one label per image: fix one of the rows")
             given[iid] = lab
     except csv.Error as exc:
         raise LabelsError(f"{flag} {path}: not a readable CSV ({exc})") from None
+    return given
+
+
+def read_labels_csv(path: str | Path, image_id: np.ndarray, flag: str = "--labels",
+                    log=print) -> np.ndarray:
+    """Labels (n,) object aligned with ``image_id`` (None where the file lists no label).
+
+    Read as read_labels_table reads; refuses besides a file that is missing, holds no label
+    yet, or whose ids match none of the images; labels naming images that are not there are
+    counted and reported through ``log``."""
+    from .flags import not_a_file
+
+    path = Path(path)
+    why = not_a_file(path, "a CSV with columns image_id,label", ("labelling_list.csv",))
+    if why:
+        raise LabelsError(f"{flag} {why}")
+    given = read_labels_table(path, flag)
     if not given:
         raise LabelsError(f"{flag} {path}: no row has both an image_id and a label; fill in "
                           "the label column (the labelling list's is empty until an annotator "

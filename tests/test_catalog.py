@@ -76,3 +76,20 @@ def test_missing_key_and_missing_file_and_bad_yaml(tmp_path):
         load_catalog(p)
     with pytest.raises(CatalogError, match="no catalog named 'ghost'"):
         find_catalog("ghost", tmp_path)
+
+
+def test_a_folder_or_a_binary_file_given_for_the_catalog_is_named(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    with pytest.raises(CatalogError, match=r"site is a folder; expected a catalog file \(YAML\)$"):
+        load_catalog(site)
+    (site / "catalog.yaml").write_text("name: x\n")
+    with pytest.raises(CatalogError, match=r"it holds .*catalog.yaml: pass that"):
+        load_catalog(site)
+    (site / "other.yml").write_text("name: y\n")
+    with pytest.raises(CatalogError, match=r"catalog.yaml, .*other.yml: pass one of them"):
+        load_catalog(site)
+    parquet = site / "pairs.parquet"
+    parquet.write_bytes(b"PAR1\x15\x04\x00\x00" * 8)
+    with pytest.raises(CatalogError, match="binary content"):
+        load_catalog(parquet)

@@ -62,3 +62,26 @@ def test_a_folder_given_for_the_file_names_the_list_inside(tmp_path):
         read_labels_csv(tmp_path, IDS)
     with pytest.raises(LabelsError, match="no such file"):
         read_labels_csv(tmp_path / "nothing.csv", IDS)
+
+
+def test_the_pipeline_reads_truth_labels_the_same_way(tmp_path):
+    """A catalog's labels file, read by the pipeline through the same reader (loaded from the
+    file alone, as a checkout without the installed package loads it)."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from pipeline import build
+
+    (tmp_path / "labels.csv").write_text("Image_ID;Label\ndive01/a.jpg;sand\ndive01/b.jpg;\n")
+    cat = SimpleNamespace(labels="labels.csv", root=tmp_path, source=tmp_path / "catalog.yaml")
+    assert build._labels(cat) == {"dive01/a.jpg": "sand"}
+    (tmp_path / "labels.csv").write_text("image_id,label\ndive01/a.jpg,sand\ndive01/a.jpg,mud\n")
+    with pytest.raises(build.SettingsError, match="key 'labels'.*line 3.*more than once"):
+        build._labels(cat)
+    src = Path(__file__).resolve().parents[1] / "ssl" / "labelsfile.py"
+    spec = importlib.util.spec_from_file_location("_alone_labelsfile", src)
+    alone = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(alone)
+    (tmp_path / "labels.csv").write_text("image_id\tlabel\ndive01/a.jpg\treef\n")
+    assert alone.read_labels_table(tmp_path / "labels.csv") == {"dive01/a.jpg": "reef"}
