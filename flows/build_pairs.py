@@ -48,7 +48,6 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.states import Crashed, Failed, StateType
@@ -60,6 +59,7 @@ from pipeline.summary import summary_markdown, survey_map_png
 
 from . import lifeline
 from .names import CATALOGS_ENV, FLOW_NAME, catalogs_dir  # noqa: F401 - re-exported
+from .runs import task_runs_by_id
 
 DASK_ENV = "DASK_SCHEDULER_ADDRESS"
 MAP_NAME = "survey_map.png"
@@ -403,8 +403,7 @@ class _DiveWatch:
         (as far as the Prefect API knows; {} when it cannot be asked)."""
         ids = {pending[d].task_run_id: d for d in pending}
         try:
-            runs = api.read_task_runs(task_run_filter=TaskRunFilter(
-                id=TaskRunFilterId(any_=list(ids))), limit=len(ids))
+            runs = task_runs_by_id(api, ids)
         except Exception as exc:  # the bounds still hold through the overall one
             self.logger.debug("could not read the dives' task runs: %s", exc)
             return {}
@@ -437,9 +436,7 @@ class _DiveWatch:
 
         def crash():
             with get_client(sync_client=True) as api:
-                runs = api.read_task_runs(task_run_filter=TaskRunFilter(
-                    id=TaskRunFilterId(any_=pending_ids)), limit=len(pending_ids))
-                for r in runs:
+                for r in task_runs_by_id(api, pending_ids):
                     if r.state and not r.state.is_final():
                         api.set_task_run_state(r.id, Crashed(message=message), force=True)
         if pending_ids:

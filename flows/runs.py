@@ -43,6 +43,9 @@ GRACE_S = 90.0  # a run with no recorded process for this long in a live state h
 CANCEL_GRACE_S = 60.0  # a CANCELLING run whose process still lives after this is stopped here
 LATE_S = 30.0  # a scheduled run this far past its start time is late
 SETTLE_WINDOW_S = 600.0  # runs that ended this recently get their live children settled
+PAGE = 200  # rows per read: the Prefect server's default API limit, the most it accepts
+MAX_SUBFLOWS = 1000  # a run's subflows looked at, at any depth
+MAX_TASK_PAGES = 50  # pages of live task runs settled per run in one round
 
 HOST = socket.gethostname()
 
@@ -170,17 +173,40 @@ def _filters():
                                           any_=live))))
 
 
+def task_runs_by_id(client, ids) -> list:
+    """The task runs with these ids (sync client), read PAGE ids at a time."""
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+
+    ids, out = list(ids), []
+    for i in range(0, len(ids), PAGE):
+        chunk = ids[i:i + PAGE]
+        out += client.read_task_runs(task_run_filter=TaskRunFilter(
+            id=TaskRunFilterId(any_=chunk)), limit=len(chunk))
+    return out
+
+
 def _is_live(run) -> bool:
     return run.state is not None and run.state.type.value in LIVE
 
 
 def _settling(run_id, make_state):
     """The settling as a sequence of client calls, (method name, kwargs) yielded and each
-    call's result sent back, so that one plan serves the sync and the async client."""
+    call's result sent back, so that one plan serves the sync and the async client.
+
+    Reads ask for at most PAGE rows (the server refuses a `limit` above its default of 200
+    with 422): subflows are read page by page, and live task runs are read again after each
+    page is settled, until none is left (settled ones leave the filter)."""
     subs_f, tasks_f = _filters()
     every, todo = [], [run_id]
-    while todo and len(every) < 1000:
-        found = yield "read_flow_runs", dict(flow_run_filter=subs_f(todo), limit=200)
+    while todo and len(every) < MAX_SUBFLOWS:
+        found, offset = [], 0
+        while True:
+            page = yield "read_flow_runs", dict(flow_run_filter=subs_f(todo), limit=PAGE,
+                                                offset=offset)
+            found += page
+            offset += len(page)
+            if len(page) < PAGE:
+                break
         every += found
         todo = [r.id for r in found]
     n = 0
@@ -188,11 +214,15 @@ def _settling(run_id, make_state):
         if _is_live(sub):
             yield "set_flow_run_state", dict(flow_run_id=sub.id, state=make_state(), force=True)
             n += 1
-    tasks = yield "read_task_runs", dict(
-        task_run_filter=tasks_f([run_id, *(s.id for s in every)]), limit=500)
-    for t in tasks:
-        yield "set_task_run_state", dict(task_run_id=t.id, state=make_state(), force=True)
-    return n + len(tasks)
+    ids = [run_id, *(s.id for s in every)]
+    for _ in range(MAX_TASK_PAGES):
+        tasks = yield "read_task_runs", dict(task_run_filter=tasks_f(ids), limit=PAGE)
+        for t in tasks:
+            yield "set_task_run_state", dict(task_run_id=t.id, state=make_state(), force=True)
+        n += len(tasks)
+        if len(tasks) < PAGE:
+            break
+    return n
 
 
 def settle_children(client, run_id, make_state) -> int:
@@ -221,6 +251,22 @@ async def asettle_children(client, run_id, make_state) -> int:
 
 
 # -- the sweep ---------------------------------------------------------------------------
+
+_settle_said: set[tuple[str, str]] = set()  # (run id, error) already logged
+
+
+async def _settle_or_say(client, run, make_state, log) -> None:
+    """Settle a stopped run's children; a failure is logged (once per run and error) and the
+    next round tries again. The run's own state is already right, so nothing else waits."""
+    try:
+        await asettle_children(client, run.id, make_state)
+    except Exception as exc:  # noqa: BLE001 - logged; retried on the next round
+        what = f"{type(exc).__name__}: {exc}"
+        if (str(run.id), what) not in _settle_said:
+            _settle_said.add((str(run.id), what))
+            log(f"could not settle the subflows and tasks of run {run.name} ({what}); "
+                "retrying on the next round")
+
 
 def _age_s(state) -> float:
     ts = state.timestamp if state is not None else None
@@ -307,11 +353,8 @@ async def sweep(client, names: list[str], *, grace_s: float = GRACE_S,
                     "scheduled run starts afresh"))
             why = cause
         await client.set_flow_run_state(run.id, new, force=True)
-        try:
-            await asettle_children(client, run.id, lambda n=new, name=run.name: type(n)(
-                message=f"its flow run {name} ended {n.type.value}: {n.message}"))
-        except Exception:  # noqa: BLE001 - the run itself is settled; children are cosmetic
-            pass
+        await _settle_or_say(client, run, lambda n=new, name=run.name: type(n)(
+            message=f"its flow run {name} ended {n.type.value}: {n.message}"), log)
         act = Action(run.name, str(run.id), dep, kind, new.type.value, why)
         log(act.line())
         actions.append(act)
@@ -324,11 +367,8 @@ async def sweep(client, names: list[str], *, grace_s: float = GRACE_S,
         if _age_s(run.state) > SETTLE_WINDOW_S:
             continue
         kind = run.state.type.value
-        try:
-            await asettle_children(client, run.id, lambda r=run, k=kind: ending[k](
-                message=f"its flow run {r.name} ended {k}: {r.state.message}"))
-        except Exception:  # noqa: BLE001 - cosmetic; the next round tries again
-            pass
+        await _settle_or_say(client, run, lambda r=run, k=kind: ending[k](
+            message=f"its flow run {r.name} ended {k}: {r.state.message}"), log)
     return actions
 
 

@@ -100,6 +100,22 @@ def live_children(stack: Stack, run_id) -> list[str]:
     return [f"{r.name} {state_name(r)}" for r in [*subs, *tasks] if state_name(r) in LIVE]
 
 
+def children_end(stack: Stack, run_id, log: Path, timeout: float = 30) -> None:
+    """Wait for a stopped run's subflows and tasks to leave the live states; on a timeout the
+    message names what is still live and ends with serve's last log lines."""
+    left: list[str] = []
+
+    def none_left():
+        left[:] = live_children(stack, run_id)
+        return not left
+    try:
+        wait_for(none_left, timeout, "the crashed run's subflow and tasks to end")
+    except AssertionError as exc:
+        tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
+        raise AssertionError(f"{exc}; still live: {left}; serve log:\n" + "\n".join(tail)) \
+            from None
+
+
 def run_pid(run) -> int:
     return int(run.infrastructure_pid.rpartition(":")[2])
 
@@ -145,8 +161,7 @@ def test_schedule_keeps_running_through_serve_kill_server_restart_and_cancel(tmp
         # the next serve's sweep marks the run CRASHED and frees the slot
         s2 = serve(stack, catalogs, log)
         # its subflow and tasks end with it (the sweep settles states that arrived late)
-        wait_for(lambda: not live_children(stack, first.id), 30,
-                 "the crashed run's subflow and tasks to end")
+        children_end(stack, first.id, log)
         run = start_run(stack, "sched")
         os.killpg(s2.pid, signal.SIGKILL)
         s2.wait(timeout=10)
@@ -156,8 +171,7 @@ def test_schedule_keeps_running_through_serve_kill_server_restart_and_cancel(tmp
         s3 = serve(stack, catalogs, log)
         crashed = ended(stack, run.id, ("CRASHED",), 60)
         assert "its process ended" in crashed.state.message
-        wait_for(lambda: not live_children(stack, run.id), 30,
-                 "the crashed run's subflow and tasks to end")
+        children_end(stack, run.id, log)
         wait_for(lambda: slot_honest(stack, "sched"), 30, "no slot held by a dead run")
 
         # 3. server killed and restarted mid-run: serve waits the outage out, the run ends
@@ -277,3 +291,43 @@ def test_runs_that_fell_due_while_nothing_served_collapse_to_one_catch_up_run(
         assert "as the catch-up run" in log.read_text(errors="replace")
     finally:
         stack.stop(proc)
+
+
+def test_settling_a_stopped_run_reaches_every_live_task_past_the_servers_page_limit(stack):
+    """More live task runs than one read may return (the server refuses a limit above 200):
+    every one of them, and the subflow's, ends with the run."""
+    from prefect import flow, task
+    from prefect.states import Crashed, Running
+
+    from flows.runs import LIVE, PAGE, settle_children, task_runs_by_id
+
+    @flow(name="settle-probe")
+    def probe():
+        pass
+
+    @task(name="step")
+    def step():
+        pass
+
+    with stack.client() as c:
+        run = c.create_flow_run(probe, state=Running())
+        parent_tasks = [c.create_task_run(step, run.id, dynamic_key=str(i), state=Running())
+                        for i in range(PAGE + 37)]
+        # a subflow's parent task run takes the subflow's state (Prefect's own rule)
+        holder = c.create_task_run(step, run.id, dynamic_key="holder", state=Running())
+        sub = c.create_flow_run(probe, parent_task_run_id=holder.id, state=Running())
+        sub_tasks = [c.create_task_run(step, sub.id, dynamic_key=f"s{i}", state=Running())
+                     for i in range(5)]
+        c.set_flow_run_state(run.id, Crashed(message="probe"), force=True)
+        n = settle_children(c, run.id, lambda: Crashed(message="its flow run ended"))
+        states = [c.read_task_run(t.id).state for t in (*parent_tasks, *sub_tasks)]
+        assert [s.type.value for s in states if s.type.value in LIVE] == []
+        assert {s.message for s in states} == {"its flow run ended"}
+        assert c.read_flow_run(sub.id).state.type.value == "CRASHED"
+        assert c.read_task_run(holder.id).state.type.value == "CRASHED"
+        assert n == 1 + len(parent_tasks) + len(sub_tasks)
+        # reading task runs by id goes past the limit the same way (the ingest's dive tasks)
+        ids = [t.id for t in parent_tasks]
+        assert sorted(r.id for r in task_runs_by_id(c, ids)) == sorted(ids)
+        # a second round finds nothing left to do
+        assert settle_children(c, run.id, lambda: Crashed(message="again")) == 0
