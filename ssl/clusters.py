@@ -17,6 +17,32 @@ import numpy as np
 
 SILHOUETTE_SAMPLE = 4000
 K_RANGE = (2, 12)
+COLLAPSED_VAR = 1e-8  # total variance of the unit-length embeddings below which they are one point
+
+
+class ClusterError(ValueError):
+    """Embeddings that cannot be clustered as asked (one message, exit status 2, in the CLIs)."""
+
+
+def check_embeddings(X: np.ndarray) -> None:
+    """Refuse embeddings no clustering can use: rows that are not finite (a diverged training
+    run's encoder) or all rows pointing the same way (a collapsed encoder, the known failure
+    of self-supervised training in which every image gets the same embedding)."""
+    X = np.asarray(X)
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise ClusterError(
+            f"{int(bad.sum())} of {len(X)} embeddings are not finite (NaN or infinite): the "
+            "encoder's weights are not finite, typically from a training run that diverged; "
+            "check its loss (metrics.csv), train again (e.g. with a lower --lr) and embed again")
+    U = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    total = float(U.astype(np.float64).var(axis=0).sum())
+    if total < COLLAPSED_VAR:
+        raise ClusterError(
+            f"all {len(X)} embeddings point the same way (total variance {total:.1e} of the "
+            "unit-length embeddings): the encoder has collapsed and cannot tell images apart, "
+            "a known failure of self-supervised training. Check the run (a loss that stayed "
+            "at its starting value), train longer or with another --lr, and embed again")
 
 
 @dataclass
@@ -46,13 +72,19 @@ MINIBATCH_ABOVE = 100_000  # images; larger surveys are clustered with mini-batc
 def kmeans(Z: np.ndarray, k: int, seed: int, n_init: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """(labels, centres) of k-means with k-means++ starts; mini-batch k-means (Sculley 2010)
     above MINIBATCH_ABOVE images, where full passes over every image cost minutes per k."""
-    from sklearn.cluster import KMeans, MiniBatchKMeans
+    import warnings
 
-    if len(Z) > MINIBATCH_ABOVE:
-        km = MiniBatchKMeans(n_clusters=k, n_init=n_init, random_state=seed,
-                             batch_size=4096).fit(Z)
-    else:
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(Z)
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        # "fewer distinct clusters than n_clusters": the callers look for empty clusters
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if len(Z) > MINIBATCH_ABOVE:
+            km = MiniBatchKMeans(n_clusters=k, n_init=n_init, random_state=seed,
+                                 batch_size=4096).fit(Z)
+        else:
+            km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(Z)
     return km.labels_, km.cluster_centers_
 
 
@@ -75,8 +107,9 @@ def silhouette_scores(Z: np.ndarray, ks, seed: int = 0,
     out = {}
     for k in ks:
         labels, _ = kmeans(Z, k, seed)
-        out[int(k)] = (float(silhouette_score(Z[pick], labels[pick]))
-                       if len(set(labels[pick].tolist())) > 1 else -1.0)
+        # -1: not k clusters (fewer distinct embeddings than k), or one in the sample
+        whole = len(np.unique(labels)) == k and len(set(labels[pick].tolist())) > 1
+        out[int(k)] = float(silhouette_score(Z[pick], labels[pick])) if whole else -1.0
     return out
 
 
@@ -85,6 +118,7 @@ def cluster(X: np.ndarray, k: int | None, dims: int = 32, seed: int = 0,
     """Cluster embeddings X (n, d) into k habitats; k None: chosen by silhouette in k_range
     (clipped to n - 1)."""
     n = len(X)
+    check_embeddings(X)
     Z = reduce(X, dims, seed)
     scores: dict[int, float] = {}
     if k is None:
@@ -96,6 +130,12 @@ def cluster(X: np.ndarray, k: int | None, dims: int = 32, seed: int = 0,
     else:
         criterion = f"k = {k} given"
     labels, centres = kmeans(Z, k, seed)
+    formed = len(np.unique(labels))
+    if formed < k:
+        raise ClusterError(
+            f"k = {k}: only {formed} distinct cluster(s) could be formed, the embeddings take "
+            f"fewer than {k} distinct values; use --k {formed} or fewer"
+            + ("" if formed >= 2 else " (or check the encoder: its embeddings barely differ)"))
     labels, centres = _ordered(labels, centres, k)
     return Clustering(labels=labels, centres=centres, reduced=Z, k=int(k), criterion=criterion,
                       scores=scores)

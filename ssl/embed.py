@@ -204,8 +204,10 @@ def embed(args: argparse.Namespace) -> dict:
             progress.update(len(parts[-1]))
         X = np.concatenate(parts) if parts else X
         if not np.isfinite(X).all():
-            raise EmbedError(f"{ckpt_path}: the encoder produced non-finite features; the "
-                             "checkpoint is broken")
+            raise EmbedError(f"{ckpt_path}: the encoder produced non-finite features (NaN or "
+                             "infinite), typically the weights of a training run that "
+                             "diverged; check its loss (metrics.csv) and train again, e.g. with "
+                             "a lower --lr")
         chunks.save(k, X)
     progress.close()
     X = (np.concatenate([chunks.load(k) for k in range(n_chunks)]) if n_chunks

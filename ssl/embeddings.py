@@ -137,9 +137,12 @@ def read_embeddings(path: str | Path) -> Embeddings:
     d = emb.type.list_size
     X = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     X = X.reshape(len(emb), d)
-    if not np.isfinite(X).all():
-        raise EmbeddingsError(f"{path}: the embeddings hold non-finite values; the encoder or "
-                              "the file is broken")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise EmbeddingsError(f"{path}: {int(bad.sum())} of {len(X)} embeddings hold non-finite "
+                              "values (NaN or infinite); ssl.embed never writes those, so the "
+                              "file was changed or written by another tool: embed again with "
+                              "python -m ssl.embed")
 
     def strings(name: str) -> np.ndarray:
         col = t.column(name)

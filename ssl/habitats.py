@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import contract as c
-from .clusters import K_RANGE, cluster, smooth
+from .clusters import K_RANGE, ClusterError, cluster, smooth
 from .data import ImageStore
 from .embeddings import Embeddings, EmbeddingsError, read_embeddings
 from .flags import positive_float, positive_int, run_reporting
@@ -239,12 +239,16 @@ def run(args: argparse.Namespace) -> dict:
     if n_label > n:
         _log(f"note: --n-label {n_label} is more than the {n} images; the list holds all of them")
         n_label = n
+    hint = ", on embeddings " + str(emb.path)
+    OwnedFolder.check(args.out, "ssl.habitats", MARKER, args.overwrite, hint=hint)
+    try:
+        clu = cluster(emb.X, args.k, dims=args.dims, seed=args.seed, k_range=args.k_range)
+    except ClusterError as exc:
+        raise HabitatsError(f"{emb.path}: {exc}") from None
+    # claimed once the clusters exist: a refusal leaves the folder as it was
     folder = OwnedFolder.claim(args.out, "ssl.habitats", MARKER,
                                {"embeddings": str(Path(os.path.abspath(emb.path))),
-                                "dataset": emb.dataset}, args.overwrite,
-                               hint=", on embeddings " + str(emb.path))
-
-    clu = cluster(emb.X, args.k, dims=args.dims, seed=args.seed, k_range=args.k_range)
+                                "dataset": emb.dataset}, args.overwrite, hint=hint)
     k = clu.k
     _log(f"{n} images -> {k} clusters ({clu.criterion})")
     habitat = clu.labels

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .clusters import cluster
+from .clusters import ClusterError, cluster
 from .embeddings import EmbeddingsError, read_embeddings
 from .flags import run_reporting
 from .habitats import k_flag
@@ -228,9 +228,12 @@ def run(args: argparse.Namespace) -> dict:
             raise PayoffError(f"{path}: {n_lab} labelled images; comparing N up to {max(args.n)} "
                               "needs at least twice as many (pass --labels or smaller --n)")
         print(f"[payoff] {name}: {emb.n} images, {emb.X.shape[1]} dims", flush=True)
-        results[name] = compare(emb.X, emb.xy, truth, args.n, args.seeds, k, args.dims,
-                                log=lambda s, name=name: print(f"[payoff] {name} {s}",
-                                                              flush=True))
+        try:
+            results[name] = compare(emb.X, emb.xy, truth, args.n, args.seeds, k, args.dims,
+                                    log=lambda s, name=name: print(f"[payoff] {name} {s}",
+                                                                  flush=True))
+        except ClusterError as exc:
+            raise PayoffError(f"{path}: {exc}") from None
         results[name]["encoder"] = emb.encoder
         results[name]["embeddings"] = str(path)
     out = Path(args.out)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from seafloor_ssl import embed as embed_cli
 from seafloor_ssl import habitats as habitats_cli
-from seafloor_ssl.clusters import cluster, smooth
+from seafloor_ssl.clusters import ClusterError, cluster, smooth
 from seafloor_ssl.embeddings import EMBEDDING_COLUMN, read_embeddings
 from seafloor_ssl.labelling import labelling_list
 from seafloor_ssl.manifest import load_manifest
@@ -156,6 +156,44 @@ def test_kmeans_with_k_auto_recovers_separable_groups():
     assert adjusted_rand_score(truth, res.labels) == 1.0
     assert np.bincount(res.labels).tolist() == [300, 200, 120, 40]  # largest cluster first
     assert cluster(X, 2, seed=0).k == 2
+
+
+def test_kmeans_refuses_what_no_clustering_can_use():
+    rng = np.random.default_rng(0)
+    two = np.repeat(rng.normal(size=(2, 16)), 50, axis=0)
+    assert cluster(two, None).k == 2  # auto never picks a k with empty clusters
+    with pytest.raises(ClusterError, match="only 2 distinct cluster.*use --k 2 or fewer"):
+        cluster(two, 4)
+
+
+def _with_embeddings(emb_file: Path, dest: Path, values: np.ndarray) -> Path:
+    """emb_file with its embedding column replaced (same rows, same metadata)."""
+    import pyarrow as pa
+
+    t = pq.read_table(emb_file)
+    i = t.schema.get_field_index(EMBEDDING_COLUMN)
+    col = pa.FixedSizeListArray.from_arrays(pa.array(values.astype(np.float32).ravel()),
+                                            values.shape[1])
+    pq.write_table(t.set_column(i, t.schema.field(i), col).replace_schema_metadata(
+        t.schema.metadata), dest)
+    return dest
+
+
+def test_habitats_names_a_collapsed_or_diverged_encoder(emb_file, tmp_path, capsys):
+    n, d = read_embeddings(emb_file).X.shape
+    same = _with_embeddings(emb_file, tmp_path / "same.parquet", np.ones((n, d)))
+    assert habitats_cli.main(["--embeddings", str(same), "--k", "auto", "--out",
+                              str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "the encoder has collapsed" in err and "Traceback" not in err
+    nan = np.ones((n, d))
+    nan[3] = np.nan
+    bad = _with_embeddings(emb_file, tmp_path / "nan.parquet", nan)
+    assert habitats_cli.main(["--embeddings", str(bad), "--k", "3", "--out",
+                              str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert f"1 of {n} embeddings hold non-finite values" in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
 
 
 def test_labelling_list_covers_every_cluster_and_spreads_over_space():
