@@ -183,6 +183,7 @@ def embed(args: argparse.Namespace) -> dict:
     key = {"checkpoint_sha256": ckpt_sha, "dataset": manifest.digest, "image_size": size,
            "chunk": args.chunk, "n": manifest.n}
     chunks = Chunks(parts_dir(out), key)
+    chunks._write_state()  # a place the system refuses is said now, not after the work
     n_chunks = -(-manifest.n // args.chunk)
     progress = Progress(manifest.n, "[embed] images")
     resumed = sum(min(args.chunk, manifest.n - k * args.chunk) for k in chunks.done)

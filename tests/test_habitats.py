@@ -457,8 +457,12 @@ def test_payoff_compares_list_and_random_and_rewrites_only_its_section(tmp_path)
 
 
 def test_an_output_path_the_system_refuses_is_one_message(manifest, ckpt, emb_file, tmp_path,
-                                                          capsys):
+                                                          capsys, monkeypatch):
     from seafloor_ssl.evaluate import main as evaluate_main
+
+    def never(*a, **k):
+        raise AssertionError("images were embedded before the output path was tried")
+    monkeypatch.setattr(embed_cli, "extract_features", never)
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -467,6 +471,10 @@ def test_an_output_path_the_system_refuses_is_one_message(manifest, ckpt, emb_fi
     assert embed_cli.main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--out",
                            str(where / "e.parquet"), "--device", "cpu"]) == 2
     assert "choose another path" in capsys.readouterr().err
+    if Path("/proc/self").is_dir():  # a folder that exists and takes no new file, even as root
+        assert embed_cli.main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--out",
+                               "/proc/e.parquet", "--device", "cpu"]) == 2
+        assert "choose another path" in capsys.readouterr().err
     assert habitats_cli.main(["--embeddings", str(emb_file), "--out", str(where)]) == 2
     assert "choose another path" in capsys.readouterr().err
     assert evaluate_main(["--baseline", "handcrafted", "--image-size", "32", "--manifest",
