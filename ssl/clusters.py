@@ -29,14 +29,22 @@ def check_embeddings(X: np.ndarray) -> None:
     run's encoder) or all rows pointing the same way (a collapsed encoder, the known failure
     of self-supervised training in which every image gets the same embedding)."""
     X = np.asarray(X)
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
+    n_bad, sq, mean = 0, 0.0, np.zeros(X.shape[1], dtype=np.float64)
+    for lo in range(0, len(X), 65536):  # in chunks: no full-size temporary copies
+        B = X[lo:lo + 65536].astype(np.float64)
+        ok = np.isfinite(B).all(axis=1)
+        n_bad += int((~ok).sum())
+        U = B[ok] / np.maximum(np.linalg.norm(B[ok], axis=1, keepdims=True), 1e-12)
+        sq += float((U * U).sum())
+        mean += U.sum(axis=0)
+    if n_bad:
         raise ClusterError(
-            f"{int(bad.sum())} of {len(X)} embeddings are not finite (NaN or infinite): the "
+            f"{n_bad} of {len(X)} embeddings are not finite (NaN or infinite): the "
             "encoder's weights are not finite, typically from a training run that diverged; "
             "check its loss (metrics.csv), train again (e.g. with a lower --lr) and embed again")
-    U = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    total = float(U.astype(np.float64).var(axis=0).sum())
+    mean /= max(len(X), 1)
+    # total variance = E|u|^2 - |E u|^2 (1 - |E u|^2 for unit rows)
+    total = max(0.0, sq / max(len(X), 1) - float(mean @ mean))
     if total < COLLAPSED_VAR:
         raise ClusterError(
             f"all {len(X)} embeddings point the same way (total variance {total:.1e} of the "
