@@ -105,6 +105,8 @@ def read_labels_csv(path: str | Path, image_id: np.ndarray, flag: str = "--label
     labels = np.array([given.get(i) for i in image_id], dtype=object)
     matched = sum(v is not None for v in labels)
     if not matched:
+        labels, matched = _by_file_name(path, flag, given, image_id, log)
+    if not matched:
         raise LabelsError(f"{flag} {path}: none of its {len(given)} image_id values is among "
                           f"the {len(image_id)} images (e.g. {list(given)[:2]} vs "
                           f"{list(image_id[:2])}); ids are '<dive>/<relative path>', as in the "
@@ -113,3 +115,37 @@ def read_labels_csv(path: str | Path, image_id: np.ndarray, flag: str = "--label
         log(f"note: {len(given) - matched} label(s) in {path.name} name images that are not "
             "among these images; ignored")
     return labels
+
+
+def _name(text: str) -> str:
+    return text.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _by_file_name(path: Path, flag: str, given: dict[str, str], image_id: np.ndarray,
+                  log) -> tuple[np.ndarray, int]:
+    """Labels matched by file name alone, for a file whose ids match no image_id but are file
+    names or paths of another layout (what annotation tools keep). Only names that one image
+    of the survey has are matched; a name several images share is refused, never guessed."""
+    names: dict[str, list[str]] = {}
+    for iid in image_id:
+        names.setdefault(_name(str(iid)), []).append(str(iid))
+    by_name: dict[str, str] = {}
+    for key, lab in given.items():
+        hits = names.get(_name(key), [])
+        if len(hits) > 1:
+            raise LabelsError(f"{flag} {path}: {key!r} matches no image_id, and its file name is "
+                              f"that of {len(hits)} images ({', '.join(hits[:3])}); give ids as "
+                              "'<dive>/<relative path>', as in the labelling list")
+        if hits:
+            if by_name.get(hits[0], lab) != lab:
+                raise LabelsError(f"{flag} {path}: image {hits[0]} is labelled "
+                                  f"{by_name[hits[0]]!r} and {lab!r} under two names; expected "
+                                  "one label per image")
+            by_name[hits[0]] = lab
+    labels = np.array([by_name.get(str(i)) for i in image_id], dtype=object)
+    matched = len(by_name)
+    if matched:
+        log(f"note: the ids in {path.name} are not '<dive>/<relative path>'; {matched} of its "
+            f"{len(given)} labels were matched to images by file name (each name is one "
+            "image's)")
+    return labels, matched

@@ -41,7 +41,7 @@ def test_labels_for_other_images_are_counted_not_silently_dropped(tmp_path):
 @pytest.mark.parametrize("text, expect", [
     ("image_id;habitat\ndive01/a.jpg;sand\n", "expected columns image_id,label"),
     ("image_id,label\ndive01/a.jpg,sand\ndive01/a.jpg,reef\n", "line 3"),
-    ("image_id,label\nother/a.jpg,sand\n", "none of its 1 image_id"),
+    ("image_id,label\nother/zz.jpg,sand\n", "none of its 1 image_id"),
     ("", "expected columns image_id,label"),
     ("rank,image_id,label\n1,dive01/a.jpg,\n2,dive01/b.jpg,\n", "no row has both"),
     ("PAR1\x00\x15", "a Parquet file; expected a CSV"),
@@ -85,3 +85,27 @@ def test_the_pipeline_reads_truth_labels_the_same_way(tmp_path):
     spec.loader.exec_module(alone)
     (tmp_path / "labels.csv").write_text("image_id\tlabel\ndive01/a.jpg\treef\n")
     assert alone.read_labels_table(tmp_path / "labels.csv") == {"dive01/a.jpg": "reef"}
+
+
+def test_file_names_or_paths_of_another_layout_are_matched_by_name_and_said(tmp_path):
+    notes = []
+    text = "image_id,label\na.jpg,sand\nC:\\\\export\\\\dive02\\\\c.jpg,reef\nzz.jpg,mud\n"
+    got = _read(tmp_path, text, notes=notes)
+    assert got.tolist() == ["sand", None, "reef"]
+    assert "2 of its 3 labels were matched to images by file name" in notes[0]
+    assert "1 label(s)" in notes[1]  # zz.jpg: no such image, counted
+
+
+def test_a_file_name_several_images_share_is_refused_not_guessed(tmp_path):
+    ids = np.array(["dive01/img/0001.jpg", "dive02/img/0001.jpg", "dive02/img/0002.jpg"],
+                   dtype=object)
+    path = tmp_path / "labels.csv"
+    path.write_text("image_id,label\n0001.jpg,sand\n")
+    with pytest.raises(LabelsError, match="file name is that of 2 images"):
+        read_labels_csv(path, ids)
+    path.write_text("image_id,label\n0002.jpg,sand\n/x/dive02/img/0002.jpg,reef\n")
+    with pytest.raises(LabelsError, match="labelled 'sand' and 'reef' under two names"):
+        read_labels_csv(path, ids)
+    # exact ids are used as they are: no matching by name then
+    path.write_text("image_id,label\ndive01/img/0001.jpg,sand\n0002.jpg,reef\n")
+    assert read_labels_csv(path, ids, log=lambda *_: None).tolist() == ["sand", None, None]
