@@ -160,9 +160,20 @@ def test_clean_track_keeps_fast_but_legal_motion_and_sorts():
     df.loc[50, "lat"] = np.nan
     clean, notes = clean_track(df)
     assert notes == {"nan_rows": 1, "out_of_order_rows": 2, "duplicate_timestamps": 1,
-                     "position_jumps": 0}
+                     "position_jumps": 0, "position_steps": 0}
     assert len(clean) == 399 and (np.diff(clean["timestamp"]) > 0).all()
     assert clean["line"].tolist() == [n for n in range(2, 402) if n != 52]
+
+
+def test_clean_track_keeps_both_sides_of_a_step_and_counts_it():
+    # a 1 Hz ROV log whose fix re-locks 3.6 m (then 30 m) away after 25 s: nothing is dropped
+    for metres in (3.6, 30.0):
+        df = _track(n=120, dt=1.0, speed=0.3)
+        _shift_east(df, list(range(25, 120)), metres)
+        clean, notes = clean_track(df)
+        assert len(clean) == 120 and notes["position_jumps"] == 0
+        assert notes["position_steps"] == 1  # reported, not dropped
+        assert clean.attrs["raw_span_s"] == (df["timestamp"].iat[0], df["timestamp"].iat[-1])
 
 
 # ---- image names ---------------------------------------------------------------------------

@@ -12,8 +12,8 @@ and adds twelve ``vehicle_std_*`` columns. Heading is as in the camera CSV (see
 
 Real logs contain NaN rows, repeated timestamps, rows out of order and position jumps (GPS or
 USBL fixes far off the track). :func:`clean_track` turns them into a clean series: no NaN
-position or time, strictly increasing timestamps, no sample that implies a speed above
-``max_speed_m_s`` to its neighbours. Images are matched to this series by the capture time in
+position or time, strictly increasing timestamps, no fix off the track of its neighbours
+(:mod:`pipeline.track`). Images are matched to this series by the capture time in
 their file names (see :func:`pipeline.readers.image_time_from_name`).
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..track import MotionLimits, pose_jumps, position_steps
 from . import NavData
 from ._common import DEGREES, METRES, UNIX_S
 from .oplab_camera import read_oplab_columns
@@ -37,11 +38,9 @@ COLUMNS = {
     "heading_deg": (("heading [deg]", "heading"), False, DEGREES),
 }
 
-MAX_SPEED_M_S = 3.0  # an AUV surveys at 0.5-2 m/s
-MIN_JUMP_M = 0.5  # steps shorter than this never count as jumps (timestamp jitter, noise)
-_MEDIAN_HALF_WINDOW = 10  # samples each side of the running median (2 s at 10 Hz)
+MAX_SPEED_M_S = MotionLimits.max_speed_m_s
+MIN_JUMP_M = MotionLimits.position_noise_m  # steps shorter than this never count as jumps
 _EARTH_RADIUS_M = 6_371_008.8
-_RUN_LOOKAHEAD = 256  # samples examined each side of a violation (25 s at 10 Hz)
 
 
 def read_oplab_nav(
@@ -64,25 +63,27 @@ def local_xy(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clean_track(
-    table: pd.DataFrame, max_speed_m_s: float = MAX_SPEED_M_S, min_jump_m: float = MIN_JUMP_M
+    table: pd.DataFrame, max_speed_m_s: float = MAX_SPEED_M_S, min_jump_m: float = MIN_JUMP_M,
+    max_accel_m_s2: float = MotionLimits.max_accel_m_s2,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """A vehicle time series made usable for interpolation.
 
-    1. rows without timestamp, latitude or longitude are dropped;
-    2. rows are sorted by timestamp (stable: file order among equal times);
-    3. repeated timestamps keep their first row;
-    4. position jumps are removed: a step between consecutive samples longer than
-       ``max_speed_m_s * dt + min_jump_m`` is a violation. First every sample is compared with
-       a running median of the track (21 samples): one further from it than the vehicle could
-       have travelled within the window is dropped, which removes bursts of several jumped
-       samples at once. Then, while a violating step remains: the violating steps cut the track
-       into consistent segments, and a segment shorter than both neighbours, which join up
-       without it, is dropped (a longer burst). Where that settles nothing, the samples on one
-       side of each violating step that the other end could not have reached are dropped: the
-       side with the shorter such run, on a tie the end further from the running median.
+    1. rows without timestamp, latitude or longitude are dropped (``nan_rows``);
+    2. rows are sorted by timestamp (stable: file order among equal times;
+       ``out_of_order_rows`` counts the rows that came before an earlier time, none dropped);
+    3. repeated timestamps keep their first row (``duplicate_timestamps``);
+    4. position jumps are removed (``position_jumps``): fixes the vehicle could not have reached
+       from its neighbours in time, judged by :func:`pipeline.track.pose_jumps` from the local
+       motion (top speed ``max_speed_m_s``, acceleration ``max_accel_m_s2``, fix noise
+       ``min_jump_m``). A step after which the track goes on from the new place is kept and
+       counted in ``position_steps``: no stretch of valid navigation is ever dropped for it.
 
-    Returns the cleaned table (index reset) and counts of what was dropped.
+    Returns the cleaned table (index reset) and the counts. The time span of the rows with a
+    time and a position, before any was dropped, is kept in ``table.attrs["raw_span_s"]`` so an
+    image outside the cleaned span can be told that its fixes were dropped.
     """
+    limits = MotionLimits(max_speed_m_s=max_speed_m_s, max_accel_m_s2=max_accel_m_s2,
+                          position_noise_m=min_jump_m)
     notes = {}
     t = table["timestamp"].to_numpy()
     valid = np.isfinite(t) & np.isfinite(table["lat"].to_numpy()) & np.isfinite(table["lon"].to_numpy())
@@ -94,116 +95,29 @@ def clean_track(
     dup = df["timestamp"].duplicated(keep="first").to_numpy()
     notes["duplicate_timestamps"] = int(dup.sum())
     df = df.loc[~dup].reset_index(drop=True)
-    keep = jump_free(
-        df["timestamp"].to_numpy(), df["lat"].to_numpy(), df["lon"].to_numpy(),
-        max_speed_m_s=max_speed_m_s, min_jump_m=min_jump_m,
-    )
-    notes["position_jumps"] = int((~keep).sum())
-    if not keep.all():
-        df = df.loc[keep].reset_index(drop=True)
+    t = df["timestamp"].to_numpy()
+    x, y = local_xy(df["lat"].to_numpy(), df["lon"].to_numpy()) if len(df) else (t, t)
+    jump = pose_jumps(t, x, y, limits)
+    notes["position_jumps"] = int(jump.sum())
+    notes["position_steps"] = len(position_steps(t[~jump], x[~jump], y[~jump], limits))
+    span = (float(t[0]), float(t[-1])) if len(t) else None
+    if jump.any():
+        df = df.loc[~jump].reset_index(drop=True)
+    df.attrs["raw_span_s"] = span
     return df, notes
 
 
-def jump_free(
-    t: np.ndarray, lat: np.ndarray, lon: np.ndarray,
-    max_speed_m_s: float = MAX_SPEED_M_S, min_jump_m: float = MIN_JUMP_M,
-) -> np.ndarray:
-    """Mask of samples to keep so that no step implies more than ``max_speed_m_s``.
+def sniff(head):
+    """oplab_pipeline's vehicle navigation CSV: the required columns of :data:`COLUMNS` and no
+    image column (that would be the camera CSV)."""
+    from .oplab_camera import COLUMNS as CAMERA_COLUMNS
+    from .sniffing import Sniff, has_suffix, header_roles
 
-    ``t`` must be strictly increasing and the positions finite.
-    """
-    n = len(t)
-    keep = np.ones(n, dtype=bool)
-    if n < 3:
-        return keep
-    x, y = local_xy(lat, lon)
-    h = _MEDIAN_HALF_WINDOW
-    w = 2 * h + 1
-    mx = pd.Series(x).rolling(w, center=True, min_periods=1).median().to_numpy()
-    my = pd.Series(y).rolling(w, center=True, min_periods=1).median().to_numpy()
-    dev = np.hypot(x - mx, y - my)
-    # A good sample is within max_speed * |dt| of every good sample in its window; while good
-    # samples are the majority, the median of each coordinate lies within that range too, so
-    # the median point is within sqrt(2) * max_speed * span of a good sample.
-    idx = np.arange(n)
-    span = np.maximum(t - t[np.maximum(idx - h, 0)], t[np.minimum(idx + h, n - 1)] - t)
-    keep &= dev <= np.sqrt(2.0) * max_speed_m_s * span + min_jump_m
-    while True:
-        k = np.flatnonzero(keep)
-        if len(k) < 2:
-            break
-        step = np.hypot(np.diff(x[k]), np.diff(y[k]))
-        bad = np.flatnonzero(step > max_speed_m_s * np.diff(t[k]) + min_jump_m)
-        if not len(bad):
-            break
-        drop = _spikes(k, bad, t, x, y, max_speed_m_s, min_jump_m)
-        if not drop.any():
-            drop = _enclosed_segments(k, bad, t, x, y, max_speed_m_s, min_jump_m)
-        if drop.any():
-            keep[k[drop]] = False
-            continue
-        a, b = k[bad], k[bad + 1]
-        # the side of the step that is off the track is the shorter run of samples the other
-        # end cannot reach; on a tie, the end further from the running median
-        fwd_cand, fwd_run = _unreachable_run(k, bad + 1, a, 1, t, x, y, max_speed_m_s, min_jump_m)
-        back_cand, back_run = _unreachable_run(k, bad, b, -1, t, x, y, max_speed_m_s, min_jump_m)
-        forward = (fwd_run < back_run) | ((fwd_run == back_run) & (dev[b] >= dev[a]))
-        m = np.arange(fwd_cand.shape[1])[None, :]
-        keep[fwd_cand[forward][m < fwd_run[forward][:, None]]] = False
-        keep[back_cand[~forward][m < back_run[~forward][:, None]]] = False
-    return keep
-
-
-def _spikes(k, bad, t, x, y, max_speed_m_s, min_jump_m) -> np.ndarray:
-    """Positions in ``k`` of single samples that violate towards both neighbours, while the
-    neighbours are consistent with each other."""
-    drop = np.zeros(len(k), dtype=bool)
-    both = bad[1:][np.diff(bad) == 1]  # steps j-1 -> j and j -> j+1 both violate: j = bad
-    if len(both):
-        i, j = k[both - 1], k[both + 1]
-        joins = np.hypot(x[j] - x[i], y[j] - y[i]) <= max_speed_m_s * (t[j] - t[i]) + min_jump_m
-        drop[both[joins]] = True
-    return drop
-
-
-def _enclosed_segments(k, bad, t, x, y, max_speed_m_s, min_jump_m) -> np.ndarray:
-    """Positions in ``k`` of segments that are off the track between two violating steps.
-
-    The violating steps split the kept samples into segments that are each consistent. A
-    segment is dropped when it is shorter than both neighbours and the neighbours join up
-    without it; a first or last segment when it is shorter than its neighbour and than
-    _RUN_LOOKAHEAD samples (a bad first or last fix, not half of a dive).
-    """
-    starts = np.concatenate([[0], bad + 1])
-    ends = np.concatenate([bad, [len(k) - 1]])
-    size = ends - starts + 1
-    flag = np.zeros(len(size), dtype=bool)
-    if len(size) >= 3:
-        i, j = k[ends[:-2]], k[starts[2:]]  # end of the segment before, start of the one after
-        joins = np.hypot(x[j] - x[i], y[j] - y[i]) <= max_speed_m_s * (t[j] - t[i]) + min_jump_m
-        flag[1:-1] = joins & (size[1:-1] < size[:-2]) & (size[1:-1] < size[2:])
-    flag[0] |= (size[0] < size[1]) & (size[0] < _RUN_LOOKAHEAD)
-    flag[-1] |= (size[-1] < size[-2]) & (size[-1] < _RUN_LOOKAHEAD)
-    edges = np.zeros(len(k) + 1, dtype=np.int64)
-    np.add.at(edges, starts[flag], 1)
-    np.add.at(edges, ends[flag] + 1, -1)
-    return np.cumsum(edges[:-1]) > 0
-
-
-def _unreachable_run(k, start, anchor, sign, t, x, y, max_speed_m_s, min_jump_m):
-    """Samples from ``start`` onwards (direction ``sign``) that ``anchor`` cannot reach.
-
-    ``k`` holds the kept sample indices and ``start`` positions in ``k``. Returns the candidate
-    sample indices (one row per violation, _RUN_LOOKAHEAD wide) and the length of each leading
-    run of unreachable samples (at least 1: the violating sample itself).
-    """
-    m = np.arange(_RUN_LOOKAHEAD)
-    pos = start[:, None] + sign * m[None, :]
-    inside = (pos >= 0) & (pos < len(k))
-    cand = k[np.clip(pos, 0, len(k) - 1)]
-    dist = np.hypot(x[cand] - x[anchor][:, None], y[cand] - y[anchor][:, None])
-    reach = max_speed_m_s * np.abs(t[cand] - t[anchor][:, None]) + min_jump_m
-    off = (dist > reach) & inside
-    off[:, 0] = True
-    run = np.where(off.all(axis=1), _RUN_LOOKAHEAD, np.argmin(off, axis=1))
-    return cand, run
+    verdict = Sniff("oplab-nav-csv", 0.0, per_image=False)
+    if not has_suffix(head, ".csv"):
+        return verdict
+    found = header_roles(head.lines, COLUMNS)
+    if found is None or header_roles(head.lines, {"image": CAMERA_COLUMNS["image"]}) is not None:
+        return verdict
+    return Sniff("oplab-nav-csv", 0.96, per_image=False, found=found,
+                 note="oplab vehicle navigation, matched by the time in image names")
