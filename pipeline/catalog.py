@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-NAV_FORMATS = ("oplab-camera-csv", "oplab-nav-csv", "acfr-stereo-pose", "ifdo", "csv")
+NAV_FORMATS = ("oplab-camera-csv", "oplab-nav-csv", "acfr-stereo-pose", "ifdo", "csv",
+               "biigle-csv", "qgc-csv", "exif")
 
 
 class CatalogError(ValueError):
@@ -41,24 +42,38 @@ class _Strict(BaseModel):
 class CsvColumns(_Strict):
     """Column map for ``format: csv`` navigation (column names in the file, plus units)."""
 
-    time: str
-    time_unit: Literal["unix_s", "iso8601"] = "unix_s"
+    time: str | list[str]  # one column, or [Date, Time] joined with a space
+    # resolved when absent: "format" with a time_format, "iso8601" for a list, else "unix_s"
+    time_unit: Literal["unix_s", "unix_ms", "iso8601", "format"] | None = None
+    time_format: str | None = None  # strftime, e.g. "%m/%d/%Y %H:%M:%S"
+    timezone: str = "UTC"  # of times written without a zone: "UTC", "+10:00", "Australia/Hobart"
+    missing_values: list[str] = []  # extra missing tokens, e.g. ["--.--"]
     image: str | None = None  # image path column; without it images are matched by time
     lat: str | None = None
     lon: str | None = None
     easting: str | None = None
     northing: str | None = None
     xy_crs: str | None = None  # EPSG of easting/northing when lat/lon are absent
-    depth: str
+    depth: str | None = None  # without it depth is unknown (NaN)
     depth_positive: Literal["down", "up"] = "down"
+    depth_unit: Literal["m", "dbar"] = "m"  # dbar: sea pressure, converted (UNESCO 1983)
     altitude: str | None = None
     heading: str | None = None
     heading_unit: Literal["deg", "rad"] = "deg"
     delimiter: str = ","
 
+    @model_validator(mode="after")
+    def _describes_a_file(self) -> CsvColumns:
+        from .readers.generic_csv import column_map  # the reader's own rules, one place
+
+        spec = column_map(self.model_dump())  # ValueError names the key and what is expected
+        self.time_unit = spec["time_unit"]
+        return self
+
 
 class NavSource(_Strict):
-    format: Literal["oplab-camera-csv", "oplab-nav-csv", "acfr-stereo-pose", "ifdo", "csv"]
+    format: Literal["oplab-camera-csv", "oplab-nav-csv", "acfr-stereo-pose", "ifdo", "csv",
+                    "biigle-csv", "qgc-csv", "exif"]
     path: str
     columns: CsvColumns | None = None
 

@@ -27,23 +27,23 @@ line, the column or key, what was found and what was expected.
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 import importlib
-import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 __all__ = [
     "FORMATS",
+    "Head",
     "NAV_COLUMNS",
     "NavData",
     "NavFormatError",
+    "Sniff",
     "image_time_from_name",
     "read_nav",
+    "sniff_file",
 ]
 
 
@@ -70,6 +70,9 @@ class NavData:
     path: Path
     format: str
     notes: dict[str, int] = field(default_factory=dict)
+    # images the file lists that this source was told not to locate (an ACFR stereo file's
+    # camera left out by ``cameras``) -> why, so the caller quarantines them with that reason
+    not_located: dict[str, str] = field(default_factory=dict)
 
 
 # format name -> (module, reader function)
@@ -79,6 +82,10 @@ _READERS = {
     "acfr-stereo-pose": ("acfr", "read_acfr_stereo_pose"),
     "ifdo": ("ifdo", "read_ifdo"),
     "csv": ("generic_csv", "read_generic_csv"),
+    "biigle-csv": ("biigle", "read_biigle_csv"),
+    "qgc-csv": ("qgc", "read_qgc_csv"),
+    # read_nav("exif", dive_dir, images=[...]): the images themselves are the navigation
+    "exif": ("exif", "read_exif_images"),
 }
 FORMATS = tuple(_READERS)
 
@@ -89,7 +96,9 @@ def read_nav(format: str, path: Path, columns: dict | None = None, **options: An
     ``columns`` is the column map of format ``"csv"`` (and only of that format). ``options``
     go to the format's reader: ``dive_dir`` for ``"ifdo"`` (image paths relative to the dive
     folder), ``image_dir`` for ``"acfr-stereo-pose"``, ``max_speed_m_s`` and ``min_jump_m``
-    for the vehicle time series (``"oplab-nav-csv"``, ``"csv"`` without an image column).
+    for the vehicle time series (``"oplab-nav-csv"``, ``"csv"`` without an image column),
+    ``timezone`` for ``"biigle-csv"``, ``"qgc-csv"`` and ``"exif"``; for ``"exif"`` ``path`` is
+    the dive folder and ``images`` the image paths relative to it.
     """
     if format not in _READERS:
         raise ValueError(f"unknown navigation format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -105,43 +114,9 @@ def read_nav(format: str, path: Path, columns: dict | None = None, **options: An
     return reader(path, **options)
 
 
-# Capture times in image names: PR_20240313_004046_897_LC16.jpg (YYYYMMDD_HHMMSS_mmm) and
-# ISO-like stamps such as image_20240313T004046.897Z.jpg or 2024-03-13T00:40:46.897Z.jpg.
-_COMPACT = re.compile(
-    r"(?<!\d)(\d{4})(\d{2})(\d{2})[_T-](\d{2})(\d{2})(\d{2})(?:[_.,](\d{1,6}))?(?!\d)"
-    r"(Z|[+-]\d{2}:?\d{2}(?!\d))?"
-)
-_DASHED = re.compile(
-    r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[T_ ](\d{2})[:\-]?(\d{2})[:\-]?(\d{2})(?:[.,](\d{1,6}))?(?!\d)"
-    r"(Z|[+-]\d{2}:?\d{2}(?!\d))?"
-)
+# image_time_from_name lives in .imagetime (with its patterns); re-exported here, where callers
+# have always imported it from
+from .imagetime import image_time_from_name  # noqa: E402
 
-
-def image_time_from_name(name: str) -> float | None:
-    """Capture time (unix seconds, UTC) written in an image file name, or None.
-
-    Understands ``PR_20240313_004046_897_LC16.jpg`` (YYYYMMDD_HHMMSS_mmm) and ISO-like stamps
-    (``image_20240313T004046.897Z.jpg``, ``2024-03-13T00:40:46.897Z.png``). Times without a zone
-    are UTC; an explicit ``+hh:mm`` offset is honoured. Only the file name is searched, not the
-    folders above it.
-    """
-    base = PurePosixPath(str(name).replace("\\", "/")).name
-    for pattern in (_COMPACT, _DASHED):
-        for m in pattern.finditer(base):
-            year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-            if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
-                continue
-            try:
-                dt.date(year, month, day)  # calendar.timegm would accept 31 February
-            except ValueError:
-                continue
-            secs = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-            frac = m.group(7)
-            value = float(secs) + (int(frac) / 10 ** len(frac) if frac else 0.0)
-            zone = m.group(8)
-            if zone and zone != "Z":
-                sign = 1 if zone[0] == "+" else -1
-                digits = zone[1:].replace(":", "")
-                value -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
-            return value
-    return None
+# what a file holds, judged by its content: one ``sniff`` per reader module, gathered here
+from .sniffing import Head, Sniff, sniff_file  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,35 @@ _MISSING_WORDS = {"", "nan", "-nan", "na", "n/a", "null", "none", "<na>", "#n/a"
 def norm_name(name: object) -> str:
     """Header name compared without case or whitespace: ' Latitude [deg]' == 'latitude[deg]'."""
     return "".join(str(name).split()).lower()
+
+
+def bare_name(name: object) -> str:
+    """Header name without case, spaces or a bracketed unit: 'Latitude (deg)' -> 'latitude',
+    'Depth [m]' -> 'depth', 'gps.lat' stays 'gps.lat'."""
+    s = re.sub(r"\[[^\]]*\]|\([^)]*\)", "", str(name)).strip().lower()
+    return re.sub(r"[\s-]+", "_", s).strip("_")
+
+
+def match_column(header: Sequence[str], name: str) -> int | None:
+    """Position of the header column called ``name``: exactly first, then ignoring case and
+    spaces, then also ignoring a bracketed unit ('Depth [m]' for 'depth'); None if absent."""
+    if name in header:
+        return list(header).index(name)
+    for key in (norm_name, bare_name):
+        wanted = key(name)
+        keys = [key(h) for h in header]
+        if wanted and wanted in keys:
+            return keys.index(wanted)
+    return None
+
+
+def is_missing(value: object, extra: Collection[str] = ()) -> bool:
+    """A missing-value marker: empty, one of the built-in words (nan, NA, null, ...) or one of
+    the ``extra`` tokens a file uses (QGroundControl writes '--.--')."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return True
+    text = str(value).strip()
+    return text.lower() in _MISSING_WORDS or text in extra
 
 
 def read_header(path: Path, delimiter: str) -> list[str]:
@@ -130,9 +159,11 @@ def _too_many_fields(path: Path, ncols: int, delimiter: str, line: int | None, s
 
 
 def numbers(
-    path: Path, values: pd.Series | np.ndarray, lines: np.ndarray, column: str, expected: str
+    path: Path, values: pd.Series | np.ndarray, lines: np.ndarray, column: str, expected: str,
+    missing: Collection[str] = (),
 ) -> np.ndarray:
-    """A column as float64; a value that is neither a number nor a missing marker raises."""
+    """A column as float64; a value that is neither a number nor a missing marker (built-in
+    words or the ``missing`` tokens) raises."""
     s = pd.Series(values)
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -142,7 +173,7 @@ def numbers(
     num = pd.to_numeric(stripped, errors="coerce")
     bad = (num.isna() & stripped.notna()).to_numpy().copy()
     if bad.any():
-        words = stripped[bad].map(lambda v: str(v).lower() in _MISSING_WORDS).to_numpy(dtype=bool)
+        words = stripped[bad].map(lambda v: is_missing(v, missing)).to_numpy(dtype=bool)
         bad[np.flatnonzero(bad)[words]] = False
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

@@ -318,3 +318,16 @@ def _image(path: Path, key: str, local: Any, dive_dir: Path | None) -> str:
     full = os.path.normpath(os.path.join(os.path.abspath(path.parent), local, key))
     rel = os.path.relpath(full, os.path.abspath(dive_dir))
     return rel.replace(os.sep, "/")
+
+
+
+def sniff(head):
+    """iFDO: a JSON or YAML file whose first 4 MiB hold the ``image-set-header`` key."""
+    from .sniffing import Sniff, has_suffix
+
+    verdict = Sniff("ifdo", 0.0, per_image=True)
+    if not has_suffix(head, ".json", ".yaml", ".yml") or HEADER.encode() not in head.prefix:
+        return verdict
+    confidence = 0.97 if ITEMS.encode() in head.prefix else 0.9
+    return Sniff("ifdo", confidence, per_image=True, found={"header": HEADER, "items": ITEMS},
+                 note="iFDO image metadata, one item per image")

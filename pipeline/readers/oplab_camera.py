@@ -82,3 +82,18 @@ def read_oplab_columns(path: Path, spec: dict) -> pd.DataFrame:
         len(rows), values["timestamp"], values["lat"], values["lon"], values["depth_m"], lines,
         altitude_m=values.get("altitude_m"), heading_deg=values.get("heading_deg"), image=image,
     )
+
+
+
+def sniff(head):
+    """oplab_pipeline's camera CSV: every required column of :data:`COLUMNS` in the header."""
+    from .sniffing import Sniff, has_suffix, header_roles
+
+    verdict = Sniff("oplab-camera-csv", 0.0, per_image=True)
+    if not has_suffix(head, ".csv"):
+        return verdict
+    found = header_roles(head.lines, COLUMNS)
+    if found is None:
+        return verdict
+    return Sniff("oplab-camera-csv", 0.97, per_image=True, found=found,
+                 note="oplab_pipeline camera poses, one row per image")
