@@ -134,6 +134,8 @@ def test_what_it_cannot_place_is_reported(survey, reference, tmp_path, capsys):
     root = flat(survey, tmp_path / "survey")
     (root / "catalog.yaml").unlink()
     shutil.rmtree(root / "dive04" / "nav")  # dive04 had only the 10 Hz log
+    # the generator's truth spans every dive's time: it would serve dive04 as a shared log
+    (root / "truth.csv").unlink()
     shutil.copy(survey / "dive01" / "nav" / "auv_ekf_centre.csv", root / "all_dives_nav.csv")
     stray = root / "misc" / "2020" / "photos"
     stray.mkdir(parents=True)
@@ -148,7 +150,8 @@ def test_what_it_cannot_place_is_reported(survey, reference, tmp_path, capsys):
     row = next(line for line in placed.splitlines() if line.startswith("dive04"))
     assert row.split()[1:3] == ["12", "-"] and "no navigation file" in row
     assert "dive dive04: no navigation file (tried dive04/nav/auv_ekf_LC.csv" in rest
-    assert "all_dives_nav.csv (oplab-nav-csv)" in rest  # names no dive
+    # names no dive, and serves only dive01, which has its own file
+    assert "all_dives_nav.csv (oplab-nav-csv: serves dive01, which has a navigation file of its own" in rest
     assert "misc/2020 (4 .jpg)" in rest and "different depths" in rest
     assert "site.png" in rest  # the generator's map: an image outside any dive
     assert "labels.csv" in rest  # a CSV that is not navigation

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..catalog import NavSource
 from ..readers._common import norm_name
+from ..readers.sniffing import read_head
 from .layout import dive_of_image_folder
-from .own_sniff import head_lines
 from .scan import NavFile
 
 # most precise first: per-image camera poses, then the vehicle's time series
@@ -149,7 +149,7 @@ def group_sources(navs: list[NavFile], ids: dict[str, str]) -> tuple[dict[tuple,
 
 def listed_images(root: Path, nav: NavFile, limit: int = 40) -> list[str] | None:
     """The first image paths a per-image file lists, as written (None: not such a file)."""
-    lines = head_lines(root / nav.rel, limit + 1) or []
+    lines = read_head(root / nav.rel, n_lines=limit + 1, n_bytes=1 << 20).lines or []
     refs: list[str] = []
     if nav.format == "acfr-stereo-pose":
         for line in lines:
@@ -239,3 +239,35 @@ def camera_note(chosen: list[SourceGroup], images: str, image_folders, dives: se
             else "")
     return [f"images: {first.template} lists images in {', '.join(sorted(listed))} only; those in "
             f"{', '.join(rest)} will be quarantined as no_nav{hint}"]
+
+
+def check_units(root: Path, chosen: list[SourceGroup]) -> list[str]:
+    """Read one file of each source with its reader. An ACFR file the reader refuses because
+    its yaws are degrees (oplab-pipeline writes them so) gets ``yaw_unit: deg`` when it reads
+    with it; any other refusal becomes a note naming the file and the reader's reason."""
+    from ..readers import NavFormatError, read_nav
+
+    notes = []
+    for g in chosen:
+        if g.template is None or not g.files:
+            continue
+        first = sorted(g.files)[0]
+        rel = g.files[first][-1]
+        options = {"yaw_unit": g.options.get("yaw_unit", "rad")} if g.kind == "acfr-stereo-pose" \
+            else {}
+        try:
+            read_nav(g.format, root / rel, columns=g.columns, **options)
+        except (NavFormatError, ValueError) as exc:
+            why = str(exc).splitlines()[0]
+            if g.kind == "acfr-stereo-pose" and "yaw_unit" not in g.options and "deg" in why:
+                try:
+                    read_nav(g.format, root / rel, yaw_unit="deg")
+                except (NavFormatError, ValueError):
+                    pass
+                else:
+                    g.options["yaw_unit"] = "deg"
+                    notes.append(f"nav: {rel}: yaws outside +-2 pi, so in degrees (as "
+                                 "oplab-pipeline writes them): yaw_unit: deg")
+                    continue
+            notes.append(f"nav: {rel} as {g.format}: the reader refuses it: {why}")
+    return notes

@@ -19,8 +19,8 @@ from ..ingest import discover_dives, dive_id_of, dive_images, dive_nav_source, d
 from ..output import MARKER as OUTPUT_MARKER
 from .explain import explain
 from .layout import counts, dives_glob, images_template, place_image_folders
-from .navsources import FORMAT_RANK, SourceGroup, camera_note, choose_sources, group_sources, image_refs, \
-    nav_template
+from .navsources import FORMAT_RANK, SourceGroup, camera_note, check_units, choose_sources, \
+    group_sources, image_refs, nav_template
 from .scan import IMAGE_EXTS, Scan, scan
 from .shared_nav import exif_source, shared_sources, untimed_images
 
@@ -143,14 +143,26 @@ def propose(survey_dir: str | Path, name: str | None = None, output: str | None 
         last = g.files[dive_id][-1]
         g.refs = image_refs(root, next(n for n in g.navs if n.rel == last), ids[dive_id])
     shared, refused = shared_sources(probe, probe_ids, loose)
-    chosen = choose_sources([*groups.values(), *shared])
+    chosen = choose_sources(list(groups.values()))
+    # a dive's own file is more specific than a file for all: shared sources come last, and
+    # only those that serve a dive without its own file
+    covered = set().union(*(g.files for g in chosen))
+    for g in choose_sources(shared):
+        if set(g.files) - covered:
+            chosen.append(g)
+            covered |= set(g.files)
+        else:
+            which = "which has" if len(g.files) == 1 else "which all have"
+            refused.append(f"{g.navs[0].rel} ({g.kind.replace('+image', '')}: serves "
+                           f"{more(sorted(g.files), 4)}, {which} a navigation file of its own)")
     skipped = [f"{g.kind.replace('+image', '')} {g.template} ({len(g.files)} dive(s))"
-               for g in [*groups.values(), *shared] if g not in chosen]
+               for g in groups.values() if g not in chosen]
     if skipped:
         notes.append("nav: also found, not used (the sources above serve the same dives):"
                      + "".join(f"\n    {line}" for line in skipped[:LIST_MAX])
                      + (f"\n    ... and {len(skipped) - LIST_MAX} more"
                         if len(skipped) > LIST_MAX else ""))
+    notes += check_units(root, chosen)
     for g in chosen:
         if g.refs and g.refs.found == 0:
             notes.append(f"nav: {g.template}: none of the first {g.refs.checked} image paths it "
@@ -161,7 +173,7 @@ def propose(survey_dir: str | Path, name: str | None = None, output: str | None 
                          "this catalog version does not have; check the file's units by hand")
     notes += camera_note(chosen, images, s.images, set(dive_rels), placed)
     if refused:
-        unplaced.append("navigation files not attributed to a dive: " + more(refused))
+        unplaced.append("navigation files not used (they name no dive): " + more(refused))
     unplaced += _unrecognised_lines(s, ids)
     if not chosen and not s.nav:
         exif, what = exif_source(probe, probe_ids)

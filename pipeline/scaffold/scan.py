@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from ..catalog import NavSource
 from ..output import MARKER as OUTPUT_MARKER
-from .own_sniff import Sniff, sniff_path
+from ..readers import Sniff, sniff_file
 
 CATALOG_NAME = "catalog.yaml"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -28,7 +28,7 @@ _USABLE = 0.5  # a sniff below this confidence only explains what it missed
 
 def sniff_nav(path: Path) -> list[Sniff]:
     """The readers' verdicts on one file, best first: the one place init learns formats."""
-    return sniff_path(path)
+    return sniff_file(path)
 
 
 @dataclass

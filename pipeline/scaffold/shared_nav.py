@@ -21,13 +21,11 @@ from pydantic import ValidationError
 
 from ..catalog import Catalog, NavSource
 from ..ingest import dive_images
-from ..readers import NavFormatError, image_time_from_name, read_nav
+from ..readers import NavFormatError, image_time_from_name, read_nav, sniff_file
 from .navsources import SourceGroup, is_time_series
 from .scan import NavFile
 
-_EXIF_SAMPLE = 3  # images opened per dive (at most 3 dives) to look for EXIF GPS
-_GPS_IFD, _EXIF_IFD = 0x8825, 0x8769
-_GPS_LATITUDE, _GPS_LONGITUDE, _DATETIME_ORIGINAL = 2, 4, 0x9003
+_EXIF_SAMPLE = 3  # images sniffed per dive (at most 3 dives) for EXIF time and GPS
 
 
 def accepts_shared_paths() -> bool:
@@ -132,28 +130,21 @@ def _sample(items: list[str]) -> list[str]:
 
 
 def exif_source(cat: Catalog, dive_ids: list[str]) -> tuple[SourceGroup | None, str]:
-    """``format: exif`` when sampled images carry an EXIF GPS position (and a line saying what
-    was checked either way)."""
-    from PIL import Image
-
+    """``format: exif`` when the readers find a capture time and a GPS position in the EXIF of
+    sampled images (and a line saying what was checked either way)."""
     checked = with_gps = 0
-    covered = []
+    options: dict = {}
     for d in dive_ids[:3]:
         for img in dive_images(cat, d)[:_EXIF_SAMPLE]:
             checked += 1
-            try:
-                with Image.open(cat.root / img) as im:
-                    exif = im.getexif()
-                    gps = exif.get_ifd(_GPS_IFD)
-            except (OSError, ValueError, SyntaxError):
-                continue
-            if _GPS_LATITUDE in gps and _GPS_LONGITUDE in gps:
+            verdict = next((s for s in sniff_file(cat.root / img) if s.format == "exif"), None)
+            if verdict is not None and not verdict.missing:
                 with_gps += 1
-                covered.append(d)
-    what = f"{with_gps} of {checked} sampled image(s) carry an EXIF GPS position"
+                options = dict(verdict.options)
+    what = f"{with_gps} of {checked} sampled image(s) carry an EXIF time and GPS position"
     if not with_gps or not accepts_exif():
         return None, what
-    g = SourceGroup("exif", None, None)
+    g = SourceGroup("exif", None, None, options)
     g.files = {d: [] for d in dive_ids}  # the images of every dive are its files
     return g, what
 
