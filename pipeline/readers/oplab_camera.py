@@ -84,7 +84,6 @@ def read_oplab_columns(path: Path, spec: dict) -> pd.DataFrame:
     )
 
 
-
 def sniff(head):
     """oplab_pipeline's camera CSV: every required column of :data:`COLUMNS` in the header."""
     from .sniffing import Sniff, has_suffix, header_roles
