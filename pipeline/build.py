@@ -107,7 +107,7 @@ def _nothing_located(cat: Catalog, parts: list[DiveResult], quar: pd.DataFrame) 
             why = f"key 'images': {expand(cat.images, cat, p.dive)!r} matches no file"
         elif p.nav_format is None:
             why = "key 'nav': no template matches a file (" + ", ".join(
-                repr(expand(n.path, cat, p.dive)) for n in cat.nav) + ")"
+                repr(expand(n.path, cat, p.dive)) for n in cat.nav if n.path) + ")"
         else:
             top = p.quarantine["reason"].value_counts().head(3)
             why = (f"{p.images_found} images, navigation {p.nav_format}; quarantined: "
@@ -115,10 +115,48 @@ def _nothing_located(cat: Catalog, parts: list[DiveResult], quar: pd.DataFrame) 
         lines.append(f"  dive {p.dive}: {why}")
     if len(parts) > 10:
         lines.append(f"  ... and {len(parts) - 10} more dives")
-    lines.append("templates resolve from the root: {dive} is the dive folder's path from the root "
-                 "(e.g. dives/r00), {dive_id} the part the wildcards of 'dives' matched; see "
-                 "quarantine reasons above and fix the catalog")
+    if len(quar):
+        lines.append("per quarantine reason, the count and the first case:")
+        for reason, group in quar.groupby("reason", sort=False):
+            first = group.iloc[0]
+            lines.append(f"  {reason} x{len(group)}: {first['source']}: {first['detail']}")
+    hints = [_HINTS[r] for r in dict.fromkeys(quar["reason"]) if r in _HINTS] if len(quar) else []
+    if any(p.images_found == 0 or p.nav_format is None for p in parts):
+        hints.append(_HINTS["templates"])
+    lines += [f"hint: {h}" for h in dict.fromkeys(hints)]
     return "\n".join(lines)
+
+
+# what to do, for the causes a hint fits (the first case above says what was found)
+_HINTS = {
+    "templates": "templates resolve from the root: {dive} is the dive folder's path from the "
+                 "root (e.g. dives/r00), {dive_id} the part the wildcards of 'dives' matched",
+    "no_time": "the image names carry no time the built-in patterns read: set 'image_time:' "
+               "in the catalog (strftime-style or a regex with named groups)",
+    "unsafe_path": "the navigation file names images outside the catalog root: check 'root' "
+                   "and where the file's image paths are relative to",
+    "no_nav": "the navigation file lists none of these images by path or file name: check "
+              "'images' and the file's image column",
+    "outside_nav_span": "the image times lie outside the navigation's time span: check the "
+                        "time zone of the image names and of the navigation",
+    "time_order": "item times are out of the file's order: fix the times in the navigation file",
+}
+
+
+CROWDED = 20  # images at one position (to 1 cm) beyond any camera rig: called out
+
+
+def crowded_positions(locs: pd.DataFrame, limit: int = CROWDED) -> list[str]:
+    """A warning per position that holds ``limit`` or more images: each is a positive of every
+    other, which poisons location positives (a frozen fix, a log without positions)."""
+    key = pd.DataFrame({"x": np.round(locs["easting"].to_numpy(), 2),
+                        "y": np.round(locs["northing"].to_numpy(), 2), "dive": locs["dive"]})
+    counts = key.groupby(["x", "y"]).agg(n=("dive", "size"), dives=("dive", "unique"))
+    crowded = counts[counts["n"] >= limit].sort_values("n", ascending=False)
+    return [f"{int(r.n)} images share one position (E {x:.2f}, N {y:.2f}; dive(s) "
+            f"{', '.join(map(str, r.dives[:3]))}): every one is a positive of every other; "
+            "check the navigation (nav_checks.degenerate: quarantine leaves such dives out)"
+            for (x, y), r in crowded.head(5).iterrows()]
 
 
 @dataclass
@@ -332,6 +370,8 @@ def ingest_cached(cat: Catalog, out: Path, dive: str, fingerprint: str, workers=
     store = shard.cast(schema.IMAGE_STORE)  # the same rows in the same order, 64-bit offsets
     summary = json.dumps({"dive": dive, "nav_format": res.nav_format,
                           "images_found": res.images_found,
+                          "nav_rows_dropped": res.nav_rows_dropped, "nav_notes": res.nav_notes,
+                          "warnings": res.warnings,
                           "shard_digest": schema.shard_digest(ids, jpegs)})
     payload = (locations.nbytes + quarantine.nbytes + shard.nbytes + store.nbytes + len(summary)
                + (len(CACHE_FILES) + 2) * FILE_OVERHEAD)
@@ -377,6 +417,9 @@ def load_cached(out: Path, dive: str, fingerprint: str) -> DiveResult:
         locations=pq.read_table(folder / "locations.parquet").to_pandas(),
         quarantine=pq.read_table(folder / "quarantine.parquet").to_pandas(),
         images_found=summary["images_found"],
+        nav_rows_dropped=summary.get("nav_rows_dropped", {}),
+        nav_notes=summary.get("nav_notes", {}),
+        warnings=summary.get("warnings", []),
     )
 
 
@@ -458,8 +501,12 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
         "images_found": int(sum(p.images_found for p in parts)), "images_located": n,
         "quarantined": int(len(quar)),
         "per_dive": {p.dive: {"nav_format": p.nav_format, "found": p.images_found,
-                              "located": int(len(p.locations)), "quarantined": int(len(p.quarantine))}
+                              "located": int(len(p.locations)), "quarantined": int(len(p.quarantine)),
+                              "nav_rows_dropped": p.nav_rows_dropped, "nav_notes": p.nav_notes,
+                              "warnings": p.warnings}
                      for p in parts},
+        "warnings": [f"dive {p.dive}: {w}" for p in parts for w in p.warnings]
+        + crowded_positions(locs),
         "per_reason": {str(k): int(v) for k, v in quar["reason"].value_counts().sort_index().items()}
         if len(quar) else {},
         "pairs": int(pairs.num_rows), "pair_policy": policy,

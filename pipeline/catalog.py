@@ -21,10 +21,11 @@ class CatalogError(ValueError):
     """A catalog that cannot be used; the message says where and what to do."""
 
 
-def _check_template(v: str, what: str) -> None:
+def _check_template(v: str, what: str, shared_ok: bool = False) -> None:
     """A path template names the dive ({dive}: its folder from the root; {dive_id}: the part the
-    wildcards of 'dives' matched) and nothing else in braces."""
-    if "{dive}" not in v and "{dive_id}" not in v:
+    wildcards of 'dives' matched) and nothing else in braces. With ``shared_ok`` (navigation
+    paths) it may name neither: one file then serves every dive."""
+    if not shared_ok and "{dive}" not in v and "{dive_id}" not in v:
         raise ValueError(f"{what} template {v!r} must contain {{dive}} (the dive folder's path "
                          "from the root) or {dive_id} (the part of it the wildcards of 'dives' "
                          "matched)")
@@ -74,14 +75,48 @@ class CsvColumns(_Strict):
 class NavSource(_Strict):
     format: Literal["oplab-camera-csv", "oplab-nav-csv", "acfr-stereo-pose", "ifdo", "csv",
                     "biigle-csv", "qgc-csv", "exif"]
-    path: str
+    # a template with {dive}/{dive_id}, or without them one file shared by every dive (its
+    # rows attributed to dives by image path or name, or by time for a vehicle series); optional
+    # only for format exif (the images carry their own navigation)
+    path: str | None = None
     columns: CsvColumns | None = None
+    timezone: str | None = None  # exif only: the zone of EXIF times written without one
+    yaw_unit: Literal["rad", "deg"] | None = None  # acfr-stereo-pose only (default rad)
+    cameras: list[Literal["left", "right"]] | None = None  # acfr-stereo-pose only (default both)
 
     @field_validator("path")
     @classmethod
-    def _has_dive(cls, v: str) -> str:
-        _check_template(v, "path")
+    def _has_dive(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_template(v, "path", shared_ok=True)
         return v
+
+    @field_validator("cameras")
+    @classmethod
+    def _cameras(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("one or both of [left, right], each once")
+        return v
+
+    @property
+    def shared(self) -> bool:
+        """One file for every dive: the path names no dive."""
+        return self.path is not None and "{dive}" not in self.path and "{dive_id}" not in self.path
+
+    @model_validator(mode="after")
+    def _options_of_their_format(self) -> NavSource:
+        if self.path is None and self.format != "exif":
+            raise ValueError(f"format {self.format!r} needs a 'path' (only format 'exif', which "
+                             "reads the images themselves, may leave it out)")
+        only = {"timezone": "exif", "yaw_unit": "acfr-stereo-pose", "cameras": "acfr-stereo-pose"}
+        for key, fmt in only.items():
+            if getattr(self, key) is not None and self.format != fmt:
+                raise ValueError(f"'{key}' is only for format '{fmt}', not {self.format!r}")
+        if self.timezone is not None:
+            from .readers._times import parse_timezone  # the readers' own rule, one place
+
+            parse_timezone(self.timezone)  # ValueError says what was found and what is expected
+        return self
 
     @model_validator(mode="after")
     def _columns_only_for_csv(self) -> NavSource:
@@ -119,6 +154,18 @@ class Schedule(_Strict):
         return self
 
 
+class NavChecks(_Strict):
+    """How navigation is judged (pipeline.track): what the vehicle can do, how noisy its fixes
+    are, and what to do with a dive whose navigation is degenerate."""
+
+    max_speed_m_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 3.0
+    max_accel_m_s2: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    position_noise_m: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 2.0
+    # degenerate navigation (a track that does not move, a frozen fix, depths above the
+    # surface, altitudes out of range): warn in the summary, or quarantine the dive
+    degenerate: Literal["warn", "quarantine"] = "warn"
+
+
 # a number of seconds (or seconds per image): a finite positive number, not a string or a bool
 _Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
 
@@ -149,8 +196,12 @@ class Catalog(_Strict):
     nav: list[NavSource] = Field(min_length=1)
     images: str | None = "{dive}/images/*.jpg"  # null: navigation-only (no image files)
     labels: str | None = None
+    # an extra pattern for capture times in image names, tried before the built-in ones:
+    # strftime-style ("%Y_%m_%d_%H-%M-%S") or a regex with named groups (?P<year>...)
+    image_time: str | None = None
     validate_images: Literal["header", "decode"] = Field("decode", alias="validate")
     max_interp_gap_s: Annotated[float, Field(gt=0)] = 2.0
+    nav_checks: NavChecks = NavChecks()
     crs: str = "auto"
     crs_force: bool = False  # use an explicit crs even far from the site (refused otherwise)
     pairs: PairPolicy = PairPolicy()
@@ -184,6 +235,15 @@ class Catalog(_Strict):
     def _images(cls, v: str | None) -> str | None:
         if v is not None:
             _check_template(v, "images")
+        return v
+
+    @field_validator("image_time")
+    @classmethod
+    def _image_time(cls, v: str | None) -> str | None:
+        if v is not None:
+            from .readers.imagetime import compile_pattern
+
+            compile_pattern(v)  # ValueError says what is wrong with the pattern
         return v
 
     @field_validator("name")

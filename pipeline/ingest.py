@@ -26,12 +26,12 @@ from .catalog import Catalog, NavSource
 from .images import ImageCheck, check_images
 from .output import MARKER as OUTPUT_MARKER
 from .readers import NavFormatError, image_time_from_name, read_nav
+from .readers.imagetime import patterns_tried
+from .track import MotionLimits, degenerate, pose_jumps, time_faults
 
 DIVE_COLUMNS = ["image_id", "dive", "path", "timestamp", "lat", "lon", "depth_m", "altitude_m",
                 "heading_deg", "width", "height"]
 QUARANTINE_COLUMNS = ["dive", "source", "reason", "detail"]
-JUMP_WINDOW = 5  # poses in the running median that a per-image pose is compared with
-JUMP_LIMIT_M = 10.0  # further than this from the running median: a GPS/USBL jump
 
 
 @dataclass
@@ -42,6 +42,11 @@ class DiveResult:
     quarantine: pd.DataFrame  # QUARANTINE_COLUMNS
     shards: list[tuple[str, bytes]] = field(default_factory=list)  # (image_id, jpeg)
     images_found: int = 0
+    # navigation rows the reader's cleaner dropped, per reason (vehicle time series; per-image
+    # formats quarantine each image instead), what else the reader noted, and warnings
+    nav_rows_dropped: dict[str, int] = field(default_factory=dict)
+    nav_notes: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 _WILDCARD = re.compile(r"[*?\[]")
@@ -137,7 +142,15 @@ def dive_images(cat: Catalog, dive: str) -> list[str]:
 
 
 def nav_candidates(cat: Catalog, src: NavSource, dive: str) -> list[Path]:
-    """The files one navigation source's template matches for a dive, sorted (globs allowed)."""
+    """The files one navigation source's template matches for a dive, sorted (globs allowed).
+
+    A path without ``{dive}``/``{dive_id}`` names one file shared by every dive. ``exif``
+    without a path reads the dive's own images: its "file" is the dive folder, found when the
+    dive has an image."""
+    if src.path is None:  # format exif: the images are the navigation
+        if cat.images is None or not dive_images(cat, dive):
+            return []
+        return [cat.root / dive_rel(cat, dive)]
     return _matches(cat, src.path, dive)
 
 
@@ -152,15 +165,26 @@ def dive_nav_source(cat: Catalog, dive: str) -> tuple[NavSource, Path] | None:
 
 
 def nav_choice(cat: Catalog, dive: str) -> str | None:
-    """A line for the log when a navigation template matched several files, naming the one used."""
+    """A line for the log when a navigation template matched several files, naming the one used,
+    or when the file used is one shared by every dive."""
     for src in cat.nav:
         found = nav_candidates(cat, src, dive)
         if found:
+            used = found[-1].relative_to(cat.root).as_posix()
+            shared = (", shared by every dive (its rows attributed to this one by image path "
+                      "or file name, or by time)" if src.shared else "")
             if len(found) == 1:
-                return None
+                return f"dive {dive}: navigation from {used}{shared}" if shared else None
             return (f"dive {dive}: {len(found)} files match {expand(src.path, cat, dive)}; using "
-                    f"the last in sorted order, {found[-1].relative_to(cat.root).as_posix()}")
+                    f"the last in sorted order, {used}{shared}")
     return None
+
+
+def _first_dive(cat: Catalog) -> str | None:
+    """The dive that reports what a shared navigation file holds for no dive (rows whose image
+    path escapes the root), so it is reported once, not once per dive."""
+    dives = discover_dives(cat)
+    return dives[0] if dives else None
 
 
 def dive_fingerprint(cat: Catalog, dive: str, rels: list[str] | None = None) -> str:
@@ -168,14 +192,19 @@ def dive_fingerprint(cat: Catalog, dive: str, rels: list[str] | None = None) -> 
     h = hashlib.sha256()
     nav = dive_nav_source(cat, dive)
     settings = {
-        "builder": "ingest-1", "images": cat.images, "validate": cat.validate_images,
+        "builder": "ingest-2", "images": cat.images, "validate": cat.validate_images,
         "max_interp_gap_s": cat.max_interp_gap_s, "train_size": list(cat.train_size),
+        "nav_checks": cat.nav_checks.model_dump(),
         "nav": nav[0].model_dump() if nav else None,
         "nav_file": nav[1].relative_to(cat.root).as_posix() if nav else None,
         "dive_folder": dive_rel(cat, dive),
     }
+    if cat.image_time is not None:
+        settings["image_time"] = cat.image_time
+    if nav and nav[0].shared:  # which dive reports the shared file's unusable rows
+        settings["reports_shared_rows"] = dive == _first_dive(cat)
     h.update(json.dumps(settings, sort_keys=True).encode())
-    if nav:
+    if nav and nav[1].is_file():  # (exif: the images, below, are the navigation)
         h.update(hashlib.sha256(nav[1].read_bytes()).digest())
     for rel in dive_images(cat, dive) if rels is None else rels:
         try:
@@ -184,6 +213,76 @@ def dive_fingerprint(cat: Catalog, dive: str, rels: list[str] | None = None) -> 
         except OSError:  # a dangling symlink: quarantined as unreadable, still part of the key
             h.update(f"{rel}\0dangling\n".encode())
     return h.hexdigest()
+
+
+def no_time_detail(cat: Catalog, nav_rel: str) -> str:
+    """Why an image of a vehicle-navigation dive has no time, and what to do about it."""
+    tried = "; ".join(patterns_tried(cat.image_time))
+    return (f"the file name carries no capture time to match {nav_rel} by (patterns tried: "
+            f"{tried}); set `image_time:` in the catalog to the pattern of these names, "
+            "strftime-style such as \"%Y_%m_%d_%H-%M-%S\" or a regex with named groups "
+            "(?P<year>...)")
+
+
+def _reader_options(cat: Catalog, src: NavSource, dive: str, folder_rel: str,
+                    good: list[ImageCheck]) -> dict:
+    """What the format's reader needs besides the file: where image paths are taken from,
+    the catalog's per-source options."""
+    if src.format == "ifdo":
+        # a shared iFDO names images from the root (or its own folder); a dive's from the dive
+        return {"dive_dir": cat.root if src.shared else cat.root / folder_rel, "root": cat.root}
+    if src.format == "acfr-stereo-pose":
+        return {"yaw_unit": src.yaw_unit or "rad",
+                "cameras": tuple(src.cameras or ("left", "right"))}
+    if src.format == "exif":
+        files = ([p.relative_to(cat.root).as_posix() for p in nav_candidates(cat, src, dive)]
+                 if src.path is not None else [c.path for c in good])
+        return {"images": [posixpath.relpath(f, folder_rel) for f in files],
+                "timezone": src.timezone or "UTC"}
+    return {}
+
+
+def _image_bases(src: NavSource, folder_rel: str, nav_rel: str) -> list[str]:
+    """Folders (from the root) a navigation file's image paths may be relative to, in order."""
+    if not src.shared:
+        return [folder_rel]
+    if src.format == "ifdo":  # the reader already resolved them, relative to the root
+        return [""]
+    nav_folder = posixpath.dirname(nav_rel)
+    return list(dict.fromkeys(["", nav_folder]))
+
+
+def _in_folder(rel: str, folder: str) -> bool:
+    return not folder or rel.startswith(folder.rstrip("/") + "/")
+
+
+def _other_dive_folders(cat: Catalog, dive: str) -> list[str]:
+    return [dive_rel(cat, d) for d in discover_dives(cat) if d != dive]
+
+
+def _not_located(listed: dict[str, str], bases: list[str], root: Path,
+                 good: list[ImageCheck]) -> dict[str, str]:
+    """Images (path from the root) a reader was told not to locate -> why: by path, or by
+    file name where the name is listed once (ACFR files list bare names)."""
+    if not listed:
+        return {}
+    by_path: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
+    for img, why in listed.items():
+        for b in bases:
+            rel = _safe_relpath(b, img, root)
+            if rel is not None:
+                by_path.setdefault(rel, why)
+        by_name.setdefault(posixpath.basename(img.replace("\\", "/")), []).append(why)
+    out = {}
+    for c in good:
+        why = by_path.get(c.path)
+        whys = by_name.get(posixpath.basename(c.path), [])
+        if why is None and len(whys) == 1:
+            why = whys[0]
+        if why is not None:
+            out[c.path] = why
+    return out
 
 
 def _safe_relpath(dive_rel: str, image: str, root: Path | None = None) -> str | None:
@@ -242,34 +341,6 @@ def _implausible_times(nav_rel: str, t: np.ndarray) -> np.ndarray:
             f"{PLAUSIBLE_FROM_YEAR}..now (median {med:.6g}, i.e. the year {year:.0f}); expected "
             f"unix seconds; {hint}")
     return bad
-
-
-def _jumps(t: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Per-image poses far from the track of their neighbours in time, the first and last of a
-    dive included: each pose is compared with the median of its JUMP_WINDOW nearest neighbours
-    (itself left out), allowing for the distance the vehicle travels in the time between."""
-    n = len(t)
-    if n < 3:
-        return np.zeros(n, bool)
-    fwd, _ = _local_frame(lat, lon)
-    order = np.argsort(t, kind="stable")
-    ts = t[order].astype(np.float64)
-    x, y = fwd.transform(lon[order], lat[order])
-    x, y = np.asarray(x), np.asarray(y)
-    w = min(JUMP_WINDOW + 1, n)
-    start = np.clip(np.arange(n) - w // 2, 0, n - w)
-    idx = start[:, None] + np.arange(w)[None, :]
-    self_ = idx == np.arange(n)[:, None]
-    mx = np.nanmedian(np.where(self_, np.nan, x[idx]), axis=1)
-    my = np.nanmedian(np.where(self_, np.nan, y[idx]), axis=1)
-    mt = np.nanmedian(np.where(self_, np.nan, ts[idx]), axis=1)
-    step = np.hypot(np.diff(x), np.diff(y))
-    dt = np.diff(ts)
-    speed = float(np.median(step[dt > 0] / dt[dt > 0])) if (dt > 0).any() else 0.0
-    allowed = JUMP_LIMIT_M + speed * np.abs(ts - mt)
-    out = np.zeros(n, bool)
-    out[order] = np.hypot(x - mx, y - my) > allowed
-    return out
 
 
 def _unique(rows: list[int] | None) -> int:
@@ -340,7 +411,12 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         return _result(dive, None, good, located, pose, quarantine, len(rels))
     src, nav_path = nav
     folder_rel = dive_rel(cat, dive)
-    options = {"dive_dir": cat.root / folder_rel} if src.format == "ifdo" else {}
+    if src.format == "exif":  # the dive's images carry the navigation
+        nav_path = cat.root / folder_rel
+    options = _reader_options(cat, src, dive, folder_rel, good)
+    if src.format in ("oplab-nav-csv", "csv"):  # vehicle series are cleaned as they are read
+        options.update(max_speed_m_s=cat.nav_checks.max_speed_m_s,
+                       min_jump_m=cat.nav_checks.position_noise_m)
     nav_rel = nav_path.relative_to(cat.root).as_posix()
     try:
         if not Path(os.path.realpath(nav_path)).is_relative_to(Path(os.path.realpath(cat.root))):
@@ -349,6 +425,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         data = read_nav(src.format, nav_path,
                         columns=src.columns.model_dump() if src.columns else None, **options)
         table = data.table
+        raw_span = table.attrs.get("raw_span_s")  # before the cleaner dropped any fix
         usable = (np.isfinite(table["timestamp"].to_numpy(np.float64))
                   & np.isfinite(table["lat"].to_numpy(np.float64))
                   & np.isfinite(table["lon"].to_numpy(np.float64)))
@@ -372,25 +449,47 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         if not data.per_image:
             table = table[~bad_time].reset_index(drop=True)
     if data.per_image:
+        # where the file's image paths are taken from: the dive folder; for a file shared by
+        # every dive, the root (iFDO: the reader resolved them from there) or the file's folder
+        bases = _image_bases(src, folder_rel, nav_rel)
+        # a shared file's rows that no dive can use are reported by one dive, not by each
+        report_rows = not src.shared or dive == _first_dive(cat)
+        elsewhere = _other_dive_folders(cat, dive) if src.shared else []
         by_path: dict[str, int] = {}
+        row_rels: dict[int, list[str]] = {}
         for i, (img, line) in enumerate(zip(table["image"], table["line"], strict=True)):
-            rel = _safe_relpath(folder_rel, str(img), cat.root) if img is not None else None
-            if rel is None:
-                reject(f"{nav_rel}:{line}", reasons.UNSAFE_PATH,
-                       f"image path {img!r} lies outside the catalog root {cat.root}")
+            row_paths = list(dict.fromkeys(
+                r for r in (_safe_relpath(b, str(img), cat.root) if img is not None else None
+                            for b in bases) if r is not None))
+            if not row_paths:
+                if report_rows:
+                    reject(f"{nav_rel}:{line}", reasons.UNSAFE_PATH,
+                           f"image path {img!r} lies outside the catalog root {cat.root}")
                 continue
-            by_path.setdefault(rel, i)
-        if nav_only:  # navigation-only catalog: every pose row stands for an image
-            good = [ImageCheck(p, None, None, None, None, None) for p in by_path]
+            row_rels[i] = row_paths
+            for rel in row_paths:
+                by_path.setdefault(rel, i)
+        if nav_only:  # navigation-only catalog: every pose row (of this dive) stands for an image
+            paths = []
+            for row_paths in row_rels.values():
+                inside = ([r for r in row_paths if _in_folder(r, folder_rel)] if src.shared
+                          else row_paths)
+                paths += inside[:1]
+            good = [ImageCheck(p, None, None, None, None, None) for p in dict.fromkeys(paths)]
         t_nav = table["timestamp"].to_numpy()
         t_ok = t_nav[_plausible(t_nav)]
         span = (np.nanmin(t_ok), np.nanmax(t_ok)) if len(t_ok) else (np.inf, -np.inf)
         # a pose file that names its images under another folder than the one they are in
         # (ACFR's stereo_pose_est.data lists bare names; i*_cv/ vs images/) still matches them
-        # by file name, where the name is unique in the dive
+        # by file name, where the name is unique in the file (a shared file's row whose path
+        # lies in another dive's folder belongs to that dive, never to a namesake here)
+        not_located = _not_located(data.not_located, bases, cat.root, good)
         names: dict[str, list[int]] = {}
         for rel, i in by_path.items():
-            names.setdefault(posixpath.basename(rel), []).append(i)
+            if not any(_in_folder(r, f) for r in row_rels[i] for f in elsewhere):
+                rows_of_name = names.setdefault(posixpath.basename(rel), [])
+                if i not in rows_of_name:
+                    rows_of_name.append(i)
         rows = np.array([by_path.get(c.path, -1) for c in good], dtype=np.int64)
         claimed = set(rows[rows >= 0].tolist())
         by_name: dict[int, list[int]] = {}  # nav row -> unmatched images of that file name
@@ -407,14 +506,19 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         has = rows >= 0
         valid = has.copy()
         valid[has] = np.isfinite(lat[rows[has]]) & np.isfinite(lon[rows[has]])
-        jump = np.zeros(len(good), bool)
+        late, shared, jump = (np.zeros(len(good), bool) for _ in range(3))
         idx = np.flatnonzero(valid)
-        jump[idx] = _jumps(t_nav[rows[idx]], lat[rows[idx]], lon[rows[idx]])
+        late[idx], shared[idx], jump[idx] = _pose_faults(
+            cat, t_nav[rows[idx]], lat[rows[idx]], lon[rows[idx]], rows[idx])
+        shared_lines = _lines_by_time(t_nav, table["line"].to_numpy(), rows[shared])
         for k, c in enumerate(good):
             line = table["line"].iat[rows[k]] if rows[k] >= 0 else None
             if not has[k]:
-                t = image_time_from_name(Path(c.path).name)
-                if t is not None and (t < span[0] or t > span[1]):
+                t = image_time_from_name(Path(c.path).name, cat.image_time)
+                left_out = not_located.get(c.path)
+                if left_out is not None:
+                    reject(c.path, reasons.NO_NAV, f"{nav_rel}: {left_out}")
+                elif t is not None and (t < span[0] or t > span[1]):
                     reject(c.path, reasons.OUTSIDE_NAV_SPAN,
                            f"image time {t:.3f} outside {nav_rel} span {span[0]:.3f}..{span[1]:.3f}")
                 else:
@@ -424,31 +528,50 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
                 why = (f"timestamp {t_row:.3f} outside {PLAUSIBLE_FROM_YEAR}..now"
                        if not _plausible(t_row) else "latitude/longitude missing or NaN")
                 reject(c.path, reasons.NAV_INVALID, f"{nav_rel}:{line}: {why}")
+            elif late[k]:
+                reject(c.path, reasons.TIME_ORDER,
+                       f"{nav_rel}:{line}: time {_utc(t_nav[rows[k]])} is out of the file's "
+                       "order while the positions, in the file's order, form a smooth track "
+                       "that this time does not fit: the item's time is wrong, not its position")
+            elif shared[k]:
+                others = [n for n in shared_lines[t_nav[rows[k]]] if n != line]
+                reject(c.path, reasons.TIME_ORDER,
+                       f"{nav_rel}:{line}: shares its time {_utc(t_nav[rows[k]])} with line(s) "
+                       f"{', '.join(map(str, others[:5]))} but lies more than "
+                       f"{cat.nav_checks.position_noise_m:g} m from them (nav_checks."
+                       "position_noise_m): one time for several places")
             elif jump[k]:
                 reject(c.path, reasons.NAV_JUMP,
-                       f"{nav_rel}:{line}: position > {JUMP_LIMIT_M:g} m from its neighbours' track")
-        located = valid & ~jump
+                       f"{nav_rel}:{line}: position off the track of its neighbours in time "
+                       f"(further than the vehicle reaches at up to "
+                       f"{cat.nav_checks.max_speed_m_s:g} m/s and "
+                       f"{cat.nav_checks.max_accel_m_s2:g} m/s^2 with "
+                       f"{cat.nav_checks.position_noise_m:g} m of fix noise; nav_checks)")
+        located = valid & ~jump & ~late & ~shared
         sel = rows[located]
         pose = {k: table[k].to_numpy()[sel] for k in
                 ("timestamp", "lat", "lon", "depth_m", "altitude_m", "heading_deg")}
     else:
-        times = np.array([image_time_from_name(Path(c.path).name) for c in good], dtype=object)
+        times = np.array([image_time_from_name(Path(c.path).name, cat.image_time) for c in good],
+                         dtype=object)
         has_t = np.array([t is not None for t in times], bool)
         for c in np.asarray(good, dtype=object)[~has_t]:
-            reject(c.path, reasons.NO_TIME, "the file name carries no capture time to match navigation by")
+            reject(c.path, reasons.NO_TIME, no_time_detail(cat, nav_rel))
         t = times[has_t].astype(np.float64)
         if len(table) < 2:
             for c in np.asarray(good, dtype=object)[has_t]:
                 reject(c.path, reasons.NO_NAV, f"{nav_rel} has fewer than 2 valid samples")
         else:
             interp, reason, detail = _interpolate(table, t, cat.max_interp_gap_s)
+            _blame_dropped_fixes(t, reason, detail, raw_span, data.notes, nav_rel)
             idx_t = np.flatnonzero(has_t)
             for j in np.flatnonzero(reason != None):  # noqa: E711 (object array)
                 reject(good[idx_t[j]].path, reason[j], detail[j])
             ok = reason == None  # noqa: E711
             located[idx_t[ok]] = True
             pose = {k: v[ok] for k, v in interp.items()}
-    return _result(dive, src.format, good, located, pose, quarantine, len(rels) or len(good))
+    res = _result(dive, src.format, good, located, pose, quarantine, len(rels) or len(good))
+    return _judge_dive(cat, res, data)
 
 
 def _result(dive, fmt, good, located, pose, quarantine, n_found) -> DiveResult:
@@ -471,3 +594,95 @@ def _result(dive, fmt, good, located, pose, quarantine, n_found) -> DiveResult:
     shards = [(c.path, c.jpeg) for c in chosen if c.jpeg is not None]
     q = pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS)
     return DiveResult(dive, fmt, loc, q, shards, n_found)
+
+
+# ---------------------------------------------------------------------------- track checks
+
+_DROPPED = ("nan_rows", "duplicate_timestamps", "position_jumps")  # rows a cleaner removes
+
+
+def limits_of(cat: Catalog) -> MotionLimits:
+    c = cat.nav_checks
+    return MotionLimits(max_speed_m_s=c.max_speed_m_s, max_accel_m_s2=c.max_accel_m_s2,
+                        position_noise_m=c.position_noise_m)
+
+
+def _xy(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    fwd, _ = _local_frame(lat, lon)
+    x, y = fwd.transform(lon, lat)
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def _pose_faults(cat: Catalog, t, lat, lon, file_pos):
+    """(out of order, shared time, jump) masks of per-image poses; ``file_pos`` is each pose's
+    row in the file, whose order time faults are judged against (pipeline.track)."""
+    n = len(t)
+    late, shared, jump = (np.zeros(n, bool) for _ in range(3))
+    if n < 3:
+        return late, shared, jump
+    limits = limits_of(cat)
+    x, y = _xy(lat, lon)
+    order = np.argsort(file_pos, kind="stable")
+    faults = time_faults(t[order], x[order], y[order], limits)
+    late[order], shared[order] = faults.out_of_order, faults.shared_time
+    rest = ~(late | shared)
+    jump[rest] = pose_jumps(t[rest], x[rest], y[rest], limits)
+    return late, shared, jump
+
+
+def _lines_by_time(t_nav: np.ndarray, lines: np.ndarray, rows: np.ndarray) -> dict[float, list]:
+    out: dict[float, list] = {}
+    for r in rows:
+        out.setdefault(t_nav[r], []).append(int(lines[r]))
+    return out
+
+
+def _utc(t: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(float(t), dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _blame_dropped_fixes(t, reason, detail, raw_span, notes: dict, nav_rel: str) -> None:
+    """An image outside the cleaned span but inside the file's own span lost its fixes to the
+    cleaner: say so, with the file's span, instead of blaming the image's time."""
+    if not raw_span:
+        return
+    dropped = ", ".join(f"{notes[k]} {k}" for k in _DROPPED if notes.get(k))
+    for j in np.flatnonzero(reason == reasons.OUTSIDE_NAV_SPAN):
+        if raw_span[0] <= t[j] <= raw_span[1]:
+            detail[j] = (f"{detail[j]}; {nav_rel} itself spans {raw_span[0]:.3f}.."
+                         f"{raw_span[1]:.3f}: the fixes at this time were dropped by the "
+                         f"navigation cleaner ({dropped or 'rows without time or position'}; "
+                         "see nav_rows_dropped in report.json)")
+
+
+def _judge_dive(cat: Catalog, res: DiveResult, data) -> DiveResult:
+    """What the dive's navigation lost and how fit it is: dropped rows, the reader's notes,
+    degenerate navigation (a warning, or the dive quarantined: catalog nav_checks)."""
+    notes = dict(data.notes)
+    if not data.per_image:
+        res.nav_rows_dropped = {k: int(notes[k]) for k in _DROPPED if notes.get(k)}
+    res.nav_notes = {k: int(v) for k, v in notes.items()
+                     if k not in _DROPPED and isinstance(v, int | np.integer) and v}
+    if notes.get("position_steps"):
+        res.warnings.append(f"{notes['position_steps']} step(s) in the navigation the vehicle "
+                            "could not have made, after which the track goes on from the new "
+                            "place (a fix re-locking): kept, check the track in survey_map.png")
+    if notes.get("no_depth"):
+        res.warnings.append("the navigation has no depth: depth_m is null for this dive")
+    loc = res.locations
+    if not len(loc):
+        return res
+    x, y = _xy(loc["lat"].to_numpy(), loc["lon"].to_numpy())
+    found = degenerate(loc["timestamp"].to_numpy(), x, y, loc["depth_m"].to_numpy(),
+                       loc["altitude_m"].to_numpy())
+    res.warnings += [f"degenerate navigation: {w}" for w in found]
+    if found and cat.nav_checks.degenerate == "quarantine":
+        why = "; ".join(found) + " (nav_checks.degenerate: quarantine)"
+        q = pd.DataFrame({"dive": res.dive, "source": loc["path"],
+                          "reason": reasons.NAV_DEGENERATE, "detail": why})
+        res.quarantine = pd.concat([res.quarantine, q[QUARANTINE_COLUMNS]], ignore_index=True)
+        res.locations = loc.iloc[:0]
+        res.shards = []
+    return res

@@ -19,5 +19,10 @@ UNREADABLE = "unreadable"  # the file cannot be opened (a dangling symlink, no p
 IMAGE_REFUSED = "image_refused"  # Pillow refuses it: a decompression bomb, an unsupported mode
 NAV_UNREADABLE = "nav_unreadable"  # the dive's navigation file cannot be read: the whole dive
 DIVE_EMPTY = "dive_empty"  # the dive's template matched no image file
+TIME_ORDER = "time_order"  # the pose's time is wrong (out of the file's order, or one time for
+#                            several places), not its position
+NAV_DEGENERATE = "nav_degenerate"  # the dive's navigation is degenerate and the catalog says
+#                                   to quarantine such a dive (nav_checks.degenerate)
 
-ALL = (*ALL, NO_TIME, UNSAFE_PATH, UNREADABLE, IMAGE_REFUSED, NAV_UNREADABLE, DIVE_EMPTY)
+ALL = (*ALL, NO_TIME, UNSAFE_PATH, UNREADABLE, IMAGE_REFUSED, NAV_UNREADABLE, DIVE_EMPTY,
+       TIME_ORDER, NAV_DEGENERATE)

@@ -31,6 +31,19 @@ def summary_markdown(report: dict) -> str:
     if report["per_reason"]:
         lines += ["", "| quarantine reason | images |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in report["per_reason"].items()]
+    dropped = {d: v.get("nav_rows_dropped") for d, v in report["per_dive"].items()
+               if v.get("nav_rows_dropped")}
+    if dropped:
+        lines += ["", "| dive | navigation rows dropped by the cleaner |", "|---|---|"]
+        lines += [f"| {d} | " + ", ".join(f"{n} {k}" for k, n in v.items()) + " |"
+                  for d, v in dropped.items()]
+    noted = {d: v.get("nav_notes") for d, v in report["per_dive"].items() if v.get("nav_notes")}
+    if noted:
+        lines += ["", "| dive | what the navigation reader noted |", "|---|---|"]
+        lines += [f"| {d} | " + ", ".join(f"{k} x{n}" for k, n in v.items()) + " |"
+                  for d, v in noted.items()]
+    if report.get("warnings"):
+        lines += ["", "**warnings**", ""] + [f"- {w}" for w in report["warnings"]]
     policy = report["pair_policy"]
     lines += ["",
               f"pairs within {policy['r_loc_m']:g} m: {report['pairs']} "
