@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from . import NavFormatError
-from ._common import UNIX_S, is_missing, numbers
+from ._common import _MISSING_WORDS, UNIX_S, numbers
 
 TIME_UNITS = ("unix_s", "unix_ms", "iso8601", "format")
 _OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
-# a zone written after a time of day: 00:40:46.897Z, 00:40:46+10:00, 00:40+1000
-_ZONED = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+# a zone offset ending a time: +10:00, -0330 (a date's "-03-13" does not match)
+_ZONE_END = re.compile(r"[+-]\d{2}:?\d{2}$")
 _EXAMPLE = dt.datetime(2024, 3, 13, 0, 40, 46, 897000, tzinfo=dt.timezone(dt.timedelta(hours=10)))
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
@@ -88,26 +88,26 @@ def unix_seconds(
         t = numbers(path, values, lines, column, describe(unit), missing=missing)
         return t / 1000.0 if unit == "unix_ms" else t
     tz = parse_timezone(timezone) if not isinstance(timezone, dt.tzinfo) else timezone
-    text = pd.Series(values, dtype=object).map(lambda v: v.strip() if isinstance(v, str) else v)
-    absent = text.map(lambda v: not isinstance(v, str) or is_missing(v, missing)).to_numpy(dtype=bool)
-    text = text.where(~absent, None)
+    text = pd.Series(values, dtype=object).str.strip()
+    absent = (text.isna() | text.str.lower().isin(_MISSING_WORDS) | text.isin(list(missing)))
+    absent = absent.to_numpy(dtype=bool)
     out = np.full(len(text), np.nan)
     present = np.flatnonzero(~absent)
     if not len(present):
         return out
-    sub = text.iloc[present].reset_index(drop=True)
+    sub = text.iloc[present].reset_index(drop=True).astype(str)
     if unit == "iso8601":
-        zoned = sub.map(lambda v: bool(_ZONED.search(v))).to_numpy(dtype=bool)
+        tail = sub.str.slice(-6)  # a zone ends the value: Z, +10:00, -0330 (cheap to test)
+        zoned = (tail.str.endswith(("Z", "z")) | tail.str.contains(_ZONE_END)).to_numpy(dtype=bool)
         when = pd.Series(pd.NaT, index=sub.index, dtype="datetime64[ns, UTC]")
+        naive_parse = np.ones(len(sub), dtype=bool)
         if zoned.any():
             when[zoned] = pd.to_datetime(sub[zoned], utc=True, format="ISO8601", errors="coerce")
         if (~zoned).any():
             naive = pd.to_datetime(sub[~zoned], format="ISO8601", errors="coerce")
+            naive_parse[~zoned] = naive.notna().to_numpy()
             when[~zoned] = _localise(naive, tz)
         parsed_ok = when.notna().to_numpy()
-        naive_parse = np.ones(len(sub), dtype=bool)
-        if (~zoned).any():
-            naive_parse[~zoned] = pd.to_datetime(sub[~zoned], format="ISO8601", errors="coerce").notna().to_numpy()
     elif unit == "format":
         if not time_format:
             raise ValueError("time_unit 'format' needs a time_format such as '%m/%d/%Y %H:%M:%S'")
