@@ -36,7 +36,7 @@ def assert_positions(table, expected, tol_m=0.5):
 
 
 def assert_headings(values, expected):
-    for got, want in zip(values, expected):
+    for got, want in zip(values, expected, strict=True):
         if want is None:
             assert math.isnan(got)
         else:

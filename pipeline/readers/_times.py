@@ -38,7 +38,7 @@ def parse_timezone(name: object) -> dt.tzinfo:
         raise ValueError(f"timezone: found {name!r}; {expected}")
     text = name.strip()
     if text.upper() in ("UTC", "Z", "GMT"):
-        return dt.timezone.utc
+        return dt.UTC
     m = _OFFSET.match(text)
     if m:
         hours, minutes = int(m.group(2)), int(m.group(3) or 0)

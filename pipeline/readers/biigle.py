@@ -113,7 +113,7 @@ def _positions(path: Path, header: list[str]) -> tuple[dict[str, int], dict[str,
 
 def _no_repeats(path: Path, images: list[str], lines: np.ndarray, column: str) -> None:
     seen: dict[str, int] = {}
-    for name, line in zip(images, lines):
+    for name, line in zip(images, lines, strict=True):
         if name in seen:
             raise NavFormatError(
                 f"{path}: line {int(line)}, column '{column}': found '{name}' again (first on "

@@ -199,8 +199,8 @@ def _ambiguous(vals: Sequence[str], fmt: str) -> str | None:
 
 
 def _guess_time(header, bare, col, hits, notes) -> dict | None:
-    named = hits("time") + [h for h, b in zip(header, bare) if ("time" in b or "date" in b)]
-    dates = hits("date") + [h for h, b in zip(header, bare) if "date" in b]
+    named = hits("time") + [h for h, b in zip(header, bare, strict=True) if ("time" in b or "date" in b)]
+    dates = hits("date") + [h for h, b in zip(header, bare, strict=True) if "date" in b]
     kinds = {}
     for name in dict.fromkeys(named + dates):
         kind = classify_time([v for v in col[name] if v])
@@ -215,7 +215,7 @@ def _guess_time(header, bare, col, hits, notes) -> dict | None:
     day = next((n for n in dict.fromkeys(dates) if kinds.get(n, ("",))[0] == "date"), None)
     if tod and day:
         fmt = f"{kinds[day][1]} {kinds[tod][1]}"
-        joined = [f"{a} {b}" for a, b in zip(col[day], col[tod]) if a and b]
+        joined = [f"{a} {b}" for a, b in zip(col[day], col[tod], strict=True) if a and b]
         return _time_map([day, tod], "datetime", fmt, joined, notes)
     if tod:
         notes.append(f"column {tod!r} holds times of day but no column holds the date")

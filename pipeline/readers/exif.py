@@ -173,7 +173,7 @@ def _gps_time(date: object, time: object) -> float | None:
         h, m, s = (float(v) for v in time)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
-    return day.replace(tzinfo=dt.timezone.utc).timestamp() + h * 3600 + m * 60 + s
+    return day.replace(tzinfo=dt.UTC).timestamp() + h * 3600 + m * 60 + s
 
 
 def sniff(head: Head) -> Sniff:
@@ -183,7 +183,7 @@ def sniff(head: Head) -> Sniff:
         return verdict
     notes: Counter = Counter()
     try:
-        values = image_tags(io.BytesIO(head.prefix), dt.timezone.utc, notes)
+        values = image_tags(io.BytesIO(head.prefix), dt.UTC, notes)
     except Exception:  # a truncated or odd image: not judged
         return verdict
     found = {}
