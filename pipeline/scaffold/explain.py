@@ -48,13 +48,25 @@ def explain(u: Unrecognised, template: str | None, indent: str = "    ") -> list
     lines.append(f"{indent}  - format: csv")
     lines.append(f"{indent}    path: {_q(template or u.rel)}")
     lines.append(f"{indent}    columns:")
+    known = dict(s.columns or {})  # a partial map the reader guessed (time: [Date, Time] ...)
+    for role, name in s.found.items():
+        if role in _ROLE_WORDS:
+            known.setdefault(role, name)
     for role in _ROLE_WORDS:
-        if role in s.found:
-            lines.append(f"{indent}      {role}: {_q(s.found[role])}")
+        if role in known:
+            lines.append(f"{indent}      {role}: {_q(known.pop(role))}")
         elif role in fill:
             hint = s.candidates.get(role)
             lines.append(f"{indent}      {role}: {_q('<' + _ROLE_WORDS[role] + ' column>')}"
                          + (f"  # nearest: {', '.join(hint)}" if hint else ""))
-    if "time" in fill or "time" in s.found:
-        lines.append(f"{indent}      # time_unit: unix_s (default) or iso8601")
+    if "depth" not in fill and "depth" not in s.found and (s.columns or {}).get("depth") is None:
+        lines.append(f"{indent}      # depth: \"<depth column>\"  (optional: without it depth "
+                     "is unknown)")
+    for key, value in known.items():  # units and options: time_unit, delimiter ...
+        lines.append(f"{indent}      {key}: {_q(value)}")
+    if "xy_crs" in s.candidates or any("xy_crs" in m for m in s.missing):
+        lines.append(f"{indent}      xy_crs: \"<EPSG code of easting/northing, e.g. EPSG:32755>\"")
+    if "time" in fill:
+        lines.append(f"{indent}      # time_unit: unix_s (default), unix_ms or iso8601; or "
+                     "time_format: \"%d/%m/%Y %H:%M:%S\"")
     return lines

@@ -17,6 +17,7 @@ from ..catalog import Catalog, NavSource
 from ..ingest import discover_dives, dive_id_of, dive_images, dive_nav_source, dive_rel, expand, \
     nav_candidates
 from ..output import MARKER as OUTPUT_MARKER
+from ..readers import FORMATS
 from .explain import explain
 from .layout import counts, dives_glob, images_template, place_image_folders
 from .navsources import FORMAT_RANK, SourceGroup, camera_note, check_units, choose_sources, \
@@ -184,9 +185,9 @@ def propose(survey_dir: str | Path, name: str | None = None, output: str | None 
             unplaced.append(f"no navigation file, and {what}")
     if not chosen:
         raise ScaffoldError(_report_unfinished(root, pattern, dive_rels, unplaced)
-                            + f"\n{root}: no navigation file of a dive recognised (oplab camera or "
-                            "vehicle CSV, ACFR stereo_pose_est.data, iFDO JSON/YAML, or a CSV with "
-                            "time, latitude, longitude and depth columns); no catalog proposed")
+                            + f"\n{root}: no navigation file of a dive recognised (formats "
+                            f"known: {', '.join(FORMATS)}; a csv needs time, latitude and "
+                            "longitude columns); no catalog proposed")
     return _finish(root, name, pattern, images, chosen, output, s, placed, dive_rels,
                    notes, unplaced)
 
