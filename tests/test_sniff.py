@@ -146,3 +146,11 @@ def test_per_image_csv_needs_image_file_names(tmp_path):
     shutil.copy(path, tmp_path / "copy.csv")
     nav = read_nav("csv", tmp_path / "copy.csv", verdict.columns)
     assert nav.per_image and np.isclose(nav.table["depth_m"][0], 10.0)
+
+
+def test_prose_in_a_txt_file_is_no_csv(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("Dive 3, calm sea, visibility 5 m\nsecond line\n")
+    assert sniff_file(path) == []
+    path.rename(tmp_path / "notes.csv")
+    assert [v.format for v in sniff_file(tmp_path / "notes.csv")] == ["csv"]  # a .csv is reported

@@ -118,6 +118,8 @@ def sniff_csv(head: Head) -> Sniff:
     if "depth" not in columns and not missing:
         notes.append("no depth column: depth will be unknown (NaN)")
     if missing:
+        if not found and has_suffix(head, ".txt"):  # text with a comma in its first line
+            return none
         confidence = min(0.3, 0.05 + 0.08 * len({"time", "lat", "lon"} & set(found)))
         return Sniff("csv", confidence, per_image=per_image, columns=columns or None, found=found,
                      missing=missing_text, candidates=candidates, note="; ".join(notes))
