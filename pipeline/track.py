@@ -196,10 +196,10 @@ def time_faults(t: np.ndarray, x: np.ndarray, y: np.ndarray,
                 limits: MotionLimits = MotionLimits()) -> TimeFaults:
     """Time faults of per-image poses given in FILE order (see :class:`TimeFaults`).
 
-    Out of order: when the poses taken in time order jump more often than taken in the order
-    of the file, the file's order is the track, and an item outside its longest run of
-    non-decreasing times whose position is off the track at the time it claims carries a
-    wrong time. When the time order is the smoother one (a file
+    Out of order: when the poses taken in time order make more impossible steps than taken in
+    the order of the file, the file's order is the track; an item outside its longest run of
+    non-decreasing times carries a wrong time when its position is off that track at the time
+    it claims, or when that time lies outside the track's span. When the time order is the smoother one (a file
     listed by name, say), nothing is out of order.
     """
     t, x, y = (np.asarray(a, dtype=np.float64) for a in (t, x, y))
@@ -219,16 +219,43 @@ def time_faults(t: np.ndarray, x: np.ndarray, y: np.ndarray,
     if len(rest) >= 3:
         ordered = _longest_ordered(t[rest])
         if not ordered.all():
-            in_time = pose_jumps(t[rest], x[rest], y[rest], limits).sum()
-            dt = np.diff(np.sort(t[rest]))
+            tr, xr, yr = t[rest], x[rest], y[rest]
+            by_time = np.argsort(tr, kind="stable")
+            in_time = _broken(tr[by_time], xr[by_time], yr[by_time], limits).sum()
+            dt = np.diff(tr[by_time])
             step_s = float(np.median(dt[dt > 0])) if (dt > 0).any() else 1.0
-            as_listed = pose_jumps(np.arange(len(rest)) * step_s, x[rest], y[rest], limits).sum()
-            if as_listed < in_time:
-                # of the items outside the ordered run (one of several equally long runs),
-                # blame those whose position disagrees with the track at their claimed time
-                off = pose_jumps(t[rest], x[rest], y[rest], limits)
-                late[rest[~ordered & off]] = True
+            as_listed = _broken(np.arange(len(rest)) * step_s, xr, yr, limits).sum()
+            if as_listed <= in_time:  # the file is at least as smooth: its order is the track
+                late[rest[~ordered & _off_track(tr, xr, yr, ordered, limits)]] = True
     return TimeFaults(late, shared)
+
+
+def _broken(t: np.ndarray, x: np.ndarray, y: np.ndarray, limits: MotionLimits) -> np.ndarray:
+    """Steps between consecutive poses (``t`` increasing) that the vehicle could not make."""
+    if len(t) < 2:
+        return np.zeros(0, dtype=bool)
+    speed = _local_speed(t, x, y, NEIGHBOURS)
+    return np.hypot(np.diff(x), np.diff(y)) > limits.reach(np.diff(t), speed[:-1])
+
+
+def _off_track(t, x, y, member: np.ndarray, limits: MotionLimits) -> np.ndarray:
+    """For poses outside ``member``: whether the track of the members, at the time the pose
+    claims, could not have been where the pose is (a step to the member before or after it in
+    time is impossible), or the time lies outside the members' span (nothing vouches for it)."""
+    m = np.flatnonzero(member)
+    order = m[np.argsort(t[m], kind="stable")]
+    tm, xm, ym = t[order], x[order], y[order]
+    speed = _local_speed(tm, xm, ym, NEIGHBOURS)
+    out = np.zeros(len(t), dtype=bool)
+    for i in np.flatnonzero(~member):
+        k = int(np.searchsorted(tm, t[i]))
+        if k == 0 or k == len(tm):
+            out[i] = True
+            continue
+        for j in (k - 1, k):
+            if np.hypot(x[i] - xm[j], y[i] - ym[j]) > limits.reach(t[i] - tm[j], speed[j]):
+                out[i] = True
+    return out
 
 
 def _longest_repeat(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:

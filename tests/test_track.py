@@ -78,9 +78,11 @@ def test_a_long_burst_that_comes_back_is_found_and_a_step_is_kept():
     assert len(steps) == 1 and steps[0][0] == t1[25] and steps[0][1] == pytest.approx(30, abs=0.1)
 
 
-def test_out_of_order_times_are_a_time_fault_not_jumps():
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_out_of_order_times_are_a_time_fault_not_jumps(seed):
     # an AUV iFDO: smooth positions in the file's order, 28 of 100 item times wrong by 10-40 s
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     t = 1.7e9 + np.arange(100, dtype=float)
     heading = np.cumsum(rng.normal(0, 0.05, 100))
     x, y = np.cumsum(np.sin(heading)), np.cumsum(np.cos(heading))
@@ -91,7 +93,7 @@ def test_out_of_order_times_are_a_time_fault_not_jumps():
     t_bad[wrong] = np.where(t_bad[wrong] > t[-1], t[wrong] - np.abs(shift), t_bad[wrong])
     faults = time_faults(t_bad, x, y)
     blamed = set(np.flatnonzero(faults.out_of_order))
-    assert blamed <= set(wrong.tolist()) and len(blamed) >= 26
+    assert blamed <= set(wrong.tolist()) and len(blamed) >= 24
     ok = ~faults.any
     assert not pose_jumps(t_bad[ok], x[ok], y[ok]).any()
     # the same times on a file whose order is not the track: jumps, not a time fault

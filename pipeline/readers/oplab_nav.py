@@ -79,13 +79,15 @@ def clean_track(
        counted in ``position_steps``: no stretch of valid navigation is ever dropped for it.
 
     Returns the cleaned table (index reset) and the counts. The time span of the rows with a
-    time and a position, before any was dropped, is kept in ``table.attrs["raw_span_s"]`` so an
-    image outside the cleaned span can be told that its fixes were dropped.
+    time, before any was dropped, is kept in ``table.attrs["raw_span_s"]`` so an image outside
+    the cleaned span can be told that its fixes were dropped.
     """
     limits = MotionLimits(max_speed_m_s=max_speed_m_s, max_accel_m_s2=max_accel_m_s2,
                           position_noise_m=min_jump_m)
     notes = {}
     t = table["timestamp"].to_numpy()
+    timed = t[np.isfinite(t)]
+    span = (float(timed.min()), float(timed.max())) if len(timed) else None
     valid = np.isfinite(t) & np.isfinite(table["lat"].to_numpy()) & np.isfinite(table["lon"].to_numpy())
     notes["nan_rows"] = int((~valid).sum())
     df = table.loc[valid]
@@ -100,7 +102,6 @@ def clean_track(
     jump = pose_jumps(t, x, y, limits)
     notes["position_jumps"] = int(jump.sum())
     notes["position_steps"] = len(position_steps(t[~jump], x[~jump], y[~jump], limits))
-    span = (float(t[0]), float(t[-1])) if len(t) else None
     if jump.any():
         df = df.loc[~jump].reset_index(drop=True)
     df.attrs["raw_span_s"] = span
