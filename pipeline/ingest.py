@@ -405,7 +405,8 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
     pose: dict[str, np.ndarray] = {}
     located = np.zeros(len(good), bool)
     if nav is None:
-        tried = ", ".join(expand(s.path, cat, dive) for s in cat.nav)
+        tried = ", ".join(expand(s.path, cat, dive) if s.path is not None else
+                          f"the images' own {s.format}" for s in cat.nav)
         for c in good:
             reject(c.path, reasons.NO_NAV, f"no navigation file for the dive (tried {tried})")
         return _result(dive, None, good, located, pose, quarantine, len(rels))

@@ -34,7 +34,10 @@ def test_name_defaults_to_file_stem(tmp_path):
     ("yaml_text", "key", "found", "expected"),
     [
         ("nav: [{format: oplab, path: '{dive}/a'}]", "nav.0.format", "'oplab'", "oplab-camera-csv"),
-        ("nav: [{format: ifdo, path: 'a.json'}]", "nav.0.path", "'a.json'", "{dive}"),
+        # a nav path without {dive} is one file shared by all dives; images still name the dive
+        ("images: 'all/*.jpg'", "images", "'all/*.jpg'", "{dive}"),
+        ("nav: [{format: ifdo, path: '{cruise}/a.json'}]", "nav.0.path", "'{cruise}/a.json'",
+         "unknown field(s) {cruise}"),
         ("nav: [{format: csv, path: '{dive}/n.csv'}]", "nav.0", "", "columns"),
         ("crs: WGS84", "crs", "'WGS84'", "EPSG:"),
         ("pairs: {r_loc_m: -1}", "pairs.r_loc_m", "-1", "greater than 0"),

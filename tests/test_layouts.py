@@ -124,12 +124,14 @@ def test_dive_id_and_folder_are_inverse(tmp_path, pattern, rel, dive_id):
     assert dive_rel(cat, dive_id) == rel
 
 
-@pytest.mark.parametrize("template,message", [
-    ("nav/all.csv", "must contain {dive}"),
-    ("{dive}/{cruise}/nav.csv", "unknown field(s) {cruise}"),
+@pytest.mark.parametrize("images,template,message", [
+    # a nav path without {dive} names one file shared by every dive; images must name the dive
+    ("all/*.jpg", "nav/all.json", "must contain {dive}"),
+    ("{dive}/*.jpg", "{dive}/{cruise}/nav.csv", "unknown field(s) {cruise}"),
 ])
-def test_templates_must_name_the_dive_and_nothing_else(tmp_path, template, message):
-    path = _write_catalog(tmp_path, name="x", nav=[{"format": "ifdo", "path": template}])
+def test_templates_must_name_the_dive_and_nothing_else(tmp_path, images, template, message):
+    path = _write_catalog(tmp_path, name="x", images=images,
+                          nav=[{"format": "ifdo", "path": template}])
     with pytest.raises(CatalogError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_catalog(path)
 

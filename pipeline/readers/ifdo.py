@@ -46,6 +46,19 @@ path ``../raw``" (iFDO v2.0.1 schema; ifdo 1.2.x cannot write the field at all, 
 writes it only when given), counted in ``notes["ifdo_default_local_path"]``. v1 files without it
 keep the bare item names.
 
+Files in the wild do not always follow that default. marimba (CSIRO's dataset packager) writes
+its iFDOs beside the dataset's ``data/`` folder with no local path: 1.0.x keys items by their
+path from the dataset root (``data/<pipeline>/<collection>/...``), whether one ``ifdo`` file
+for the whole dataset (the default metadata level) or one ``<collection>.<pipeline>.ifdo`` per
+collection; 1.1 and later key them by file name with a per-item ``image-set-local-path`` (the
+folder from the dataset root), which the header takes over when every item has the same one.
+So an item's key is resolved, per file, in this order: (1) the local path (declared, or the v2
+default ``../raw``) from the iFDO file's folder; (2) the key from the iFDO file's own folder;
+(3) with ``root`` (a dataset-wide iFDO shared by the catalog's dives), the key from the root.
+The first resolution under which the items' files exist wins (a sample of the items is looked
+for on disk); a resolution that leads outside ``root`` is never used. Which one was used is in
+``notes["ifdo_paths_from_<local_path|ifdo_folder|root>"]`` (the number of items).
+
 The version comes from ``image-set-ifdo-version`` ("v1.x" or "v2.x"); without it, from which
 fields are present. A ``.json`` file that is not JSON but is a YAML iFDO document is read as
 YAML (ifdo 1.2.5 writes YAML whatever the suffix), counted in ``notes["ifdo_yaml_in_json"]``.
@@ -77,15 +90,19 @@ DEFAULT_LOCAL_PATH_V2 = "../raw"
 SUMMARY_FIELDS = ("image-datetime", "image-latitude", "image-longitude", "image-altitude-meters")
 
 
-def read_ifdo(path: Path, dive_dir: Path | None = None) -> NavData:
+def read_ifdo(path: Path, dive_dir: Path | None = None, root: Path | None = None) -> NavData:
     """Read an iFDO file; ``line`` is the 1-based position of the item in image-set-items.
 
-    Image paths: the header's ``image-set-local-path`` (relative to the iFDO file's folder;
-    ``../raw`` when a v2 file has none) joined with the item's file name, expressed relative to
-    ``dive_dir`` (normalised, forward slashes), e.g. ``dive01/nav/dive01_iFDO.json`` with local
-    path ``../images`` and ``dive_dir=dive01`` gives ``images/<name>``. A path outside
-    ``dive_dir`` comes back with ``..`` in it; an absolute local path or file name comes back as
+    Image paths, resolved the way files in the wild are written (see the module notes): the
+    ``image-set-local-path`` (relative to the iFDO file's folder; ``../raw`` when a v2 file has
+    none) joined with the item's key, else the key from the iFDO file's own folder, else (with
+    ``root``, for a file shared by a dataset) the key from ``root``; the first of these under
+    which the items' files exist, never one outside ``root``. The result is expressed relative
+    to ``dive_dir`` (normalised, forward slashes), e.g. ``dive01/nav/dive01_iFDO.json`` with
+    local path ``../images`` and ``dive_dir=dive01`` gives ``images/<name>``. A path outside
+    ``dive_dir`` comes back with ``..`` in it; an absolute local path or key comes back as
     written. With ``dive_dir`` None the local path joined with the name is returned as written.
+    ``notes["ifdo_paths_from_<local_path|ifdo_folder|root>"]`` counts the items resolved each way.
     """
     path = Path(path)
     doc, notes = _load(path)
@@ -114,7 +131,7 @@ def read_ifdo(path: Path, dive_dir: Path | None = None) -> NavData:
     defaults = {k: v for k, v in header.items() if k not in carried}
     n = len(entries)
     cols = {k: np.full(n, np.nan) for k in ("t", "lat", "lon", "depth", "alt", "yaw")}
-    images, lines = [], np.arange(1, n + 1, dtype=np.int64)
+    keys, locals_, lines = [], [], np.arange(1, n + 1, dtype=np.int64)
     mismatched = defaulted = 0
     for i, (key, entry) in enumerate(entries):
         where = f"{path}: item {i + 1} ('{key}')"
@@ -141,16 +158,21 @@ def read_ifdo(path: Path, dive_dir: Path | None = None) -> NavData:
             local = rec.get("image-local-path")
         if (local is None or local == "") and not v1:
             local, defaulted = DEFAULT_LOCAL_PATH_V2, defaulted + 1
-        images.append(_image(path, key, local, dive_dir))
+        keys.append(key)
+        locals_.append("" if local is None else str(local))
     check_latlon(path, cols["lat"], cols["lon"], lines, "image-latitude", "image-longitude",
                  where="item")
+    how = _resolution(path, keys, locals_, root)
+    images = [_image(path, key, local, dive_dir, how, root) for key, local in zip(keys, locals_,
+                                                                                 strict=True)]
+    notes[f"ifdo_paths_from_{how}"] = n
     table = nav_table(
         n, cols["t"], cols["lat"], cols["lon"], cols["depth"], lines,
         altitude_m=cols["alt"], heading_deg=cols["yaw"], image=images,
     )
     if mismatched:
         notes["ifdo_datetime_format_mismatch"] = mismatched
-    if defaulted:
+    if defaulted and how == "local_path":
         notes["ifdo_default_local_path"] = defaulted
     ignored = carried & {k for k, v in header.items() if v is not None}
     if ignored:
@@ -308,17 +330,56 @@ def _time(where: str, value: Any, fmt: Any = None) -> tuple[float, bool]:
     return when.timestamp(), declared is not None and used != declared
 
 
-def _image(path: Path, key: str, local: Any, dive_dir: Path | None) -> str:
-    local = "" if local is None else str(local)
+RESOLUTIONS = ("local_path", "ifdo_folder", "root")
+_SAMPLE = 32  # items whose files are looked for, per resolution (spread over the file)
+
+
+def _full(path: Path, key: str, local: str, how: str, root: Path | None) -> str:
+    """The absolute path an item's key names under one resolution (absolute keys as written)."""
+    if posixpath.isabs(key) or os.path.isabs(key):
+        return os.path.normpath(key)
+    base = {"local_path": os.path.join(os.path.abspath(path.parent), local),
+            "ifdo_folder": os.path.abspath(path.parent),
+            "root": os.path.abspath(root) if root is not None else ""}[how]
+    return os.path.normpath(os.path.join(base, key))
+
+
+def _inside(full: str, root: Path) -> bool:
+    top = os.path.abspath(root)
+    return full == top or full.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _resolution(path: Path, keys: list[str], locals_: list[str], root: Path | None) -> str:
+    """Which folder the item keys are taken from: the first resolution (in RESOLUTIONS order)
+    under which a sample of the items' files exists, skipping any that leads outside ``root``;
+    without a hit, the first that stays inside ``root`` (the local path when no root is given)."""
+    hows = [h for h in RESOLUTIONS if h != "root" or root is not None]
+    if not keys:
+        return hows[0]
+    step = max(1, len(keys) // _SAMPLE)
+    sample = list(range(0, len(keys), step))[:_SAMPLE]
+    inside_root = []
+    for how in hows:
+        fulls = [_full(path, keys[i], locals_[i], how, root) for i in sample]
+        if root is not None and not any(_inside(f, root) for f in fulls):
+            continue  # never outside the catalog root
+        inside_root.append(how)
+        if any(os.path.lexists(f) for f in fulls):
+            return how
+    return inside_root[0] if inside_root else hows[0]
+
+
+def _image(path: Path, key: str, local: str, dive_dir: Path | None, how: str = "local_path",
+           root: Path | None = None) -> str:
     if posixpath.isabs(key) or os.path.isabs(key):
         return key
-    joined = posixpath.join(local, key) if local else key
-    if os.path.isabs(local) or dive_dir is None:
-        return joined
-    full = os.path.normpath(os.path.join(os.path.abspath(path.parent), local, key))
+    if how == "local_path" and (os.path.isabs(local) or dive_dir is None):
+        return posixpath.join(local, key) if local else key
+    full = _full(path, key, local, how, root)
+    if dive_dir is None:  # relative to the iFDO file's folder, as a local path would be
+        return os.path.relpath(full, os.path.abspath(path.parent)).replace(os.sep, "/")
     rel = os.path.relpath(full, os.path.abspath(dive_dir))
     return rel.replace(os.sep, "/")
-
 
 
 def sniff(head):
