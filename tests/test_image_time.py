@@ -127,3 +127,16 @@ def test_catalog_image_time_locates_names_the_builtins_miss(tmp_path):
     assert res.quarantine.empty
     assert res.locations["timestamp"].iat[0] == pytest.approx(T + 8, abs=1e-3)
     assert res.locations["lat"].iat[0] == pytest.approx(-43.3 + 8e-5, abs=1e-7)
+
+
+def test_a_build_that_locates_nothing_for_want_of_times_says_what_to_set(tmp_path):
+    import subprocess
+    import sys
+
+    vehicle_dive(tmp_path, ["IMG_0001.jpg", "IMG_0002.jpg"])
+    res = subprocess.run([sys.executable, "-m", "pipeline", "build", "--catalog",
+                          str(tmp_path / "c.yaml")], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "no_time x2" in res.stderr and "image_time:" in res.stderr
+    assert all(p.example in res.stderr for p in BUILTIN_PATTERNS)

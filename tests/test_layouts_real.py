@@ -224,6 +224,35 @@ def test_shared_vehicle_csv_serves_two_dives_by_time(tmp_path):
     assert_at_truth(loc, truth)
 
 
+def test_shared_csv_in_a_subfolder_keyed_by_path_from_its_folder(tmp_path):
+    """Rows attributed by path: from the root or from the file's folder; a row whose path lies
+    in another dive's folder never locates a namesake here."""
+    root = tmp_path / "site"
+    two_dives(root, {"d1": ["a.jpg", "z.jpg"], "d2": ["a.jpg"]})
+    (root / "nav").mkdir()
+    pd.DataFrame({
+        "image": ["../dives/d1/images/a.jpg", "dives/d2/images/a.jpg", "dives/d2/images/z.jpg"],
+        "t": [T0, T0 + 1, T0 + 2], "lat": [-43.3, -43.31, -43.32], "lon": 147.9,
+        "depth": 10.0}).to_csv(root / "nav" / "images.csv", index=False)
+    loc, quar, _ = run(root, tmp_path, dives="dives/*", images="{dive}/images/*.jpg", nav=[{
+        "format": "csv", "path": "nav/images.csv",
+        "columns": {"time": "t", "image": "image", "lat": "lat", "lon": "lon", "depth": "depth"}}])
+    assert_at_truth(loc, pd.DataFrame({
+        "path": ["dives/d1/images/a.jpg", "dives/d2/images/a.jpg"], "unix_time": [T0, T0 + 1],
+        "lat": [-43.3, -43.31], "lon": 147.9}))
+    # d2's z.jpg row is d2's (its image is missing there), never d1's z.jpg
+    assert quar[["source", "reason"]].values.tolist() == [["dives/d1/images/z.jpg", "no_nav"]]
+
+
+def test_shared_ifdo_in_a_navigation_only_catalog_gives_each_dive_its_items(tmp_path):
+    root = shared_ifdo_site(tmp_path)
+    loc, _, _ = run(root, tmp_path, dives="dives/*", images=None,
+                    nav=[{"format": "ifdo", "path": "ifdo.json"}])
+    assert loc.groupby("dive")["path"].apply(sorted).to_dict() == {
+        "d1": [f"dives/d1/images/x{i}.jpg" for i in range(3)],
+        "d2": [f"dives/d2/images/y{i}.jpg" for i in range(3)]}
+
+
 def shared_ifdo_site(tmp_path: Path) -> Path:
     root = tmp_path / "site"
     names = {"d1": ["x0.jpg", "x1.jpg", "x2.jpg"], "d2": ["y0.jpg", "y1.jpg", "y2.jpg"]}
