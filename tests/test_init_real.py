@@ -11,18 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 import yaml
 from PIL import Image
+from surveys import copy_survey
 
 from pipeline.build import build
 from pipeline.catalog import load_catalog
 from pipeline.cli import main
 from pipeline.synth import SynthConfig, generate
 
-from surveys import copy_survey
-
 QUIET = {"workers": 1, "log": lambda *_: None}
+EXAMPLES = Path(__file__).resolve().parents[1] / "catalogs" / "examples"
 
 
 def _generate(root: Path, fmt: str, seed: int) -> Path:
@@ -180,22 +179,25 @@ def test_dive_named_image_folders_and_a_csv_with_time_and_datetime(tmp_path, cap
 
 
 def test_dataset_level_ifdo_at_the_root(tmp_path, capsys):
-    """One iFDO for the whole dataset (marimba's default), items keyed by path from the root."""
+    """One iFDO for the whole dataset (marimba's default), items keyed by path from the root;
+    init proposes what catalogs/examples/dataset-ifdo.yaml says."""
     src = _generate(tmp_path / "gen", "ifdo", seed=6)
     ref = _reference(src, tmp_path)
     root = tmp_path / "dataset"
     header, items = None, {}
     for dive in ("dive01", "dive02"):
-        shutil.copytree(src / dive / "images", root / dive / "images")
+        shutil.copytree(src / dive / "images", root / "data" / "benthic" / dive)
         doc = json.loads((src / dive / "nav" / f"{dive}_iFDO.json").read_text())
         header = header or {k: v for k, v in doc["image-set-header"].items()
                             if k != "image-set-local-path"}
-        items.update({f"{dive}/images/{k}": v for k, v in doc["image-set-items"].items()})
-    (root / "dataset.ifdo.json").write_text(json.dumps(
+        items.update({f"data/benthic/{dive}/{k}": v for k, v in doc["image-set-items"].items()})
+    (root / "ifdo.json").write_text(json.dumps(
         {"image-set-header": header, "image-set-items": items}))
     got, report = _init_and_build(root, capsys)
     cat = load_catalog(root / "catalog.yaml")
-    assert [(s.format, s.path) for s in cat.nav] == [("ifdo", "dataset.ifdo.json")]
+    example = yaml.safe_load((EXAMPLES / "dataset-ifdo.yaml").read_text())
+    assert (cat.dives, cat.images) == (example["dives"], example["images"])
+    assert [s.model_dump(exclude_none=True) for s in cat.nav] == example["nav"]
     assert "shared by all dives" in report
     _same_places(got, ref, set(ref))
 

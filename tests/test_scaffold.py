@@ -19,7 +19,15 @@ import yaml
 from pipeline.build import build
 from pipeline.catalog import load_catalog
 from pipeline.cli import main
-from pipeline.scaffold import dive_of_image_folder, generalise, nav_template, propose
+from pipeline.scaffold import (
+    dive_of_image_folder,
+    dives_glob,
+    generalise,
+    nav_template,
+    per_dive_part,
+    propose,
+)
+from pipeline.scaffold.layout import place_image_folders
 from pipeline.synth import SynthConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,6 +215,35 @@ def test_helpers():
         "{dive}/nav/{dive_id}_iFDO.json"
     assert nav_template("nav/d7.csv", "dives/d7", "d7") == "nav/{dive_id}.csv"
     assert nav_template("nav/d70.csv", "dives/d7", "d7") is None
+    # a dive's own folder names never stay literal: the next dive has its own
+    assert per_dive_part("i20150918_000954_cv", "r20150918_000954_site") == "i*_cv"
+    assert per_dive_part("dive01_images", "dive01") == "*_images"
+    assert per_dive_part("20220815", "dive01") == "*"
+    assert per_dive_part("images", "dive01") == "images"
+    assert per_dive_part("i1_cv", "st01") == "i1_cv"  # generalised across dives, not alone
+    assert dive_of_image_folder("dive01/20220815") == ("dive01", "20220815")
+    assert dive_of_image_folder("dive01/dive01_images") == ("dive01", "dive01_images")
+    assert dive_of_image_folder("20220815") == ("20220815", "")  # at the root: the dive
+
+
+def test_date_named_folders_are_dives_where_a_folder_holds_several():
+    placed = place_image_folders(["c01/20190403", "c01/20190404", "d07/20190405"])
+    assert placed["c01/20190403"] == ("c01/20190403", "")
+    assert placed["c01/20190404"] == ("c01/20190404", "")
+    assert placed["d07/20190405"] == ("d07", "20190405")
+
+
+@pytest.mark.parametrize("rels,pattern", [
+    (["dive01"], "dive*"),
+    (["r20150918_000954_ohara07"], "r*"),
+    (["alpha"], "alpha"),  # no number: nothing says how the next dive is named
+    (["raw/2019/c01/dive07"], "raw/*/*/*"),
+    (["dive01", "dive02"], "dive*"),
+])
+def test_dives_glob_fits_the_next_dive(tmp_path, rels, pattern):
+    for rel in rels:
+        (tmp_path / rel).mkdir(parents=True)
+    assert dives_glob(tmp_path, rels) == (pattern, [])
 
 
 @pytest.mark.parametrize("make,args,expect", [

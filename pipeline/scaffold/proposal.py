@@ -14,14 +14,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalog import Catalog, NavSource
-from ..ingest import discover_dives, dive_id_of, dive_images, dive_nav_source, dive_rel, expand, \
-    nav_candidates
+from ..ingest import (
+    discover_dives,
+    dive_id_of,
+    dive_images,
+    dive_nav_source,
+    dive_rel,
+    expand,
+    nav_candidates,
+)
 from ..output import MARKER as OUTPUT_MARKER
 from ..readers import FORMATS
 from .explain import explain
 from .layout import counts, dives_glob, images_template, place_image_folders
-from .navsources import FORMAT_RANK, SourceGroup, camera_note, check_units, choose_sources, \
-    group_sources, image_refs, nav_template
+from .navsources import (
+    FORMAT_RANK,
+    SourceGroup,
+    camera_note,
+    check_units,
+    choose_sources,
+    group_sources,
+    image_refs,
+    nav_template,
+)
 from .scan import IMAGE_EXTS, Scan, scan
 from .shared_nav import exif_source, shared_sources, untimed_images
 
@@ -108,6 +123,10 @@ def _dives(root: Path, s: Scan, placed: dict) -> tuple[list[str], str, list[str]
     dive_rels = sorted(by_depth[depth])
     pattern, extra = dives_glob(root, dive_rels)
     notes, unplaced = [], []
+    if not any(ch in pattern for ch in "*?["):
+        notes.append(f"dives: {pattern!r} names the one dive folder found, whose name has no "
+                     "number to generalise; dives added later are indexed only if 'dives' "
+                     "matches them (edit it, e.g. a glob of their common prefix)")
     for other in sorted(d for d in by_depth if d != depth):
         missed = sorted(by_depth[other])
         notes.append(f"dives: folders with images sit at different depths; {pattern!r} takes the "
@@ -153,9 +172,10 @@ def propose(survey_dir: str | Path, name: str | None = None, output: str | None 
             chosen.append(g)
             covered |= set(g.files)
         else:
-            which = "which has" if len(g.files) == 1 else "which all have"
+            which = ("which has a navigation file of its own" if len(g.files) == 1 else
+                     "which all have navigation files of their own")
             refused.append(f"{g.navs[0].rel} ({g.kind.replace('+image', '')}: serves "
-                           f"{more(sorted(g.files), 4)}, {which} a navigation file of its own)")
+                           f"{more(sorted(g.files), 4)}, {which})")
     skipped = [f"{g.kind.replace('+image', '')} {g.template} ({len(g.files)} dive(s))"
                for g in groups.values() if g not in chosen]
     if skipped:

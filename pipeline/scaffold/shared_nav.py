@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from pathlib import Path
 
 from pydantic import ValidationError
 
