@@ -89,6 +89,11 @@ class NavSource(_Strict):
     def _has_dive(cls, v: str | None) -> str | None:
         if v is not None:
             _check_template(v, "path", shared_ok=True)
+            parts = v.replace("\\", "/").split("/")
+            if v.startswith(("/", "\\")) or ":" in v[:3] or ".." in parts:
+                raise ValueError(f"a path inside the root, relative to it; {v!r} leads outside "
+                                 "it (the pipeline never reads outside the root): set 'root' to "
+                                 "a folder that holds the navigation file")
         return v
 
     @field_validator("cameras")

@@ -384,6 +384,8 @@ def test_acfr_yaw_in_degrees_without_the_option_quarantines_the_dive_naming_it(t
     ({"format": "acfr-stereo-pose", "path": "{dive}/s.data", "cameras": []}, "left, right"),
     ({"format": "acfr-stereo-pose", "path": "{dive}/s.data", "cameras": ["middle"]}, "left"),
     ({"format": "ifdo"}, "needs a 'path'"),
+    ({"format": "ifdo", "path": "../other/ifdo.json"}, "leads outside"),
+    ({"format": "ifdo", "path": "/data/ifdo.json"}, "leads outside"),
     ({"format": "exif", "timezone": "Mars/Olympus"}, "no known zone"),
     ({"format": "csv", "path": "{dive}/n.csv", "timezone": "UTC",
       "columns": {"time": "t", "lat": "a", "lon": "b", "depth": "d"}}, "only for format 'exif'"),
