@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("init", help="scan a survey folder and propose a catalog for it",
                        description="Scan a survey folder (dive folders with images, navigation "
                        "files) and propose a catalog: printed on stdout (the report on stderr), "
-                       "or written as SURVEY_DIR/catalog.yaml with --write.")
+                       "or written as SURVEY_DIR/catalog.yaml with --write. Navigation formats "
+                       "are recognised by the readers; for a CSV none of them reads, the report "
+                       "says which columns it looked for, found and nearly found, and the "
+                       "columns: map to write.")
     i.add_argument("survey_dir", metavar="SURVEY_DIR", help="the survey's top folder")
     i.add_argument("--write", action="store_true",
                    help="write SURVEY_DIR/catalog.yaml (never over an existing one)")

@@ -101,12 +101,18 @@ def _covered(cat: Catalog, nav: NavFile, dive_ids: list[str], by_path: dict[str,
     if t.empty:
         return "no times", []
     t0, t1 = float(t.min()), float(t.max())
-    covered = []
+    covered, read, example = [], 0, None
     for d in dive_ids:
-        times = [image_time_from_name(n) for n in _sample(dive_images(cat, d))]
-        times = [x for x in times if x is not None]
-        if times and any(t0 <= x <= t1 for x in times):
+        sample = _sample(dive_images(cat, d))
+        example = example or (posixpath.basename(sample[0]) if sample else None)
+        times = [x for x in (image_time_from_name(n) for n in sample) if x is not None]
+        read += len(times)
+        if any(t0 <= x <= t1 for x in times):
             covered.append(d)
+    if not read and example:
+        return (f"a time series, matched to images by the time in their names, and no built-in "
+                f"pattern reads one in names such as {example}; set image_time: in the "
+                "catalog"), []
     return "its time span covers no dive's image times (read from the image names)", covered
 
 
