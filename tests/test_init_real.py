@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from PIL import Image
 from surveys import copy_survey
@@ -299,3 +300,33 @@ def test_unknown_csv_is_explained_with_the_columns_map_to_write(tmp_path, capsys
     # the first few files are explained in full, the rest named
     assert err.count("add this nav source") == 2
     assert "no catalog proposed" in err
+
+
+# ---------------------------------------------------------------- marimba's packaged datasets
+
+MARIMBA = Path(__file__).resolve().parent / "data" / "marimba"
+
+
+@pytest.mark.parametrize("version", ["marimba_1.0.1", "marimba_1.2.0"])
+@pytest.mark.parametrize("level", ["project", "collection"])
+def test_marimba_datasets(tmp_path, capsys, version, level):
+    """marimba's two metadata levels: the dataset's ifdo.json alone (shared by all dives), or
+    the per-collection iFDOs beside it (each dive's own; the shared one is then not needed)."""
+    root = tmp_path / "dataset"
+    shutil.copytree(MARIMBA / version, root, ignore=shutil.ignore_patterns("truth.csv"))
+    truth = pd.read_csv(MARIMBA / version / "truth.csv")
+    if level == "project":
+        for f in root.glob("*.benthic.ifdo.json"):
+            f.unlink()
+    assert main(["init", str(root), "--write"]) == 0
+    capsys.readouterr()
+    cat = load_catalog(root / "catalog.yaml")
+    assert cat.dives == "data/benthic/*" and cat.images == "{dive}/*.jpg"
+    expected = "ifdo.json" if level == "project" else "{dive_id}.benthic.ifdo.json"
+    assert [(s.format, s.path) for s in cat.nav] == [("ifdo", expected)]
+    assert main(["build", "--catalog", str(root / "catalog.yaml"), "--workers", "1"]) == 0
+    t = pq.read_table(cat.output / "locations.parquet", columns=["path", "lat", "lon"]).to_pandas()
+    merged = t.merge(truth, on="path", suffixes=("", "_truth"))
+    assert len(merged) == len(truth) == len(t)
+    metres = 111_000 * ((merged.lat - merged.lat_truth).abs() + (merged.lon - merged.lon_truth).abs())
+    assert metres.max() < 0.5
