@@ -77,10 +77,13 @@ class NavSource(_Strict):
                     "biigle-csv", "qgc-csv", "exif"]
     # a template with {dive}/{dive_id}, or without them one file shared by every dive (its
     # rows attributed to dives by image path or name, or by time for a vehicle series); optional
-    # only for format exif (the images carry their own navigation)
+    # only for format exif (the images carry their own navigation; a path there is a glob of
+    # the dive's images whose EXIF is read, by default the catalog's images)
     path: str | None = None
     columns: CsvColumns | None = None
-    timezone: str | None = None  # exif only: the zone of EXIF times written without one
+    # exif, qgc-csv, biigle-csv: the zone of times written without one (QGroundControl writes
+    # the ground station's local time); format csv has columns.timezone
+    timezone: str | None = None
     yaw_unit: Literal["rad", "deg"] | None = None  # acfr-stereo-pose only (default rad)
     cameras: list[Literal["left", "right"]] | None = None  # acfr-stereo-pose only (default both)
 
@@ -113,15 +116,31 @@ class NavSource(_Strict):
         if self.path is None and self.format != "exif":
             raise ValueError(f"format {self.format!r} needs a 'path' (only format 'exif', which "
                              "reads the images themselves, may leave it out)")
-        only = {"timezone": "exif", "yaw_unit": "acfr-stereo-pose", "cameras": "acfr-stereo-pose"}
-        for key, fmt in only.items():
-            if getattr(self, key) is not None and self.format != fmt:
-                raise ValueError(f"'{key}' is only for format '{fmt}', not {self.format!r}")
+        if self.format == "exif" and self.shared:
+            raise ValueError(f"format 'exif' reads each dive's own images: a path, if given, is "
+                             f"a glob of them with {{dive}} (e.g. '{{dive}}/images/*.jpg'), not "
+                             f"{self.path!r}; leave it out to read the catalog's images")
+        only = {"timezone": ("exif", "qgc-csv", "biigle-csv"), "yaw_unit": ("acfr-stereo-pose",),
+                "cameras": ("acfr-stereo-pose",)}
+        for key, fmts in only.items():
+            if getattr(self, key) is not None and self.format not in fmts:
+                raise ValueError(f"'{key}' is only for format {' or '.join(map(repr, fmts))}, "
+                                 f"not {self.format!r}" + (" (format csv has columns.timezone)"
+                                                           if key == "timezone" else ""))
         if self.timezone is not None:
             from .readers._times import parse_timezone  # the readers' own rule, one place
 
             parse_timezone(self.timezone)  # ValueError says what was found and what is expected
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_columns_for_other_formats(cls, data: Any) -> Any:
+        # said before the map itself is checked: a map under another format is the mistake
+        if isinstance(data, dict) and data.get("columns") is not None and \
+                data.get("format") not in (None, "csv"):
+            raise ValueError(f"'columns' is only for format 'csv', not {data.get('format')!r}")
+        return data
 
     @model_validator(mode="after")
     def _columns_only_for_csv(self) -> NavSource:

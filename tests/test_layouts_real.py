@@ -387,6 +387,7 @@ def test_acfr_yaw_in_degrees_without_the_option_quarantines_the_dive_naming_it(t
     ({"format": "ifdo", "path": "../other/ifdo.json"}, "leads outside"),
     ({"format": "ifdo", "path": "/data/ifdo.json"}, "leads outside"),
     ({"format": "exif", "timezone": "Mars/Olympus"}, "no known zone"),
+    ({"format": "exif", "path": "images/*.jpg"}, "with {dive}"),
     ({"format": "csv", "path": "{dive}/n.csv", "timezone": "UTC",
       "columns": {"time": "t", "lat": "a", "lon": "b", "depth": "d"}}, "only for format 'exif'"),
 ])
@@ -400,11 +401,13 @@ def test_nav_source_options_belong_to_their_format(tmp_path, source, message):
 # ---- EXIF: the images are the navigation -----------------------------------------------------
 
 
-def test_exif_without_a_path_reads_the_dives_images(tmp_path):
+@pytest.mark.parametrize("path", [None, "{dive}/images/*.jpg"])
+def test_exif_reads_the_dives_images(tmp_path, path):
     root = tmp_path / "site"
     shutil.copytree(DATA / "exif" / "dive", root / "dives" / "d1" / "images")
+    source = {"format": "exif", "timezone": "+10:00", **({"path": path} if path else {})}
     loc, quar, _ = run(root, tmp_path, dives="dives/*", images="{dive}/images/*.jpg",
-                       nav=[{"format": "exif", "timezone": "+10:00"}])
+                       nav=[source])
     # a.jpg carries +10:00 itself; b.jpg is read in the catalog's zone; c.jpg has no GPS
     truth = pd.DataFrame({
         "path": ["dives/d1/images/a.jpg", "dives/d1/images/b.jpg"],
