@@ -239,6 +239,8 @@ def _reader_options(cat: Catalog, src: NavSource, dive: str, folder_rel: str,
                  if src.path is not None else [c.path for c in good])
         return {"images": [posixpath.relpath(f, folder_rel) for f in files],
                 "timezone": src.timezone or "UTC"}
+    if src.format in ("qgc-csv", "biigle-csv"):
+        return {"timezone": src.timezone or "UTC"}
     return {}
 
 
@@ -415,7 +417,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
     if src.format == "exif":  # the dive's images carry the navigation
         nav_path = cat.root / folder_rel
     options = _reader_options(cat, src, dive, folder_rel, good)
-    if src.format in ("oplab-nav-csv", "csv"):  # vehicle series are cleaned as they are read
+    if src.format in ("oplab-nav-csv", "csv", "qgc-csv"):  # vehicle series: cleaned as read
         options.update(max_speed_m_s=cat.nav_checks.max_speed_m_s,
                        min_jump_m=cat.nav_checks.position_noise_m)
     nav_rel = nav_path.relative_to(cat.root).as_posix()
