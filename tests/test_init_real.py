@@ -330,3 +330,27 @@ def test_marimba_datasets(tmp_path, capsys, version, level):
     assert len(merged) == len(truth) == len(t)
     metres = 111_000 * ((merged.lat - merged.lat_truth).abs() + (merged.lon - merged.lon_truth).abs())
     assert metres.max() < 0.5
+
+
+def test_image_metadata_csv_at_the_root_keyed_by_file_name(tmp_path, capsys):
+    """BIIGLE's image metadata CSV for the whole volume: rows name images by file name only."""
+    src = _generate(tmp_path / "gen", "oplab-camera-csv", seed=9)
+    ref = _reference(src, tmp_path)
+    root = tmp_path / "volume"
+    rows = []
+    for dive in ("dive01", "dive02"):
+        shutil.copytree(src / dive / "images", root / dive / "images")
+        cam = pd.read_csv(src / dive / "nav" / "auv_ekf_LC.csv")
+        when = pd.to_datetime(cam["timestamp [s]"], unit="s", utc=True)
+        rows.append(pd.DataFrame({
+            "filename": [Path(p).name for p in cam["relative_path"]],
+            "taken_at": when.dt.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            "lng": cam["longitude [deg]"], "lat": cam["latitude [deg]"],
+            "gps_altitude": -cam["depth [m]"], "distance_to_ground": cam["altitude [m]"],
+            "yaw": cam["heading [deg]"]}))
+    pd.concat(rows).to_csv(root / "metadata.csv", index=False)
+    got, report = _init_and_build(root, capsys)
+    cat = load_catalog(root / "catalog.yaml")
+    assert [(s.format, s.path) for s in cat.nav] == [("biigle-csv", "metadata.csv")]
+    assert "shared by all dives" in report
+    _same_places(got, ref, set(ref))

@@ -174,8 +174,8 @@ def propose(survey_dir: str | Path, name: str | None = None, output: str | None 
         else:
             which = ("which has a navigation file of its own" if len(g.files) == 1 else
                      "which all have navigation files of their own")
-            refused.append(f"{g.navs[0].rel} ({g.kind.replace('+image', '')}: serves "
-                           f"{more(sorted(g.files), 4)}, {which})")
+            notes.append(f"nav: not used: {g.navs[0].rel} ({g.kind.replace('+image', '')}: "
+                         f"serves {more(sorted(g.files), 4)}, {which})")
     skipped = [f"{g.kind.replace('+image', '')} {g.template} ({len(g.files)} dive(s))"
                for g in groups.values() if g not in chosen]
     if skipped:
