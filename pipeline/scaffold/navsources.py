@@ -14,6 +14,7 @@ import csv
 import fnmatch
 import glob
 import json
+import os
 import posixpath
 import re
 from collections import defaultdict
@@ -179,8 +180,20 @@ def image_refs(root: Path, nav: NavFile, dive_folder: str) -> ImageRefs | None:
     if nav.format == "acfr-stereo-pose":
         refs = [r if "/" in r else f"images/{r}" for r in refs]
     base = root / dive_folder
-    ok = sum((base / r).exists() for r in refs)
-    folders = {posixpath.normpath(posixpath.dirname(r) or ".") for r in refs}
+    # the builder matches a path whose folder differs by its file name, where one image has it
+    where: dict[str, list[str]] = defaultdict(list)
+    for dirpath, _, files in os.walk(base):
+        rel = Path(dirpath).relative_to(base).as_posix()
+        for f in files:
+            where[f].append(rel)
+    ok, folders = 0, set()
+    for r in refs:
+        if (base / r).is_file():
+            ok += 1
+            folders.add(posixpath.normpath(posixpath.dirname(r) or "."))
+        elif len(where.get(posixpath.basename(r), ())) == 1:
+            ok += 1
+            folders.add(where[posixpath.basename(r)][0])
     return ImageRefs(ok, len(refs), refs[0], folders)
 
 

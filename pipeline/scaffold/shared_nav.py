@@ -87,6 +87,8 @@ def _covered(cat: Catalog, nav: NavFile, dive_ids: list[str], by_path: dict[str,
         data = read_nav(nav.format, cat.root / nav.rel, columns=nav.columns)
     except (NavFormatError, ValueError, OSError) as exc:
         return f"cannot be read: {str(exc).splitlines()[0]}", []
+    except Exception as exc:  # a reader's fault must not stop the proposal: said, not raised
+        return f"the {nav.format} reader failed on it ({type(exc).__name__}: {exc})", []
     table = data.table
     if data.per_image:
         folder = posixpath.dirname(nav.rel)
