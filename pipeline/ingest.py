@@ -11,6 +11,7 @@ import glob
 import hashlib
 import json
 import os
+import dataclasses
 import posixpath
 import re
 import time as _time
@@ -25,7 +26,7 @@ from . import reasons
 from .catalog import Catalog, NavSource
 from .images import ImageCheck, check_images
 from .output import MARKER as OUTPUT_MARKER
-from .readers import NavFormatError, image_time_from_name, read_nav
+from .readers import NavData, NavFormatError, image_time_from_name, read_nav
 from .readers.imagetime import patterns_tried
 from .track import MotionLimits, degenerate, pose_jumps, time_faults
 
@@ -244,6 +245,25 @@ def _reader_options(cat: Catalog, src: NavSource, dive: str, folder_rel: str,
     return {}
 
 
+# the last shared navigation file read (key: format, path, size, mtime, options): every dive
+# of a site reads the same dataset-wide file, parsed once per process instead of once per dive
+_SHARED_READ: dict[tuple, NavData] = {}
+
+
+def _read_shared(fmt: str, path: Path, columns: dict | None, options: dict) -> NavData:
+    st = path.stat()
+    key = (fmt, str(path), st.st_size, st.st_mtime_ns,
+           json.dumps([columns, options], sort_keys=True, default=str))
+    data = _SHARED_READ.get(key)
+    if data is None:
+        data = read_nav(fmt, path, columns=columns, **options)
+        _SHARED_READ.clear()
+        _SHARED_READ[key] = data
+    # each dive gets its own copy: ingest may change the table or the notes
+    return dataclasses.replace(data, table=data.table.copy(), notes=dict(data.notes),
+                               not_located=dict(data.not_located))
+
+
 def _image_bases(src: NavSource, folder_rel: str, nav_rel: str) -> list[str]:
     """Folders (from the root) a navigation file's image paths may be relative to, in order."""
     if not src.shared:
@@ -425,8 +445,9 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         if not Path(os.path.realpath(nav_path)).is_relative_to(Path(os.path.realpath(cat.root))):
             raise NavFormatError(f"{nav_rel}: a symlink to {os.path.realpath(nav_path)}, outside "
                                  "the catalog root; the pipeline never reads outside it")
-        data = read_nav(src.format, nav_path,
-                        columns=src.columns.model_dump() if src.columns else None, **options)
+        columns = src.columns.model_dump() if src.columns else None
+        data = (_read_shared(src.format, nav_path, columns, options) if src.shared else
+                read_nav(src.format, nav_path, columns=columns, **options))
         table = data.table
         raw_span = table.attrs.get("raw_span_s")  # before the cleaner dropped any fix
         usable = (np.isfinite(table["timestamp"].to_numpy(np.float64))

@@ -418,3 +418,27 @@ def test_exif_reads_the_dives_images(tmp_path, path):
     assert_at_truth(loc, truth)
     assert quar["source"].tolist() == ["dives/d1/images/c.jpg"]
     assert quar["reason"].iat[0] == "nav_invalid"
+
+
+def test_a_shared_file_is_parsed_once_for_all_dives_and_again_when_it_changes(tmp_path,
+                                                                               monkeypatch):
+    import pipeline.ingest as ingest
+
+    root = shared_ifdo_site(tmp_path)
+    calls = []
+    real = ingest.read_nav
+    monkeypatch.setattr(ingest, "read_nav", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump({
+        "root": str(root), "output": str(tmp_path / "out"), "dives": "dives/*",
+        "images": "{dive}/images/*.jpg", "nav": [{"format": "ifdo", "path": "ifdo.json"}]}))
+    cat = load_catalog(path)
+    first = [ingest_dive(cat, d, workers=1) for d in ("d1", "d2")]
+    assert len(calls) == 1 and [len(r.locations) for r in first] == [3, 3]
+    doc = json.loads((root / "ifdo.json").read_text())
+    doc["image-set-items"]["dives/d2/images/y0.jpg"]["image-latitude"] = -43.31001
+    (root / "ifdo.json").write_text(json.dumps(doc))
+    again = ingest_dive(cat, "d2", workers=1)
+    assert len(calls) == 2
+    y0 = again.locations.set_index("path").loc["dives/d2/images/y0.jpg"]
+    assert y0["lat"] == pytest.approx(-43.31001, abs=1e-9)
