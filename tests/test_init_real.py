@@ -281,7 +281,7 @@ def test_image_names_without_a_time_are_shown_and_image_time_asked_for(tmp_path,
 
 def test_unknown_csv_is_explained_with_the_columns_map_to_write(tmp_path, capsys):
     root = tmp_path / "survey"
-    for dive in ("d01", "d02"):
+    for dive in ("d01", "d02", "d03", "d04"):
         (root / dive / "images").mkdir(parents=True)
         (root / dive / "images" / "PR_20240313_004046_897_LC16.jpg").write_bytes(b"")
         (root / dive / "log.csv").write_text(
@@ -298,7 +298,8 @@ def test_unknown_csv_is_explained_with_the_columns_map_to_write(tmp_path, capsys
     assert 'lat: "<latitude column>"  # nearest: latitud' in snippet
     assert 'time: "<time column>"  # nearest: tiempo' in snippet
     # the first few files are explained in full, the rest named
-    assert err.count("add this nav source") == 2
+    assert err.count("add this nav source") == 3
+    assert "\n  CSV not recognised as navigation: d04/log.csv\n" in err
     assert "no catalog proposed" in err
 
 

@@ -213,15 +213,20 @@ def propose(survey_dir: str | Path, name: str | None = None, output: str | None 
 
 
 def _unrecognised_lines(s: Scan, ids: dict[str, str]) -> list[str]:
-    """The first few unrecognised CSVs explained in full (roles, nearest names, columns map)."""
+    """The first few unrecognised CSVs explained in full (roles, nearest names, columns map):
+    where no navigation was recognised, any CSV may be the navigation; otherwise only those
+    with some navigation column (a list of labels is named, not explained)."""
     lines = []
-    for k, u in enumerate(s.unknown):
-        if k < EXPLAINED_MAX:
+    explained = 0
+    for u in s.unknown:
+        if explained < EXPLAINED_MAX and (not s.nav or (u.sniff is not None and u.sniff.found)):
+            explained += 1
             template = next((t for i, r in ids.items()
                              if (t := nav_template(u.rel, r, i)) is not None), None)
             lines.append("\n".join(explain(u, template)))
         else:
-            lines.append(f"CSV not recognised as navigation: {u.rel}")
+            why = u.sniff.note if u.sniff is not None and u.sniff.note else ""
+            lines.append(f"CSV not recognised as navigation: {u.rel}" + (f" ({why})" if why else ""))
     return lines
 
 
