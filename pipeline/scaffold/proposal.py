@@ -184,6 +184,9 @@ def propose(survey_dir: str | Path, name: str | None = None, output: str | None 
                      + (f"\n    ... and {len(skipped) - LIST_MAX} more"
                         if len(skipped) > LIST_MAX else ""))
     notes += check_units(root, chosen)
+    for g in chosen:  # what the csv sniff says of the map it guessed (ambiguous dates, no depth)
+        said = sorted({n.note for n in g.navs if n.note and n.columns is not None})
+        notes += [f"nav: {g.template}: {note}" for note in said[:2]]
     for g in chosen:
         if g.refs and g.refs.found == 0:
             notes.append(f"nav: {g.template}: none of the first {g.refs.checked} image paths it "
