@@ -226,6 +226,20 @@ def test_helpers():
     assert dive_of_image_folder("20220815") == ("20220815", "")  # at the root: the dive
 
 
+def test_image_template_of_date_named_folders():
+    from collections import Counter
+
+    from pipeline.scaffold.layout import images_template
+
+    folders = {"dive01/20220815": Counter({".jpg": 5}), "dive02/20220816": Counter({".jpg": 4})}
+    placed = place_image_folders(folders)
+    assert images_template(["dive01", "dive02"], folders, placed)[0] == "{dive}/*/*.jpg"
+    # a bare * would also take the dives' other image folders: digits only then
+    folders["dive01/images"] = Counter({".jpg": 2})
+    placed = place_image_folders(folders)
+    assert images_template(["dive01", "dive02"], folders, placed)[0] == "{dive}/[0-9]*/*.jpg"
+
+
 def test_date_named_folders_are_dives_where_a_folder_holds_several():
     placed = place_image_folders(["c01/20190403", "c01/20190404", "d07/20190405"])
     assert placed["c01/20190403"] == ("c01/20190403", "")
