@@ -7,11 +7,11 @@ dive), depth and altitude linearly, heading on the circle; nothing is extrapolat
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
 import os
-import dataclasses
 import posixpath
 import re
 import time as _time
