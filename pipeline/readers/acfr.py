@@ -28,7 +28,8 @@ outside [-720, 720] is refused the same way.
 
 Cameras (``cameras``): each row names the left and the right image of one stereo pair, taken at
 the same instant; the pose is the rig's (the left camera's frame). Every chosen camera's image
-gets the row's pose: with ``("left", "right")`` the table has one row per image, the right
+gets the row's pose (the right camera sits a stereo baseline, some 0.1 m, from the left one,
+below what the navigation resolves): with ``("left", "right")`` the table has one row per image, the right
 image's row a copy of its pair's (same ``line``). An image of a camera left out is never dropped
 silently: it is listed in ``NavData.not_located`` with the reason, for the caller to
 quarantine. The reader's default is the left camera only (one row per line, as callers of the
