@@ -21,6 +21,7 @@ position fixes (GPS, USBL), which no step shorter than it ever exceeds.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,8 +165,8 @@ def _longest_ordered(values: np.ndarray) -> np.ndarray:
     tails_val: list[float] = []
     tails_idx: list[int] = []
     prev = np.full(n, -1, dtype=np.int64)
-    for i, v in enumerate(values):
-        pos = int(np.searchsorted(tails_val, v, side="right"))
+    for i, v in enumerate(values.tolist()):
+        pos = bisect.bisect_right(tails_val, v)
         prev[i] = tails_idx[pos - 1] if pos else -1
         if pos == len(tails_val):
             tails_val.append(v)
@@ -205,15 +206,22 @@ def time_faults(t: np.ndarray, x: np.ndarray, y: np.ndarray,
     t, x, y = (np.asarray(a, dtype=np.float64) for a in (t, x, y))
     n = len(t)
     shared = np.zeros(n, dtype=bool)
-    times, inverse = np.unique(t, return_inverse=True)
-    if len(times) < n:
-        count = np.bincount(inverse)
-        for g in np.flatnonzero(count > 1):
-            members = np.flatnonzero(inverse == g)
-            mx, my = x[members], y[members]
-            apart = np.hypot(mx[:, None] - mx[None, :], my[:, None] - my[None, :]).max()
-            if apart > limits.position_noise_m:
-                shared[members] = True
+    if n:
+        order = np.argsort(t, kind="stable")
+        ts, xs, ys = t[order], x[order], y[order]
+        start = np.flatnonzero(np.concatenate([[True], np.diff(ts) != 0]))
+        # the extent of each group of poses at one time (its diagonal: the distance for two)
+        wide = np.hypot(np.maximum.reduceat(xs, start) - np.minimum.reduceat(xs, start),
+                        np.maximum.reduceat(ys, start) - np.minimum.reduceat(ys, start))
+        ends = np.append(start[1:], n)
+        flagged = np.zeros(n, dtype=bool)
+        for g in np.flatnonzero(wide > limits.position_noise_m):  # rare: a loop is fine
+            a, b = start[g], ends[g]
+            near = np.hypot(xs[a:b] - np.median(xs[a:b]), ys[a:b] - np.median(ys[a:b]))
+            close = near <= limits.position_noise_m
+            # most of the group agree (a rig's cameras): only the others carry a wrong time
+            flagged[a:b] = ~close if close.sum() * 2 > b - a else True
+        shared[order] = flagged
     late = np.zeros(n, dtype=bool)
     rest = np.flatnonzero(~shared)
     if len(rest) >= 3:

@@ -113,7 +113,13 @@ def test_poses_sharing_a_time_far_apart_are_a_time_fault():
     x, y = np.zeros(50), np.arange(50, dtype=float)  # 1 m/s
     t[20] = t[30]  # item 20 carries item 30's time; it lies 10 m away
     faults = time_faults(t, x, y)
-    assert set(np.flatnonzero(faults.shared_time)) == {20, 30}
+    assert set(np.flatnonzero(faults.shared_time)) == {20, 30}  # two: either may be wrong
+    # a stereo rig: the pair at one time agrees, a third pose at that time is the wrong one
+    t0 = 1.7e9 + np.arange(50, dtype=float)
+    ts, xs, ys = np.repeat(t0, 2), np.tile([0, 0.2], 50), np.repeat(np.arange(50.0), 2)
+    ts[10] = ts[60]  # the left image of pair 5 claims pair 30's time
+    faults = time_faults(ts, xs, ys)
+    assert set(np.flatnonzero(faults.shared_time)) == {10}
 
 
 def test_degenerate_navigation_is_named():
