@@ -130,7 +130,7 @@ class _ProgressLog:
       retry_condition_fn=_retry_on_io_error, cache_policy=NO_CACHE)
 def ingest_dive_task(cat: Catalog, out: Path, dive: str, fingerprint: str,
                      workers: int | None) -> dict:
-    from pipeline.ingest import dive_images, nav_choice
+    from pipeline.dives import dive_images, nav_choice
 
     logger = get_run_logger()
     t0 = time.perf_counter()

@@ -23,18 +23,17 @@ from filelock import FileLock, Timeout
 from . import crs as crs_policy
 from . import schema
 from .catalog import Catalog, CatalogError
-from .index import hilbert_distance, row_group_rows, to_geoparquet_table
-from .ingest import (
-    DiveResult,
+from .dives import (
     discover_dives,
     dive_fingerprint,
     dive_folders,
     dive_images,
     dive_nav_source,
     expand,
-    ingest_dive,
     nav_choice,
 )
+from .index import hilbert_distance, row_group_rows, to_geoparquet_table
+from .ingest import DiveResult, ingest_dive
 from .manifest import base_metadata, file_sha256, with_metadata
 from .output import (
     CACHE,

@@ -8,27 +8,38 @@ dive), depth and altitude linearly, heading on the circle; nothing is extrapolat
 from __future__ import annotations
 
 import dataclasses
-import glob
-import hashlib
 import json
 import os
 import posixpath
-import re
 import time as _time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pyproj import CRS, Transformer
 
 from . import reasons
 from .catalog import Catalog, NavSource
+from .dive_checks import (
+    blame_dropped_fixes,
+    judge_dive,
+    lines_by_time,
+    local_frame,
+    pose_faults,
+    utc,
+)
+from .dives import (
+    discover_dives,
+    dive_images,
+    dive_nav_source,
+    dive_rel,
+    expand,
+    first_dive,
+    nav_candidates,
+)
 from .images import ImageCheck, check_images
-from .output import MARKER as OUTPUT_MARKER
 from .readers import NavData, NavFormatError, image_time_from_name, read_nav
 from .readers.imagetime import patterns_tried
-from .track import MotionLimits, degenerate, pose_jumps, time_faults
 
 DIVE_COLUMNS = ["image_id", "dive", "path", "timestamp", "lat", "lon", "depth_m", "altitude_m",
                 "heading_deg", "width", "height"]
@@ -48,172 +59,6 @@ class DiveResult:
     nav_rows_dropped: dict[str, int] = field(default_factory=dict)
     nav_notes: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-_WILDCARD = re.compile(r"[*?\[]")
-
-
-def _dive_pattern(cat: Catalog) -> list[str]:
-    return [p for p in posixpath.normpath(cat.dives.replace("\\", "/")).split("/") if p != "."]
-
-
-def dive_folders(cat: Catalog) -> list[Path]:
-    """The folders under the root matching the catalog's ``dives`` glob, sorted.
-
-    A folder that is a builder's output (it holds the output marker) is never a dive."""
-    return sorted(Path(p) for p in glob.glob(str(cat.root / cat.dives))
-                  if Path(p).is_dir() and not (Path(p) / OUTPUT_MARKER).exists())
-
-
-def dive_id_of(cat: Catalog, rel: str) -> str:
-    """The dive id of a dive folder (its path relative to the root): the parts matched by the
-    wildcards of ``dives`` (``raw/*/*/*`` -> ``2019/c01/d07``), or the folder name when the
-    pattern has none."""
-    pattern, parts = _dive_pattern(cat), rel.split("/")
-    picked = [part for seg, part in zip(pattern, parts, strict=False) if _WILDCARD.search(seg)]
-    return "/".join(picked) if picked else parts[-1]
-
-
-def dive_rel(cat: Catalog, dive: str) -> str:
-    """The dive folder's path relative to the root, from its id (the inverse of dive_id_of)."""
-    pattern = _dive_pattern(cat)
-    ids = dive.split("/")
-    if not any(_WILDCARD.search(seg) for seg in pattern):
-        return "/".join(pattern)
-    out, k = [], 0
-    for seg in pattern:
-        if _WILDCARD.search(seg):
-            out.append(ids[k] if k < len(ids) else seg)
-            k += 1
-        else:
-            out.append(seg)
-    return "/".join(out)
-
-
-def discover_dives(cat: Catalog) -> list[str]:
-    """Dive ids (see dive_id_of), in the sorted order of their folders."""
-    root = Path(os.path.realpath(cat.root))
-    return [dive_id_of(cat, folder.relative_to(cat.root).as_posix()) for folder in dive_folders(cat)
-            # a dive folder that resolves outside the root (a symlink) is never read
-            if Path(os.path.realpath(folder)).is_relative_to(root)]
-
-
-def expand(template: str, cat: Catalog, dive: str) -> str:
-    """A template with ``{dive}`` (the dive folder's path from the root) and ``{dive_id}``."""
-    return template.format(dive=dive_rel(cat, dive), dive_id=dive)
-
-
-def _any_case_extension(template: str) -> str:
-    """``*.jpg`` -> ``*.[jJ][pP][gG]``: cameras and copies write ``.JPG`` as often as ``.jpg``."""
-    m = re.search(r"\.([A-Za-z0-9]+)$", template)
-    if not m:
-        return template
-    ext = "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in m.group(1))
-    return template[: m.start(1)] + ext
-
-
-def _matches(cat: Catalog, template: str, dive: str, images: bool = False) -> list[Path]:
-    """Files a template matches for a dive, sorted (globs allowed).
-
-    Images: the extension matches in any case, and a symlink counts even when it dangles (it is
-    then quarantined as unreadable, never dropped). Catalogs written when ``{dive}`` stood for
-    the dive folder's *name* (``dives/{dive}/...`` with ``dives: "dives/*"``) still match: when
-    the template as written finds nothing, the name is tried in place of ``{dive}``."""
-    def found(pattern: str) -> list[Path]:
-        if images:
-            pattern = _any_case_extension(pattern)
-        keep = (lambda q: q.is_symlink() or q.is_file()) if images else (lambda q: q.is_file())
-        if _WILDCARD.search(pattern):
-            return sorted({Path(p) for p in glob.glob(str(cat.root / pattern)) if keep(Path(p))})
-        path = cat.root / pattern
-        return [path] if keep(path) else []
-
-    hits = found(expand(template, cat, dive))
-    name = dive_rel(cat, dive).rsplit("/", 1)[-1]
-    if not hits and "{dive}" in template and name != dive_rel(cat, dive):
-        hits = found(template.format(dive=name, dive_id=dive))
-    return hits
-
-
-def dive_images(cat: Catalog, dive: str) -> list[str]:
-    """Image paths relative to the catalog root, sorted, forward slashes."""
-    if cat.images is None:
-        return []
-    return [p.relative_to(cat.root).as_posix() for p in _matches(cat, cat.images, dive, images=True)]
-
-
-def nav_candidates(cat: Catalog, src: NavSource, dive: str) -> list[Path]:
-    """The files one navigation source's template matches for a dive, sorted (globs allowed).
-
-    A path without ``{dive}``/``{dive_id}`` names one file shared by every dive. ``exif``
-    without a path reads the dive's own images: its "file" is the dive folder, found when the
-    dive has an image."""
-    if src.path is None:  # format exif: the images are the navigation
-        if cat.images is None or not dive_images(cat, dive):
-            return []
-        return [cat.root / dive_rel(cat, dive)]
-    return _matches(cat, src.path, dive)
-
-
-def dive_nav_source(cat: Catalog, dive: str) -> tuple[NavSource, Path] | None:
-    """The first navigation source whose template matches a file; of several matches the last
-    in sorted order (the newest of date-stamped folders such as oplab's json_renav_*)."""
-    for src in cat.nav:
-        found = nav_candidates(cat, src, dive)
-        if found:
-            return src, found[-1]
-    return None
-
-
-def nav_choice(cat: Catalog, dive: str) -> str | None:
-    """A line for the log when a navigation template matched several files, naming the one used,
-    or when the file used is one shared by every dive."""
-    for src in cat.nav:
-        found = nav_candidates(cat, src, dive)
-        if found:
-            used = found[-1].relative_to(cat.root).as_posix()
-            shared = (", shared by every dive (its rows attributed to this one by image path "
-                      "or file name, or by time)" if src.shared else "")
-            if len(found) == 1:
-                return f"dive {dive}: navigation from {used}{shared}" if shared else None
-            return (f"dive {dive}: {len(found)} files match {expand(src.path, cat, dive)}; using "
-                    f"the last in sorted order, {used}{shared}")
-    return None
-
-
-def _first_dive(cat: Catalog) -> str | None:
-    """The dive that reports what a shared navigation file holds for no dive (rows whose image
-    path escapes the root), so it is reported once, not once per dive."""
-    dives = discover_dives(cat)
-    return dives[0] if dives else None
-
-
-def dive_fingerprint(cat: Catalog, dive: str, rels: list[str] | None = None) -> str:
-    """Changes when anything that affects this dive's ingest changes (cache key)."""
-    h = hashlib.sha256()
-    nav = dive_nav_source(cat, dive)
-    settings = {
-        "builder": "ingest-2", "images": cat.images, "validate": cat.validate_images,
-        "max_interp_gap_s": cat.max_interp_gap_s, "train_size": list(cat.train_size),
-        "nav_checks": cat.nav_checks.model_dump(),
-        "nav": nav[0].model_dump() if nav else None,
-        "nav_file": nav[1].relative_to(cat.root).as_posix() if nav else None,
-        "dive_folder": dive_rel(cat, dive),
-    }
-    if cat.image_time is not None:
-        settings["image_time"] = cat.image_time
-    if nav and nav[0].shared:  # which dive reports the shared file's unusable rows
-        settings["reports_shared_rows"] = dive == _first_dive(cat)
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    if nav and nav[1].is_file():  # (exif: the images, below, are the navigation)
-        h.update(hashlib.sha256(nav[1].read_bytes()).digest())
-    for rel in dive_images(cat, dive) if rels is None else rels:
-        try:
-            st = (cat.root / rel).stat()
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:  # a dangling symlink: quarantined as unreadable, still part of the key
-            h.update(f"{rel}\0dangling\n".encode())
-    return h.hexdigest()
 
 
 def no_time_detail(cat: Catalog, nav_rel: str) -> str:
@@ -329,14 +174,6 @@ def _safe_relpath(dive_rel: str, image: str, root: Path | None = None) -> str | 
     return joined
 
 
-def _local_frame(lat: np.ndarray, lon: np.ndarray) -> tuple[Transformer, Transformer]:
-    lat0 = float(np.nanmedian(lat)) if np.isfinite(lat).any() else 0.0
-    lon0 = float(np.nanmedian(lon)) if np.isfinite(lon).any() else 0.0
-    crs = CRS.from_proj4(f"+proj=tmerc +lat_0={lat0} +lon_0={lon0} +k=1 +ellps=WGS84 +units=m")
-    return (Transformer.from_crs(4326, crs, always_xy=True),
-            Transformer.from_crs(crs, 4326, always_xy=True))
-
-
 PLAUSIBLE_FROM_YEAR = 1990
 _T1990 = 631152000.0  # 1990-01-01T00:00:00Z
 
@@ -372,7 +209,7 @@ def _unique(rows: list[int] | None) -> int:
 def _interpolate(nav: pd.DataFrame, t: np.ndarray, max_gap_s: float):
     """Interpolate vehicle navigation at image times; reason per image (None when located)."""
     tn = nav["timestamp"].to_numpy()
-    fwd, inv = _local_frame(nav["lat"].to_numpy(), nav["lon"].to_numpy())
+    fwd, inv = local_frame(nav["lat"].to_numpy(), nav["lon"].to_numpy())
     x, y = fwd.transform(nav["lon"].to_numpy(), nav["lat"].to_numpy())
     reason = np.full(len(t), None, dtype=object)
     detail = np.full(len(t), None, dtype=object)
@@ -477,7 +314,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         # every dive, the root (iFDO: the reader resolved them from there) or the file's folder
         bases = _image_bases(src, folder_rel, nav_rel)
         # a shared file's rows that no dive can use are reported by one dive, not by each
-        report_rows = not src.shared or dive == _first_dive(cat)
+        report_rows = not src.shared or dive == first_dive(cat)
         elsewhere = _other_dive_folders(cat, dive) if src.shared else []
         by_path: dict[str, int] = {}
         row_rels: dict[int, list[str]] = {}
@@ -532,9 +369,9 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         valid[has] = np.isfinite(lat[rows[has]]) & np.isfinite(lon[rows[has]])
         late, shared, jump = (np.zeros(len(good), bool) for _ in range(3))
         idx = np.flatnonzero(valid)
-        late[idx], shared[idx], jump[idx] = _pose_faults(
+        late[idx], shared[idx], jump[idx] = pose_faults(
             cat, t_nav[rows[idx]], lat[rows[idx]], lon[rows[idx]], rows[idx])
-        shared_lines = _lines_by_time(t_nav, table["line"].to_numpy(), rows[shared])
+        shared_lines = lines_by_time(t_nav, table["line"].to_numpy(), rows[shared])
         for k, c in enumerate(good):
             line = table["line"].iat[rows[k]] if rows[k] >= 0 else None
             if not has[k]:
@@ -554,13 +391,13 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
                 reject(c.path, reasons.NAV_INVALID, f"{nav_rel}:{line}: {why}")
             elif late[k]:
                 reject(c.path, reasons.TIME_ORDER,
-                       f"{nav_rel}:{line}: time {_utc(t_nav[rows[k]])} is out of the file's "
+                       f"{nav_rel}:{line}: time {utc(t_nav[rows[k]])} is out of the file's "
                        "order while the positions, in the file's order, form a smooth track "
                        "that this time does not fit: the item's time is wrong, not its position")
             elif shared[k]:
                 others = [n for n in shared_lines[t_nav[rows[k]]] if n != line]
                 reject(c.path, reasons.TIME_ORDER,
-                       f"{nav_rel}:{line}: shares its time {_utc(t_nav[rows[k]])} with line(s) "
+                       f"{nav_rel}:{line}: shares its time {utc(t_nav[rows[k]])} with line(s) "
                        f"{', '.join(map(str, others[:5]))} but lies more than "
                        f"{cat.nav_checks.position_noise_m:g} m from them (nav_checks."
                        "position_noise_m): one time for several places")
@@ -587,7 +424,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
                 reject(c.path, reasons.NO_NAV, f"{nav_rel} has fewer than 2 valid samples")
         else:
             interp, reason, detail = _interpolate(table, t, cat.max_interp_gap_s)
-            _blame_dropped_fixes(t, reason, detail, raw_span, data.notes, nav_rel)
+            blame_dropped_fixes(t, reason, detail, raw_span, data.notes, nav_rel)
             idx_t = np.flatnonzero(has_t)
             for j in np.flatnonzero(reason != None):  # noqa: E711 (object array)
                 reject(good[idx_t[j]].path, reason[j], detail[j])
@@ -595,7 +432,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
             located[idx_t[ok]] = True
             pose = {k: v[ok] for k, v in interp.items()}
     res = _result(dive, src.format, good, located, pose, quarantine, len(rels) or len(good))
-    return _judge_dive(cat, res, data)
+    return judge_dive(cat, res, data)
 
 
 def _result(dive, fmt, good, located, pose, quarantine, n_found) -> DiveResult:
@@ -618,95 +455,3 @@ def _result(dive, fmt, good, located, pose, quarantine, n_found) -> DiveResult:
     shards = [(c.path, c.jpeg) for c in chosen if c.jpeg is not None]
     q = pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS)
     return DiveResult(dive, fmt, loc, q, shards, n_found)
-
-
-# ---------------------------------------------------------------------------- track checks
-
-_DROPPED = ("nan_rows", "duplicate_timestamps", "position_jumps")  # rows a cleaner removes
-
-
-def limits_of(cat: Catalog) -> MotionLimits:
-    c = cat.nav_checks
-    return MotionLimits(max_speed_m_s=c.max_speed_m_s, max_accel_m_s2=c.max_accel_m_s2,
-                        position_noise_m=c.position_noise_m)
-
-
-def _xy(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    fwd, _ = _local_frame(lat, lon)
-    x, y = fwd.transform(lon, lat)
-    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-
-
-def _pose_faults(cat: Catalog, t, lat, lon, file_pos):
-    """(out of order, shared time, jump) masks of per-image poses; ``file_pos`` is each pose's
-    row in the file, whose order time faults are judged against (pipeline.track)."""
-    n = len(t)
-    late, shared, jump = (np.zeros(n, bool) for _ in range(3))
-    if n < 3:
-        return late, shared, jump
-    limits = limits_of(cat)
-    x, y = _xy(lat, lon)
-    order = np.argsort(file_pos, kind="stable")
-    faults = time_faults(t[order], x[order], y[order], limits)
-    late[order], shared[order] = faults.out_of_order, faults.shared_time
-    rest = ~(late | shared)
-    jump[rest] = pose_jumps(t[rest], x[rest], y[rest], limits)
-    return late, shared, jump
-
-
-def _lines_by_time(t_nav: np.ndarray, lines: np.ndarray, rows: np.ndarray) -> dict[float, list]:
-    out: dict[float, list] = {}
-    for r in rows:
-        out.setdefault(t_nav[r], []).append(int(lines[r]))
-    return out
-
-
-def _utc(t: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(float(t), dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _blame_dropped_fixes(t, reason, detail, raw_span, notes: dict, nav_rel: str) -> None:
-    """An image outside the cleaned span but inside the file's own span lost its fixes to the
-    cleaner: say so, with the file's span, instead of blaming the image's time."""
-    if not raw_span:
-        return
-    dropped = ", ".join(f"{notes[k]} {k}" for k in _DROPPED if notes.get(k))
-    for j in np.flatnonzero(reason == reasons.OUTSIDE_NAV_SPAN):
-        if raw_span[0] <= t[j] <= raw_span[1]:
-            detail[j] = (f"{detail[j]}; {nav_rel} itself spans {raw_span[0]:.3f}.."
-                         f"{raw_span[1]:.3f}: the fixes at this time were dropped by the "
-                         f"navigation cleaner ({dropped or 'rows without time or position'}; "
-                         "see nav_rows_dropped in report.json)")
-
-
-def _judge_dive(cat: Catalog, res: DiveResult, data) -> DiveResult:
-    """What the dive's navigation lost and how fit it is: dropped rows, the reader's notes,
-    degenerate navigation (a warning, or the dive quarantined: catalog nav_checks)."""
-    notes = dict(data.notes)
-    if not data.per_image:
-        res.nav_rows_dropped = {k: int(notes[k]) for k in _DROPPED if notes.get(k)}
-    res.nav_notes = {k: int(v) for k, v in notes.items()
-                     if k not in _DROPPED and isinstance(v, int | np.integer) and v}
-    if notes.get("position_steps"):
-        res.warnings.append(f"{notes['position_steps']} step(s) in the navigation the vehicle "
-                            "could not have made, after which the track goes on from the new "
-                            "place (a fix re-locking): kept, check the track in survey_map.png")
-    if notes.get("no_depth"):
-        res.warnings.append("the navigation has no depth: depth_m is null for this dive")
-    loc = res.locations
-    if not len(loc):
-        return res
-    x, y = _xy(loc["lat"].to_numpy(), loc["lon"].to_numpy())
-    found = degenerate(loc["timestamp"].to_numpy(), x, y, loc["depth_m"].to_numpy(),
-                       loc["altitude_m"].to_numpy())
-    res.warnings += [f"degenerate navigation: {w}" for w in found]
-    if found and cat.nav_checks.degenerate == "quarantine":
-        why = "; ".join(found) + " (nav_checks.degenerate: quarantine)"
-        q = pd.DataFrame({"dive": res.dive, "source": loc["path"],
-                          "reason": reasons.NAV_DEGENERATE, "detail": why})
-        res.quarantine = pd.concat([res.quarantine, q[QUARANTINE_COLUMNS]], ignore_index=True)
-        res.locations = loc.iloc[:0]
-        res.shards = []
-    return res

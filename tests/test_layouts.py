@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.build import build
 from pipeline.catalog import CatalogError, load_catalog
-from pipeline.ingest import discover_dives, dive_id_of, dive_rel
+from pipeline.dives import discover_dives, dive_id_of, dive_rel
 from pipeline.synth import SynthConfig, generate
 
 QUIET = {"workers": 1, "log": lambda *_: None}

@@ -21,7 +21,8 @@ from PIL import Image
 
 from pipeline.build import build
 from pipeline.catalog import CatalogError, load_catalog
-from pipeline.ingest import dive_fingerprint, ingest_dive
+from pipeline.dives import dive_fingerprint
+from pipeline.ingest import ingest_dive
 from pipeline.readers import NavFormatError, read_nav
 
 DATA = Path(__file__).parent / "data"

@@ -1,6 +1,6 @@
 """The proposal: dives, images and navigation sources put together, checked with the pipeline's
-own functions (:func:`pipeline.ingest.discover_dives`, :func:`~pipeline.ingest.dive_images`,
-:func:`~pipeline.ingest.dive_nav_source`), so the report says per dive what a build will use and
+own functions (:func:`pipeline.dives.discover_dives`, :func:`~pipeline.dives.dive_images`,
+:func:`~pipeline.dives.dive_nav_source`), so the report says per dive what a build will use and
 lists what it could not place."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalog import Catalog, NavSource
-from ..ingest import (
+from ..dives import (
     discover_dives,
     dive_id_of,
     dive_images,

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pydantic import ValidationError
 
 from ..catalog import Catalog, NavSource
-from ..ingest import dive_images
+from ..dives import dive_images
 from ..readers import NavFormatError, image_time_from_name, read_nav, sniff_file
 from .navsources import SourceGroup, is_time_series
 from .scan import NavFile

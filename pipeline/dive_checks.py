@@ -1,0 +1,114 @@
+"""What a dive's navigation is worth (pipeline.track applied to one dive): wrong item times,
+position jumps, rows the cleaner dropped, an image that lost its fixes, degenerate tracks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from pyproj import CRS, Transformer
+
+from . import reasons
+from .catalog import Catalog
+from .track import MotionLimits, degenerate, pose_jumps, time_faults
+
+if TYPE_CHECKING:
+    from .ingest import DiveResult
+
+
+def local_frame(lat: np.ndarray, lon: np.ndarray) -> tuple[Transformer, Transformer]:
+    lat0 = float(np.nanmedian(lat)) if np.isfinite(lat).any() else 0.0
+    lon0 = float(np.nanmedian(lon)) if np.isfinite(lon).any() else 0.0
+    crs = CRS.from_proj4(f"+proj=tmerc +lat_0={lat0} +lon_0={lon0} +k=1 +ellps=WGS84 +units=m")
+    return (Transformer.from_crs(4326, crs, always_xy=True),
+            Transformer.from_crs(crs, 4326, always_xy=True))
+
+
+_DROPPED = ("nan_rows", "duplicate_timestamps", "position_jumps")  # rows a cleaner removes
+
+
+def limits_of(cat: Catalog) -> MotionLimits:
+    c = cat.nav_checks
+    return MotionLimits(max_speed_m_s=c.max_speed_m_s, max_accel_m_s2=c.max_accel_m_s2,
+                        position_noise_m=c.position_noise_m)
+
+
+def _xy(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    fwd, _ = local_frame(lat, lon)
+    x, y = fwd.transform(lon, lat)
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def pose_faults(cat: Catalog, t, lat, lon, file_pos):
+    """(out of order, shared time, jump) masks of per-image poses; ``file_pos`` is each pose's
+    row in the file, whose order time faults are judged against (pipeline.track)."""
+    n = len(t)
+    late, shared, jump = (np.zeros(n, bool) for _ in range(3))
+    if n < 3:
+        return late, shared, jump
+    limits = limits_of(cat)
+    x, y = _xy(lat, lon)
+    order = np.argsort(file_pos, kind="stable")
+    faults = time_faults(t[order], x[order], y[order], limits)
+    late[order], shared[order] = faults.out_of_order, faults.shared_time
+    rest = ~(late | shared)
+    jump[rest] = pose_jumps(t[rest], x[rest], y[rest], limits)
+    return late, shared, jump
+
+
+def lines_by_time(t_nav: np.ndarray, lines: np.ndarray, rows: np.ndarray) -> dict[float, list]:
+    out: dict[float, list] = {}
+    for r in rows:
+        out.setdefault(t_nav[r], []).append(int(lines[r]))
+    return out
+
+
+def utc(t: float) -> str:
+    return dt.datetime.fromtimestamp(float(t), dt.UTC).isoformat(timespec="milliseconds")
+
+
+def blame_dropped_fixes(t, reason, detail, raw_span, notes: dict, nav_rel: str) -> None:
+    """An image outside the cleaned span but inside the file's own span lost its fixes to the
+    cleaner: say so, with the file's span, instead of blaming the image's time."""
+    if not raw_span:
+        return
+    dropped = ", ".join(f"{notes[k]} {k}" for k in _DROPPED if notes.get(k))
+    for j in np.flatnonzero(reason == reasons.OUTSIDE_NAV_SPAN):
+        if raw_span[0] <= t[j] <= raw_span[1]:
+            detail[j] = (f"{detail[j]}; {nav_rel} itself spans {raw_span[0]:.3f}.."
+                         f"{raw_span[1]:.3f}: the fixes at this time were dropped by the "
+                         f"navigation cleaner ({dropped or 'rows without time or position'}; "
+                         "see nav_rows_dropped in report.json)")
+
+
+def judge_dive(cat: Catalog, res: DiveResult, data) -> DiveResult:  # data: readers.NavData
+    """What the dive's navigation lost and how fit it is: dropped rows, the reader's notes,
+    degenerate navigation (a warning, or the dive quarantined: catalog nav_checks)."""
+    notes = dict(data.notes)
+    if not data.per_image:
+        res.nav_rows_dropped = {k: int(notes[k]) for k in _DROPPED if notes.get(k)}
+    res.nav_notes = {k: int(v) for k, v in notes.items()
+                     if k not in _DROPPED and isinstance(v, int | np.integer) and v}
+    if notes.get("position_steps"):
+        res.warnings.append(f"{notes['position_steps']} step(s) in the navigation the vehicle "
+                            "could not have made, after which the track goes on from the new "
+                            "place (a fix re-locking): kept, check the track in survey_map.png")
+    if notes.get("no_depth"):
+        res.warnings.append("the navigation has no depth: depth_m is null for this dive")
+    loc = res.locations
+    if not len(loc):
+        return res
+    x, y = _xy(loc["lat"].to_numpy(), loc["lon"].to_numpy())
+    found = degenerate(loc["timestamp"].to_numpy(), x, y, loc["depth_m"].to_numpy(),
+                       loc["altitude_m"].to_numpy())
+    res.warnings += [f"degenerate navigation: {w}" for w in found]
+    if found and cat.nav_checks.degenerate == "quarantine":
+        why = "; ".join(found) + " (nav_checks.degenerate: quarantine)"
+        q = pd.DataFrame({"dive": res.dive, "source": loc["path"],
+                          "reason": reasons.NAV_DEGENERATE, "detail": why})
+        res.quarantine = pd.concat([res.quarantine, q[list(res.quarantine.columns)]], ignore_index=True)
+        res.locations = loc.iloc[:0]
+        res.shards = []
+    return res
