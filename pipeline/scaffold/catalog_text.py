@@ -27,6 +27,15 @@ def _note(kind: str, shared: bool) -> str:
     return text + ("; one file for all dives" if shared else "")
 
 
+# what a user must check in an option init cannot know from the file
+_OPTION_NOTE = {
+    ("qgc-csv", "timezone"): "  # QGroundControl writes the ground station's local time: "
+                             "set its zone",
+    ("exif", "timezone"): "  # the zone of the camera clock, for photos without OffsetTime",
+    ("biigle-csv", "timezone"): "  # the zone of taken_at where it carries none",
+}
+
+
 def catalog_yaml(p: Proposal) -> str:
     """The proposal as a commented catalog YAML."""
     n_images = sum(row[1] for row in p.per_dive)
@@ -58,7 +67,7 @@ def catalog_yaml(p: Proposal) -> str:
             lines.append(f"    path: {_q(src.path)}")
         for key, value in src.model_dump(exclude={"format", "path", "columns"},
                                          exclude_none=True).items():
-            lines.append(f"    {key}: {_q(value)}")
+            lines.append(f"    {key}: {_q(value)}" + _OPTION_NOTE.get((src.format, key), ""))
         if src.columns is not None:
             lines.append("    columns:  # column names in the file; time in unix seconds "
                          "unless time_unit says otherwise")
@@ -85,6 +94,8 @@ def catalog_yaml(p: Proposal) -> str:
         "# crs: auto                 # projected CRS of the manifests; auto = the site's UTM zone",
         "# pairs: {r_loc_m: 5.0}     # positive pairs: images within this many metres",
         "# train_size: [192, 256]    # [height, width] of the training shards",
+        "# nav_checks: {max_speed_m_s: 3.0, max_accel_m_s2: 1.0, position_noise_m: 2.0,",
+        "#              degenerate: warn}   # what the vehicle can do; warn | quarantine",
     ]
     return "\n".join(lines) + "\n"
 
