@@ -41,7 +41,7 @@ from ._common import (
     read_rows,
 )
 from ._times import unix_seconds
-from .sniffing import Head, Sniff, has_suffix, nearest, split_header
+from .sniffing import Head, Sniff, comma_header, nearest
 
 # role -> accepted header names, BIIGLE's own first
 COLUMNS = {
@@ -126,12 +126,9 @@ def _no_repeats(path: Path, images: list[str], lines: np.ndarray, column: str) -
 def sniff(head: Head) -> Sniff:
     """A BIIGLE metadata CSV: a file name column and at least one column only BIIGLE names."""
     verdict = Sniff("biigle-csv", 0.0, per_image=True)
-    if not has_suffix(head, ".csv", ".txt") or head.lines is None:
+    header = comma_header(head)
+    if header is None:
         return verdict
-    split = split_header(head.lines)
-    if split is None or split[1] != ",":
-        return verdict
-    header = split[0]
     normalised = {norm_name(h): h for h in header}
     found = {}
     for key, aliases in COLUMNS.items():

@@ -31,7 +31,7 @@ from . import NavData
 from ._common import match_column, read_header
 from .generic_csv import read_generic_csv
 from .oplab_nav import MAX_SPEED_M_S, MIN_JUMP_M
-from .sniffing import Head, Sniff, has_suffix, split_header
+from .sniffing import Head, Sniff, comma_header
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # Qt's "yyyy-MM-dd hh:mm:ss.zzz"
 MISSING = ["--.--"]
@@ -65,12 +65,9 @@ def read_qgc_csv(
 def sniff(head: Head) -> Sniff:
     """QGroundControl's header: ``Timestamp`` first, ``gps.lat`` and ``gps.lon`` among the facts."""
     verdict = Sniff("qgc-csv", 0.0, per_image=False)
-    if not has_suffix(head, ".csv", ".txt") or head.lines is None:
+    header = comma_header(head)
+    if header is None:
         return verdict
-    split = split_header(head.lines)
-    if split is None or split[1] != ",":
-        return verdict
-    header = split[0]
     if not header or header[0] != "Timestamp" or not {"gps.lat", "gps.lon"} <= set(header):
         return verdict
     columns = column_map_for(header)

@@ -142,6 +142,14 @@ def has_suffix(head: Head, *suffixes: str) -> bool:
     return head.path.suffix.lower() in suffixes
 
 
+def comma_header(head: Head) -> list[str] | None:
+    """The header of a comma-separated .csv/.txt head; None for anything else."""
+    if not has_suffix(head, ".csv", ".txt") or head.lines is None:
+        return None
+    split = split_header(head.lines)
+    return split[0] if split is not None and split[1] == "," else None
+
+
 def header_roles(lines: Sequence[str] | None, spec: dict) -> dict[str, str] | None:
     """role -> header name for an oplab-style spec (role -> (aliases, required, expected)) of a
     comma-separated header; None unless every required role is present."""
