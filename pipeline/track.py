@@ -200,7 +200,7 @@ def time_faults(t: np.ndarray, x: np.ndarray, y: np.ndarray,
     Out of order: when the poses taken in time order make more impossible steps than taken in
     the order of the file, the file's order is the track; an item outside its longest run of
     non-decreasing times carries a wrong time when its position is off that track at the time
-    it claims, or when that time lies outside the track's span. When the time order is the smoother one (a file
+    it claims (beyond the track's span: further from its end than one step). When the time order is the smoother one (a file
     listed by name, say), nothing is out of order.
     """
     t, x, y = (np.asarray(a, dtype=np.float64) for a in (t, x, y))
@@ -248,17 +248,27 @@ def _broken(t: np.ndarray, x: np.ndarray, y: np.ndarray, limits: MotionLimits) -
 
 def _off_track(t, x, y, member: np.ndarray, limits: MotionLimits) -> np.ndarray:
     """For poses outside ``member``: whether the track of the members, at the time the pose
-    claims, could not have been where the pose is (a step to the member before or after it in
-    time is impossible), or the time lies outside the members' span (nothing vouches for it)."""
+    claims, could not have been where the pose is: a step to the member before or after it in
+    time is impossible; for a time beyond the members' span, the pose lies further from the
+    track's end than one of its steps, or the track moves enough that the time matters."""
     m = np.flatnonzero(member)
     order = m[np.argsort(t[m], kind="stable")]
     tm, xm, ym = t[order], x[order], y[order]
     speed = _local_speed(tm, xm, ym, NEIGHBOURS)
     out = np.zeros(len(t), dtype=bool)
+    dt = np.diff(tm)
+    step_s = float(np.median(dt[dt > 0])) if (dt > 0).any() else 1.0
     for i in np.flatnonzero(~member):
         k = int(np.searchsorted(tm, t[i]))
         if k == 0 or k == len(tm):
-            out[i] = True
+            # beyond the track's span the vehicle could have gone anywhere: the time is wrong
+            # when the pose lies further from the track's end than one step of it reaches, or
+            # when the track moves enough that the claimed time would put it elsewhere (a
+            # still vehicle, listed in any order, vouches for every time)
+            j = 0 if k == 0 else len(tm) - 1
+            step = limits.reach(np.array(step_s), speed[j])
+            far = np.hypot(x[i] - xm[j], y[i] - ym[j])
+            out[i] = bool(far > step or speed[j] * abs(t[i] - tm[j]) > step)
             continue
         for j in (k - 1, k):
             if np.hypot(x[i] - xm[j], y[i] - ym[j]) > limits.reach(t[i] - tm[j], speed[j]):

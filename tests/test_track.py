@@ -108,6 +108,15 @@ def test_a_file_listed_by_name_is_not_a_time_fault():
     assert not faults.any.any()
 
 
+def test_a_still_vehicle_listed_by_name_is_not_a_time_fault():
+    # img_1, img_10, img_100, img_11 ...: a lexicographic listing of a hovering ROV's photos
+    t = 1.7e9 + np.arange(1, 101, dtype=float)
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(0, 0.2, 100), rng.normal(0, 0.2, 100)
+    listed = np.array(sorted(range(100), key=lambda k: f"img_{k + 1}.jpg"))
+    assert not time_faults(t[listed], x[listed], y[listed]).any.any()
+
+
 def test_poses_sharing_a_time_far_apart_are_a_time_fault():
     t = 1.7e9 + np.arange(50, dtype=float)
     x, y = np.zeros(50), np.arange(50, dtype=float)  # 1 m/s
