@@ -41,9 +41,17 @@ def _xy(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 
-def pose_faults(cat: Catalog, t, lat, lon, file_pos):
+COARSE_SHARE = 0.2  # of poses sharing a time with poses metres away: the times are coarse
+
+
+def pose_faults(cat: Catalog, t, lat, lon, file_pos, notes: dict):
     """(out of order, shared time, jump) masks of per-image poses; ``file_pos`` is each pose's
-    row in the file, whose order time faults are judged against (pipeline.track)."""
+    row in the file, whose order time faults are judged against (pipeline.track).
+
+    Times too coarse to order the track (dates only, as a CoralNet metadata file has; whole
+    seconds at several frames a second) judge nothing: when more than COARSE_SHARE of the
+    poses share their time with poses further away than the fix noise, no pose is blamed and
+    ``notes["item_times_too_coarse"]`` counts them (a warning in the report)."""
     n = len(t)
     late, shared, jump = (np.zeros(n, bool) for _ in range(3))
     if n < 3:
@@ -52,6 +60,9 @@ def pose_faults(cat: Catalog, t, lat, lon, file_pos):
     x, y = _xy(lat, lon)
     order = np.argsort(file_pos, kind="stable")
     faults = time_faults(t[order], x[order], y[order], limits)
+    if faults.shared_time.sum() > COARSE_SHARE * n:
+        notes["item_times_too_coarse"] = int(faults.shared_time.sum())
+        return late, shared, jump
     late[order], shared[order] = faults.out_of_order, faults.shared_time
     rest = ~(late | shared)
     jump[rest] = pose_jumps(t[rest], x[rest], y[rest], limits)
@@ -95,6 +106,10 @@ def judge_dive(cat: Catalog, res: DiveResult, data) -> DiveResult:  # data: read
         res.warnings.append(f"{notes['position_steps']} step(s) in the navigation the vehicle "
                             "could not have made, after which the track goes on from the new "
                             "place (a fix re-locking): kept, check the track in survey_map.png")
+    if notes.get("item_times_too_coarse"):
+        res.warnings.append(f"{notes['item_times_too_coarse']} items share their time with "
+                            "items metres away (dates only, or whole seconds at several frames "
+                            "a second): time order and jumps were not checked for this dive")
     if notes.get("no_depth"):
         res.warnings.append("the navigation has no depth: depth_m is null for this dive")
     loc = res.locations

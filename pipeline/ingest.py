@@ -370,7 +370,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         late, shared, jump = (np.zeros(len(good), bool) for _ in range(3))
         idx = np.flatnonzero(valid)
         late[idx], shared[idx], jump[idx] = pose_faults(
-            cat, t_nav[rows[idx]], lat[rows[idx]], lon[rows[idx]], rows[idx])
+            cat, t_nav[rows[idx]], lat[rows[idx]], lon[rows[idx]], rows[idx], data.notes)
         shared_lines = lines_by_time(t_nav, table["line"].to_numpy(), rows[shared])
         for k, c in enumerate(good):
             line = table["line"].iat[rows[k]] if rows[k] >= 0 else None

@@ -154,3 +154,31 @@ def test_biigle_metadata_per_dive_goes_from_init_to_a_right_build(tmp_path):
         assert abs(row["lat"] - a) * M_PER_DEG < 0.5 and abs(row["lon"] - o) * M_PER_DEG < 0.5
         assert abs(row["timestamp"].timestamp() - tk) < 1e-3
         assert row["depth_m"] == pytest.approx(z, abs=0.01)  # positive down
+
+
+def test_a_coralnet_style_metadata_file_with_dates_only_builds_and_says_so(tmp_path):
+    # CoralNet's image metadata: Name, Date (no time of day), Latitude, Longitude, Depth, ...
+    root = tmp_path / "survey"
+    truth = {}
+    for d in (1, 2):
+        rows = ["Name,Date,Aux1,Aux2,Height (cm),Latitude,Longitude,Depth,Camera,Comments"]
+        lat, lon, depth = track(d, T0 + 1000.0 * d + np.arange(0, 80, 4.0))
+        for k, (a, o, z) in enumerate(zip(lat, lon, depth, strict=True)):
+            name = f"quadrat_{k:03d}.JPG"
+            _image(root / f"dive{d:02d}" / "photos" / name, k)
+            rows.append(f"{name},2022-08-15,site {d},T{k % 3},50,{a:.8f},{o:.8f},{z:.1f},GoPro,")
+            truth[f"dive{d:02d}/photos/{name}"] = (a, o)
+        (root / f"dive{d:02d}" / "metadata.csv").write_text("\n".join(rows) + "\n")
+    init = _run("init", str(root), "--write")
+    assert init.returncode == 0, init.stderr + init.stdout
+    build = _run("build", "--catalog", str(root / "catalog.yaml"), "--workers", "1")
+    assert build.returncode == 0, build.stderr + build.stdout
+    loc = pq.read_table(root / "manifests" / "locations.parquet").to_pandas().set_index("path")
+    assert sorted(loc.index) == sorted(truth)
+    for path, (a, o) in truth.items():
+        assert abs(loc.loc[path, "lat"] - a) * M_PER_DEG < 0.5
+        assert abs(loc.loc[path, "lon"] - o) * M_PER_DEG < 0.5
+    report = json.loads((root / "manifests" / "report.json").read_text())
+    for d in report["per_dive"].values():
+        assert any("time order and jumps were not checked" in w for w in d["warnings"])
+    assert "time order and jumps were not checked" in build.stdout

@@ -42,7 +42,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "heading": ("heading", "heading_deg", "yaw", "yaw_deg", "heading_rad", "yaw_rad", "hdg",
                 "sub_heading", "compass_heading"),
     "image": ("image", "image_path", "image_name", "image_file", "filename", "file_name", "file",
-              "relative_path", "path", "imagename"),
+              "relative_path", "path", "imagename", "name", "photo", "photo_name",
+              "media_path", "image_filename"),
     "easting": ("easting", "utm_easting", "easting_m", "x_utm", "utm_x"),
     "northing": ("northing", "utm_northing", "northing_m", "y_utm", "utm_y"),
 }
@@ -105,6 +106,8 @@ def sniff_csv(head: Head) -> Sniff:
     if "image" in columns and not per_image:
         notes.append(f"column {columns['image']!r} holds no image file names: not used")
         del columns["image"], found["image"]
+    if "time" not in columns and per_image:
+        _date_only(header, bare, col, hits, columns, found, notes)
     has_xy = "easting" in columns and "northing" in columns
     if "lat" in columns and "lon" in columns:
         columns.pop("easting", None), columns.pop("northing", None)
@@ -222,6 +225,21 @@ def _guess_time(header, bare, col, hits, notes) -> dict | None:
     if tod:
         notes.append(f"column {tod!r} holds times of day but no column holds the date")
     return None
+
+
+def _date_only(header, bare, col, hits, columns, found, notes) -> None:
+    """A per-image file whose only time is a date (CoralNet's metadata CSV): the date stands
+    for the time, at midnight; poses are located by image, and the build skips the time checks
+    such coarse times cannot support (it says so)."""
+    dates = hits("date") + [h for h, b in zip(header, bare, strict=True) if "date" in b]
+    for name in dict.fromkeys(dates):
+        kind = classify_time([v for v in col[name] if v])
+        if kind and kind[0] == "date":
+            columns["time"], columns["time_format"] = name, kind[1]
+            found["time"] = name
+            notes.append(f"column {name!r} holds dates only: each image's time is its date at "
+                         "midnight, too coarse for the time checks (the build says so)")
+            return
 
 
 def _time_map(names, kind, fmt, values, notes) -> dict:
