@@ -26,7 +26,8 @@ def local_frame(lat: np.ndarray, lon: np.ndarray) -> tuple[Transformer, Transfor
             Transformer.from_crs(crs, 4326, always_xy=True))
 
 
-_DROPPED = ("nan_rows", "duplicate_timestamps", "position_jumps")  # rows a cleaner removes
+# rows a reader or its cleaner removes
+_DROPPED = ("rows_wrong_field_count", "nan_rows", "duplicate_timestamps", "position_jumps")
 
 
 def limits_of(cat: Catalog) -> MotionLimits:

@@ -256,3 +256,20 @@ def test_exif_images_golden(tmp_path):
 def test_exif_without_offset_defaults_to_utc():
     nav = read_nav("exif", DATA / "exif" / "dive", images=["b.jpg"])
     assert nav.table["timestamp"][0] == pytest.approx(utc(2019, 5, 2, 13, 4, 7), abs=1e-3)
+
+
+def test_qgc_rows_whose_columns_changed_are_left_out_and_counted(tmp_path):
+    # QGroundControl inserted a fact group's columns mid-log: those rows would read shifted
+    path = tmp_path / "telemetry.csv"
+    rows = ["Timestamp,heading,altitudeRelative,gps.lat,gps.lon"]
+    for k in range(6):
+        rows.append(f"2019-05-02 13:04:{k:02d}.000,10.0,-12.0,-43.120{k:02d},147.330{k:02d}")
+    for k in range(6, 9):  # "battery1.voltage" appeared before gps: one more field
+        rows.append(f"2019-05-02 13:04:{k:02d}.000,10.0,-12.0,15.9,-43.120{k:02d},147.330{k:02d}")
+    rows.append("2019-05-02 13:04:09.000,10.0,-12.0,-43.12009,147.33009")
+    path.write_text("\n".join(rows) + "\n")
+    nav = read_nav("qgc-csv", path)
+    assert nav.notes["rows_wrong_field_count"] == 3
+    assert nav.table["line"].tolist() == [2, 3, 4, 5, 6, 7, 11]
+    assert nav.table["lat"].iloc[-1] == pytest.approx(-43.12009)
+    assert (nav.table["depth_m"] == 12.0).all()

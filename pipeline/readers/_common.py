@@ -95,7 +95,8 @@ def find_column(
 
 
 def read_rows(
-    path: Path, ncols: int, positions: dict[str, int], text: Sequence[str] = (), delimiter: str = ","
+    path: Path, ncols: int, positions: dict[str, int], text: Sequence[str] = (), delimiter: str = ",",
+    dropped: list[int] | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Read the columns at ``positions`` (key -> column position) below a one-line header.
 
@@ -103,16 +104,26 @@ def read_rows(
     lines are skipped (their numbers are not reused); a row with more fields than the header
     raises. Columns named in ``text`` are strings; others are left as pandas parses them and
     go through :func:`numbers`.
+
+    With a ``dropped`` list, a row whose number of fields is not the header's is left out and
+    its line number appended to the list instead (a logger that adds columns as it runs, as
+    QGroundControl does when a fact group appears, shifts every value after the new ones).
     """
     used = sorted(set(positions.values()))
     text_pos = {positions[k] for k in text}
     parts = []
+    skip: list[int] = [0]
+    if dropped is not None:
+        bad = _ragged_lines(path, ncols, delimiter)
+        dropped.extend(bad)
+        skip += [ln - 1 for ln in bad]  # 0-based file rows for pandas
     try:
         with warnings.catch_warnings():
             # pandas warns (and drops data) when the first row has more fields than the header
             warnings.simplefilter("error", pd.errors.ParserWarning)
             with pd.read_csv(
-                path, sep=delimiter, header=None, skiprows=1, names=list(range(ncols)),
+                path, sep=delimiter, header=None, skiprows=skip if len(skip) > 1 else 1,
+                names=list(range(ncols)),
                 index_col=False, dtype={p: str for p in text_pos}, skip_blank_lines=False,
                 encoding="utf-8-sig", engine="c", chunksize=_CHUNK_ROWS,
             ) as reader:
@@ -134,11 +145,26 @@ def read_rows(
         ) from None
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=used)
     lines = np.arange(len(df), dtype=np.int64) + 2
+    if len(skip) > 1:  # the numbers of the lines read, the left-out ones skipped
+        kept = np.setdiff1d(np.arange(2, len(df) + len(skip) + 1), np.asarray(skip[1:]) + 1)
+        lines = kept[:len(df)].astype(np.int64)
     blank = df.isna().all(axis=1).to_numpy()
     if blank.any():
         df, lines = df.loc[~blank], lines[~blank]
     out = pd.DataFrame({key: df[pos].to_numpy() for key, pos in positions.items()})
     return out, lines
+
+
+def _ragged_lines(path: Path, ncols: int, delimiter: str) -> list[int]:
+    """Line numbers (1-based) below the header whose number of fields is not ``ncols``."""
+    bad = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for number, line in enumerate(fh, start=1):
+            if number > 1 and line.strip():
+                fields = next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter))
+                if len(fields) != ncols:
+                    bad.append(number)
+    return bad
 
 
 def _first_long_line(path: Path, ncols: int, delimiter: str) -> int | None:

@@ -76,12 +76,15 @@ def read_generic_csv(
     max_speed_m_s: float = MAX_SPEED_M_S,
     min_jump_m: float = MIN_JUMP_M,
     format_name: str = "csv",
+    ragged_rows: bool = False,
 ) -> NavData:
     """Read a delimited navigation file through a column map (see the module docstring).
 
     A column map that is itself wrong (unknown key, missing ``time``, no position columns)
     raises ValueError; a file that does not match it raises NavFormatError. ``format_name`` is
     the format reported in the result (named formats such as ``qgc-csv`` read through here).
+    With ``ragged_rows`` a row whose number of fields is not the header's is left out and
+    counted (``notes["rows_wrong_field_count"]``) instead of refusing the file.
     """
     path = Path(path)
     spec = column_map(columns)
@@ -94,7 +97,9 @@ def read_generic_csv(
     positions.update({k: _find(path, header, spec[k]) for k in keys if spec[k] is not None})
     text = [k for k in positions if k == "image"
             or (k.startswith("time") and spec["time_unit"] in ("iso8601", "format"))]
-    rows, lines = read_rows(path, len(header), positions, text=text, delimiter=spec["delimiter"])
+    ragged: list[int] | None = [] if ragged_rows else None
+    rows, lines = read_rows(path, len(header), positions, text=text, delimiter=spec["delimiter"],
+                            dropped=ragged)
     n = len(rows)
     missing = tuple(spec["missing_values"])
 
@@ -113,7 +118,7 @@ def read_generic_csv(
         check_latlon(path, lat, lon, lines, spec["lat"], spec["lon"])
     else:
         lat, lon = _project(spec["xy_crs"], num("easting", METRES), num("northing", METRES))
-    notes: dict[str, int] = {}
+    notes: dict[str, int] = {"rows_wrong_field_count": len(ragged)} if ragged else {}
     depth = num("depth", DBAR if spec["depth_unit"] == "dbar" else METRES)
     if depth is None:
         depth = np.full(n, np.nan)

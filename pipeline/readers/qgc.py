@@ -17,6 +17,11 @@ strings; a value never received is written ``--.--`` (read as missing).
   the surface, so it is negative below it). With neither, depth is NaN (``notes["no_depth"]``).
 - ``heading``: degrees, 0 = north, clockwise.
 
+QGroundControl adds the columns of a fact group that appears while it logs (a second battery,
+a new sensor) without rewriting the header, and groups are written in name order, so the new
+values shift those after them: a row whose number of fields is not the header's is left out
+and counted (``notes["rows_wrong_field_count"]``, reported per dive), never read shifted.
+
 Rows without a position (``--.--`` before the first fix) are dropped as the vehicle time series
 is cleaned (counted in ``notes["nan_rows"]``); images are matched by time. The file is read
 through :func:`pipeline.readers.generic_csv.read_generic_csv` with the column map
@@ -59,7 +64,7 @@ def read_qgc_csv(
     path = Path(path)
     columns = column_map_for(read_header(path, ","), timezone)
     return read_generic_csv(path, columns, max_speed_m_s=max_speed_m_s, min_jump_m=min_jump_m,
-                            format_name="qgc-csv")
+                            format_name="qgc-csv", ragged_rows=True)
 
 
 def sniff(head: Head) -> Sniff:
