@@ -371,7 +371,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         idx = np.flatnonzero(valid)
         late[idx], shared[idx], jump[idx] = pose_faults(
             cat, t_nav[rows[idx]], lat[rows[idx]], lon[rows[idx]], rows[idx], data.notes)
-        shared_lines = lines_by_time(t_nav, table["line"].to_numpy(), rows[shared])
+        shared_lines = lines_by_time(t_nav, table["line"].to_numpy(), rows[idx])
         for k, c in enumerate(good):
             line = table["line"].iat[rows[k]] if rows[k] >= 0 else None
             if not has[k]:
