@@ -27,7 +27,8 @@ def local_frame(lat: np.ndarray, lon: np.ndarray) -> tuple[Transformer, Transfor
 
 
 # rows a reader or its cleaner removes
-_DROPPED = ("rows_wrong_field_count", "nan_rows", "duplicate_timestamps", "position_jumps")
+_DROPPED = ("rows_wrong_field_count", "nan_rows", "implausible_time_rows", "duplicate_timestamps",
+            "position_jumps")
 
 
 def limits_of(cat: Catalog) -> MotionLimits:

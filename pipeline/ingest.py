@@ -309,6 +309,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         table.loc[bad_time, ["lat", "lon"]] = np.nan  # those rows locate nothing (nav_invalid)
         if not data.per_image:
             table = table[~bad_time].reset_index(drop=True)
+            data.notes["implausible_time_rows"] = int(bad_time.sum())  # counted with the drops
     if data.per_image:
         # where the file's image paths are taken from: the dive folder; for a file shared by
         # every dive, the root (iFDO: the reader resolved them from there) or the file's folder

@@ -60,18 +60,21 @@ def test_rows_the_cleaner_drops_are_counted_per_dive_and_reason(site):
     lat = next(c for c in nav.columns if c.startswith("latitude"))
     lon = next(c for c in nav.columns if c.startswith("longitude"))
     nav.loc[[100, 101], lat] = np.nan  # two rows without a position
+    nav.loc[50, nav.columns[0]] = 1.0  # one row dated 1970
     nav = pd.concat([nav, nav.iloc[[200, 201, 202]]]).sort_index(kind="stable")  # repeated times
     spike = nav.index.isin([150, 151, 152])
     nav.loc[spike, lon] += 0.0006  # ~45 m east for 0.3 s, then back
     nav.to_csv(path, index=False)
     report, loc, quar = _build(_vehicle_only(site))
     dropped = report["per_dive"]["dive01"]["nav_rows_dropped"]
-    assert dropped == {"nan_rows": 2, "duplicate_timestamps": 3, "position_jumps": 3}
+    assert dropped == {"nan_rows": 2, "implausible_time_rows": 1, "duplicate_timestamps": 3,
+                       "position_jumps": 3}
     assert report["per_dive"]["dive02"]["nav_rows_dropped"] == {}
     on_disk = json.loads((site / "manifests" / "report.json").read_text())
     assert on_disk["per_dive"]["dive01"]["nav_rows_dropped"] == dropped
     text = summary_markdown(report)
-    assert "| dive01 | 2 nan_rows, 3 duplicate_timestamps, 3 position_jumps |" in text
+    assert ("| dive01 | 2 nan_rows, 1 implausible_time_rows, 3 duplicate_timestamps, "
+            "3 position_jumps |") in text
     assert len(loc) == 48 and quar.empty  # the images themselves lost nothing
 
 
