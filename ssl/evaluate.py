@@ -40,7 +40,7 @@ from .features import extract_features
 from .flags import positive_float, positive_int, run_reporting
 from .manifest import ManifestError, load_manifest
 from .models import load_encoder
-from .objectives.csp import make_location_encoder
+from .objectives.csp import CSP_DIM, make_location_encoder
 from .outfolder import FolderError, OwnedFolder
 from .runlog import CheckpointError
 
@@ -176,7 +176,7 @@ def location_embeddings(ckpt: dict, xy: np.ndarray, device: torch.device) -> np.
     kind = args.get("location_encoder", "theory")
     state = ckpt["loc_encoder"]
     centres = state.get("centres") if kind == "rbf" else None  # a buffer; sigma follows from it
-    enc = make_location_encoder(kind, 128, float(ckpt["extent_m"]), centres=centres)
+    enc = make_location_encoder(kind, CSP_DIM, float(ckpt["extent_m"]), centres=centres)
     enc.load_state_dict(state)
     enc = enc.to(device).eval()
     centre = np.asarray(torch.as_tensor(ckpt["site_centre"]).double().cpu().numpy())
@@ -186,7 +186,7 @@ def location_embeddings(ckpt: dict, xy: np.ndarray, device: torch.device) -> np.
     with torch.no_grad():
         for i in range(0, len(loc), 4096):
             out.append(enc(loc[i:i + 4096]).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 128), dtype=np.float32)
+    return torch.cat(out).numpy() if out else np.zeros((0, CSP_DIM), dtype=np.float32)
 
 
 def _encoder(args: argparse.Namespace) -> tuple[object | None, dict]:

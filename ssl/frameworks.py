@@ -31,7 +31,6 @@ from .objectives.simclr import nt_xent
 from .objectives.simsiam import simsiam_loss
 
 FRAMEWORKS = ("simclr", "simsiam", "moco", "byol", "dino")
-MULTI_CROP = ("dino",)  # frameworks with local crops
 MOMENTUM = {"byol": 0.996, "moco": 0.99, "dino": 0.996}  # base momentum of the target
 
 

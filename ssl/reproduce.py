@@ -31,8 +31,9 @@ import torch
 
 from . import runfolder
 from .evaluate import main as evaluate_main
+from .flags import positive_int
+from .loop import TrainingError
 from .stats import combine, diff_rows, judge, paired
-from .train import TrainingError, positive_int
 from .train import main as train_main
 
 # the other frameworks, each with two views and with location positives, through the same path

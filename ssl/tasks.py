@@ -19,6 +19,7 @@ from .loop import StepOutput, StepRandom, TrainingError, total_steps
 from .manifest import Manifest
 from .models import PROJ_DIM, Encoder, ImageSSL, LocationCSP, encoder_from_checkpoint
 from .objectives.csp import (
+    CSP_DIM,
     Footprint,
     csp_l2_loss,
     csp_mc_loss,
@@ -298,9 +299,9 @@ class CSPObjective:
                                       args.image_size, device, bf16=args.precision == "bf16")
         self.xy = torch.as_tensor(manifest.xy_centred(), device=device)
         self.footprint = Footprint(self.xy, max(manifest.r_loc_m, 1.0))
-        loc = make_location_encoder(args.location_encoder, 128, manifest.extent_m,
+        loc = make_location_encoder(args.location_encoder, CSP_DIM, manifest.extent_m,
                                     centres=self._rbf_centres())
-        self.model = LocationCSP(loc, self.image_encoder.feat_dim, 128)
+        self.model = LocationCSP(loc, self.image_encoder.feat_dim, CSP_DIM)
         self.gather = gather_from_all_ranks if world > 1 else None
 
     def _rbf_centres(self) -> torch.Tensor:

@@ -35,22 +35,12 @@ import torch.distributed as dist
 
 from . import runfolder
 from .contract import identity_changes
-from .flags import (  # noqa: F401 (public)
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-)
-from .loop import Context, TrainingError, fit, learning_rate, step_seed  # noqa: F401 (public)
+from .flags import non_negative_float, non_negative_int, positive_float, positive_int
+from .loop import Context, TrainingError, fit
 from .manifest import ManifestError, load_manifest
 from .models import BACKBONES, VIT_PATCH, VITS
 from .runlog import CHECKPOINT, CheckpointError, read_checkpoint
-from .tasks import (  # noqa: F401 (public)
-    CSPObjective,
-    ImageObjective,
-    fit_to_manifest,
-    init_encoder,
-)
+from .tasks import CSPObjective, ImageObjective, fit_to_manifest
 
 OBJECTIVES = ("simclr", "geoclr", "simsiam", "moco", "byol", "dino", "sp", "csp")
 MOMENTUM_FRAMEWORKS = ("moco", "byol", "dino")

@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from seafloor_ssl.train import build_parser, learning_rate, main, train
+from seafloor_ssl.loop import learning_rate
+from seafloor_ssl.train import build_parser, main, train
 from surveys import mini_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,7 +259,8 @@ def test_bench_measures_ceiling_and_end_to_end_side_by_side(manifest, tmp_path, 
 def test_init_accepts_a_run_checkpoint_or_a_torchvision_state_dict(simclr_run, tmp_path):
     import torchvision
     from seafloor_ssl.models import Encoder
-    from seafloor_ssl.train import TrainingError, init_encoder
+    from seafloor_ssl.tasks import init_encoder
+    from seafloor_ssl.train import TrainingError
 
     enc = Encoder("tiny")
     init_encoder(enc, str(simclr_run / "last.pt"))

@@ -95,12 +95,6 @@ def class_colours(classes: Sequence[str]) -> dict[str, str]:
     return {c: colours[c] for c in classes if c in colours}
 
 
-def _legend(ax, colours: dict) -> None:
-    handles = [plt.Line2D([], [], marker="o", ls="", color=col, label=c)
-               for c, col in colours.items()]
-    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.8)
-
-
 def _per_class(path: Path, per_class_f1: dict, colours: dict) -> None:
     names = list(per_class_f1)
     vals = [np.nan if per_class_f1[c] is None else per_class_f1[c] for c in names]

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 
 from .simclr import Gather
 
+CSP_DIM = 128  # width of CSP's location and image embeddings (the paper's d)
+
 
 def _mlp(in_dim: int, hidden: int, d: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
@@ -90,7 +92,7 @@ class TheoryEncoder(_SinusoidalEncoder):
 
     def __init__(
         self,
-        d: int = 128,
+        d: int = CSP_DIM,
         lambda_min: float = 1.0,
         lambda_max: float = 1000.0,
         scales: int = 16,
@@ -107,7 +109,7 @@ class GridEncoder(_SinusoidalEncoder):
 
     def __init__(
         self,
-        d: int = 128,
+        d: int = CSP_DIM,
         lambda_min: float = 1.0,
         lambda_max: float = 1000.0,
         scales: int = 16,
