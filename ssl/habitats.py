@@ -46,7 +46,7 @@ from .embeddings import Embeddings, EmbeddingsError, read_embeddings
 from .flags import positive_float, positive_int, run_reporting
 from .gis import with_points, write_geopackage, write_parquet_atomic
 from .labelling import classify, labelling_list
-from .labelsfile import LabelsError, read_labels_csv
+from .labelsfile import LabelsError, labelled_mask, read_labels_csv
 from .manifest import ManifestError, load_manifest
 from .outfolder import FolderError, OwnedFolder
 from .palette import cluster_colours, habitat_colours
@@ -175,7 +175,7 @@ def sheet_members(members: np.ndarray, dist: np.ndarray, dive: np.ndarray, n: in
 
 
 def _classify(Z: np.ndarray, labels: np.ndarray, seed: int):
-    has = np.array([v is not None for v in labels])
+    has = labelled_mask(labels)
     classes = sorted({str(v) for v in labels[has]})
     if len(classes) < 2:
         raise HabitatsError(f"--labels: the labels name {len(classes)} habitat "
@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> dict:
     empty = [j for j in range(k) if sizes[j] == 0]
     if empty:
         _log(f"note: smoothing emptied cluster(s) {empty}")
-    labelled = (np.array([v is not None for v in labels]) if labels is not None else None)
+    labelled = labelled_mask(labels) if labels is not None else None
     chosen = labelling_list(clu.reduced, habitat, emb.xy, n_label, seed=args.seed,
                             exclude=labelled)
     crs_name = emb.meta.get(c.META_CRS, "site CRS")

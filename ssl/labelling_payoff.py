@@ -32,7 +32,7 @@ from .embeddings import EmbeddingsError, read_embeddings
 from .flags import run_reporting
 from .habitats import k_flag
 from .labelling import classify, labelling_list
-from .labelsfile import LabelsError, read_labels_csv
+from .labelsfile import LabelsError, has_label, labelled_mask, read_labels_csv
 from .stats import judge, summarize
 
 BEGIN = "<!-- labelling payoff: written by python -m ssl.labelling_payoff; replaced when it runs again -->"
@@ -222,8 +222,8 @@ def run(args: argparse.Namespace) -> dict:
                               "encoders on the same manifest")
         truth = (read_labels_csv(args.labels, emb.image_id) if args.labels
                  else np.asarray(emb.label, dtype=object))
-        truth = np.array([None if v is None or v == "" else v for v in truth], dtype=object)
-        n_lab = sum(v is not None for v in truth)
+        truth = np.array([v if has_label(v) else None for v in truth], dtype=object)
+        n_lab = int(labelled_mask(truth).sum())
         if n_lab < max(args.n) * 2:
             raise PayoffError(f"{path}: {n_lab} labelled images; comparing N up to {max(args.n)} "
                               "needs at least twice as many (pass --labels or smaller --n)")

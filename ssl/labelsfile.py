@@ -16,6 +16,18 @@ class LabelsError(ValueError):
     """A labels file that cannot be used (reported as one message, exit status 2)."""
 
 
+def has_label(value) -> bool:
+    """Whether ``value`` is a label: a str with text besides white space. None, NaN (a missing
+    value in a data frame), "" and blanks are no label: what manifests, embeddings files,
+    labels files and tables hold for an image that is not labelled."""
+    return isinstance(value, str) and bool(value.strip())
+
+
+def labelled_mask(labels) -> np.ndarray:
+    """(n,) bool, True where :func:`has_label`."""
+    return np.fromiter((has_label(v) for v in labels), dtype=bool, count=len(labels))
+
+
 DELIMITERS = ",;\t"  # what spreadsheets save: comma, semicolon (comma-decimal locales), tab
 
 
@@ -103,7 +115,7 @@ def read_labels_csv(path: str | Path, image_id: np.ndarray, flag: str = "--label
                           "the label column (the labelling list's is empty until an annotator "
                           "fills it)")
     labels = np.array([given.get(i) for i in image_id], dtype=object)
-    matched = sum(v is not None for v in labels)
+    matched = int(labelled_mask(labels).sum())
     if not matched:
         labels, matched = _by_file_name(path, flag, given, image_id, log)
     if not matched:

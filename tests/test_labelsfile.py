@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from seafloor_ssl.labelsfile import LabelsError, read_labels_csv
+from seafloor_ssl.labelsfile import LabelsError, has_label, labelled_mask, read_labels_csv
 
 IDS = np.array(["dive01/a.jpg", "dive01/b.jpg", "dive02/c.jpg"], dtype=object)
+
+
+@pytest.mark.parametrize("value, labelled", [(None, False), (float("nan"), False), ("", False),
+                                             ("  ", False), ("\t\n", False), ("sand", True),
+                                             (" sand ", True), (np.str_("reef"), True)])
+def test_a_label_is_text_that_is_not_blank(value, labelled):
+    assert has_label(value) is labelled
+    assert labelled_mask(np.array([value, "reef"], dtype=object)).tolist() == [labelled, True]
 
 
 def _read(tmp_path, text: str, encoding: str = "utf-8", notes=None):

@@ -38,6 +38,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from ..labelsfile import labelled_mask
 from .splits import (
     Split,
     blocked_split,
@@ -58,14 +59,6 @@ KNN_K = 20
 
 
 # --- labels, names ---------------------------------------------------------------------------
-
-def labelled_mask(labels: Sequence) -> np.ndarray:
-    """True where a label is present (not None, NaN or empty)."""
-    out = np.zeros(len(labels), dtype=bool)
-    for i, v in enumerate(labels):
-        out[i] = v is not None and v == v and str(v) != ""
-    return out
-
 
 def regime_name(regime: int | None) -> str:
     return "all" if regime is None else str(int(regime))

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..labelsfile import labelled_mask  # noqa: E402
 from ..palette import UNLABELLED, habitat_colours  # noqa: E402
 
 FIGURES = ("per_class_f1.png", "confusion.png", "map_true.png", "map_pred.png",
@@ -163,7 +164,7 @@ def _embedding(path: Path, embedding: np.ndarray, labels: np.ndarray, colours: d
         keep = np.sort(np.random.default_rng(0).choice(len(X), max_points, replace=False))
         X, labels = X[keep], labels[keep]
     X = X.astype(np.float64)
-    has = np.array([v is not None and v == v for v in labels], dtype=bool)
+    has = labelled_mask(labels)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if len(X) >= 2 and X.shape[1] >= 1:
         Z = (X - X.mean(0)) / (X.std(0) + 1e-8)
@@ -224,7 +225,7 @@ def write_outputs(out_dir: str | Path | Callable[[str], Path], metrics: dict, *,
 
     _per_class(file("per_class_f1.png"), per_class_f1, colours)
     _confusion(file("confusion.png"), confusion)
-    shown = np.array([v is not None and v == v for v in labels], dtype=bool)
+    shown = labelled_mask(labels)
     true_vals = np.array([str(v) if s else None for v, s in zip(labels, shown, strict=True)],
                          dtype=object)
     _map(file("map_true.png"), xy, true_vals, colours, "true habitat",

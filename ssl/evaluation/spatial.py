@@ -59,6 +59,7 @@ from sklearn.preprocessing import StandardScaler
 from .. import augment
 from ..data import decode_cpu, decode_gpu, pad_batch
 from ..features import full_frames
+from ..labelsfile import has_label
 from ..objectives.sp import sp_targets
 
 TARGETS = ("dx", "dy", "log_w", "log_h")
@@ -114,14 +115,8 @@ class _Frozen:
 
 
 def _known(labels, idx: np.ndarray) -> np.ndarray:
-    """The entries of ``idx`` whose label is known (not None / NaN / empty)."""
-    keep = []
-    for i in idx.tolist():
-        v = labels[i]
-        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v):
-            continue
-        keep.append(i)
-    return np.asarray(keep, dtype=np.int64)
+    """The entries of ``idx`` whose image is labelled (:func:`labelsfile.has_label`)."""
+    return np.asarray([i for i in idx.tolist() if has_label(labels[i])], dtype=np.int64)
 
 
 # -- 1. relative position and scale ------------------------------------------------------------
