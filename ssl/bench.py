@@ -24,7 +24,7 @@ from . import augment
 from .data import BatchSource, ImageStore
 from .flags import non_negative_int, positive_int
 from .manifest import ManifestError, load_manifest
-from .models import BACKBONES, Encoder
+from .models import BACKBONES, Encoder, choose_device
 from .objectives.simclr import nt_xent
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{manifest.n} images; use --batch-size {manifest.n} or less", file=sys.stderr)
         return 2
     args.loaded = manifest
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(None)
     if args.precision is None:
         args.precision = "bf16" if device.type == "cuda" else "fp32"
     if args.workers is None:

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from . import contract as c
 from . import embeddings as E
@@ -34,7 +33,7 @@ from .features import extract_features
 from .flags import positive_int, run_reporting
 from .gis import site_crs, with_points, write_parquet_atomic
 from .manifest import ManifestError, file_sha256, load_manifest
-from .models import load_encoder
+from .models import choose_device, load_encoder
 from .progress import Progress
 from .runlog import CheckpointError
 
@@ -150,9 +149,7 @@ def _locations(manifest) -> tuple[pa.Table, dict]:
 
 def embed(args: argparse.Namespace) -> dict:
     out = Path(args.out)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise EmbedError("--device cuda: no CUDA device is available")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(args.device, EmbedError)
     try:
         manifest = load_manifest(args.manifest)
     except ManifestError as exc:

@@ -39,7 +39,7 @@ from .evaluation.splits import default_block_m
 from .features import extract_features
 from .flags import positive_float, positive_int, run_reporting
 from .manifest import ManifestError, load_manifest
-from .models import load_encoder
+from .models import choose_device, load_encoder
 from .objectives.csp import CSP_DIM, make_location_encoder
 from .outfolder import FolderError, OwnedFolder
 from .runlog import CheckpointError
@@ -237,9 +237,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(f"[evaluate] {name}: {timings[name]:.1f} s", flush=True)
         return time.perf_counter()
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError("--device cuda: no CUDA device is available")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(args.device, EvaluationError)
     if not 0.0 < args.test_fraction < 1.0:
         raise EvaluationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.block_m is not None and not args.block_m > 0:
@@ -262,11 +260,11 @@ def evaluate(args: argparse.Namespace) -> dict:
               + ")", flush=True)
     labels = (read_labels_csv(args.labels, manifest.image_id) if args.labels
               else np.asarray(manifest.label, dtype=object))
-    n_labelled = sum(v is not None and v == v and v != "" for v in labels)
+    n_labelled = int(labelsfile.labelled_mask(labels).sum())
     if n_labelled == 0:
         raise EvaluationError(f"{manifest.locations_path.name} has no habitat labels (column "
                               "'label' is empty); pass --labels CSV with columns image_id,label")
-    if len({str(v) for v in labels if v is not None and v == v and v != ""}) < 2:
+    if len({v for v in labels if labelsfile.has_label(v)}) < 2:
         raise EvaluationError("the labels name fewer than two habitats; nothing to classify")
     try:
         jpegs = ImageStore.open(manifest)

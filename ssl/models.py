@@ -24,6 +24,14 @@ VITS = {"vit-tiny": (192, 3), "vit-small": (384, 6)}
 VIT_PATCH = 16
 
 
+def choose_device(requested: str | None, error: type[Exception] = ValueError) -> torch.device:
+    """The device of a command's ``--device`` flag ("cuda", "cpu" or None: cuda when available);
+    ``error`` (the command's own error, one message) when cuda is asked for but missing."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise error("--device cuda: no CUDA device is available")
+    return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def _tiny() -> tuple[nn.Module, int]:
     def block(cin: int, cout: int) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),

@@ -33,6 +33,7 @@ from . import runfolder
 from .evaluate import main as evaluate_main
 from .flags import positive_int
 from .loop import TrainingError
+from .models import choose_device
 from .stats import combine, diff_rows, judge, paired
 from .train import main as train_main
 
@@ -277,7 +278,7 @@ def run_all(args) -> dict:
             entry = sweep.setdefault(key, {"manifest": manifest, "seeds": [], "evals": []})
             entry["seeds"].append(seed)
             entry["evals"].append(_metrics(run))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(args.device, TrainingError).type
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     return {"preset": args.preset, "config": cfg, "device": name,
             "seconds": round(time.perf_counter() - t0, 1), "evals": evals,

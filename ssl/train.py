@@ -38,7 +38,7 @@ from .contract import identity_changes
 from .flags import non_negative_float, non_negative_int, positive_float, positive_int
 from .loop import Context, TrainingError, fit
 from .manifest import ManifestError, load_manifest
-from .models import BACKBONES, VIT_PATCH, VITS
+from .models import BACKBONES, VIT_PATCH, VITS, choose_device
 from .runlog import CHECKPOINT, CheckpointError, read_checkpoint
 from .tasks import CSPObjective, ImageObjective, fit_to_manifest
 
@@ -142,11 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_distributed(device_arg: str | None) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and device_arg != "cpu"
-    if device_arg == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda given but CUDA is not available")
+    device = choose_device(device_arg, TrainingError)
+    cuda = device.type == "cuda"
     rank = 0
-    device = torch.device("cuda" if cuda else "cpu")
     if world > 1:
         rank = int(os.environ["RANK"])
         dist.init_process_group("nccl" if cuda else "gloo")
