@@ -65,13 +65,11 @@ from .output import (
     link_names,
     prune,
     remove_entry,
-    remove_temp,
     remove_temps,
-    replace_temp,
     retire_legacy,
     switch_current,
-    temp_name,
     verify_generation,
+    write_atomic,
 )
 from .pairs import find_pairs
 from .schema import shard_name, store_name
@@ -734,12 +732,9 @@ def write_extra(catalog: str, out: Path, name: str, data: bytes) -> Path:
         raise OutputRefused(f"{path}: a file the builder did not write is in the way; move it "
                             "away and run the build again")
     folder.own(name)
-    tmp = path.with_name(temp_name(name))
     try:
-        tmp.write_bytes(data)
-        replace_temp(tmp, path)
+        write_atomic(path, lambda tmp: tmp.write_bytes(data))
     except BaseException as exc:
-        remove_temp(tmp)
         if is_no_space(exc):
             raise disk_full_while_writing(
                 path, out, exc, len(data), f"the previous {name} (if any) is unchanged") from exc

@@ -50,21 +50,6 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, **kwargs) -> Path:
-    """Write to a temporary file beside ``path``, fsync, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        pq.write_table(table, tmp, **kwargs)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def write_parquet_temp(table: pa.Table, path: Path, **kwargs) -> Path:
     """First half of an atomic write: the complete file under a temporary name, fsynced."""
     path.parent.mkdir(parents=True, exist_ok=True)

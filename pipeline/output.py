@@ -37,7 +37,7 @@ import json
 import os
 import shutil
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,21 +205,30 @@ def replace_temp(tmp: Path, dst: Path) -> None:
         os.unlink(tmp)
 
 
-def write_json_atomic(obj, path: Path) -> None:
-    """A complete JSON file under ``path`` or the previous one, never a half-written one; the
-    temporary file is removed when the write fails."""
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """The one atomic write: ``write(tmp)`` fills a temporary file beside ``path`` (the name
+    temp_name gives), which is fsynced and renamed into place; a complete new ``path`` or the
+    previous one, never a half-written one, and no temporary left when the write fails (an
+    OSError then names ``path``)."""
     tmp = path.with_name(temp_name(path.name))
     try:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(tmp)
+        fsync_file(tmp)
         replace_temp(tmp, path)
     except BaseException as exc:
         remove_temp(tmp)
         if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = str(path)  # the file that failed, for the message
         raise
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    """A JSON file written with :func:`write_atomic`."""
+    def dump(tmp: Path) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True)
+
+    write_atomic(path, dump)
 
 
 def read_json(path: Path) -> dict | None:

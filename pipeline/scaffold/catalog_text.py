@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from ..catalog import Catalog
+from ..output import write_atomic
 from .navsources import FORMAT_NOTE
 from .proposal import Proposal, ScaffoldError, propose
 from .scan import CATALOG_NAME
@@ -137,9 +137,7 @@ def write_catalog(p: Proposal, text: str, force: bool) -> Path:
     """SURVEY_DIR/catalog.yaml; an existing file is replaced only with force."""
     target = p.root / CATALOG_NAME
     if force:
-        tmp = target.with_name(f".{CATALOG_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        write_atomic(target, lambda tmp: tmp.write_text(text))
         return target
     try:
         with open(target, "x") as fh:  # never replaces a file, even one made a moment ago
