@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from . import contract as c
 from . import embeddings as E
@@ -34,7 +35,6 @@ from .flags import positive_int, run_reporting
 from .gis import site_crs, with_points, write_parquet_atomic
 from .manifest import ManifestError, file_sha256, load_manifest
 from .models import choose_device, load_encoder
-from .progress import Progress
 from .runlog import CheckpointError
 
 STATE = "state.json"
@@ -182,12 +182,12 @@ def embed(args: argparse.Namespace) -> dict:
     chunks = Chunks(parts_dir(out), key)
     chunks._write_state()  # a place the system refuses is said now, not after the work
     n_chunks = -(-manifest.n // args.chunk)
-    progress = Progress(manifest.n, "[embed] images")
     resumed = sum(min(args.chunk, manifest.n - k * args.chunk) for k in chunks.done)
     if resumed:
         print(f"[embed] resuming: {resumed} of {manifest.n} images were embedded by an earlier "
               "run", flush=True)
-        progress.start_at(resumed)
+    progress = tqdm(total=manifest.n, initial=resumed, desc="[embed] images", unit="img",
+                    disable=None)  # on a terminal only, like the pipeline's bars
     t0 = time.perf_counter()
     for k in range(n_chunks):
         if k in chunks.done:

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from .runlog import Metrics, ProgressBar, StopFlag, feature_std, save_checkpoint
+from .runlog import Metrics, StopFlag, feature_std, save_checkpoint
 
 
 class TrainingError(RuntimeError):
@@ -168,7 +169,10 @@ def fit(objective: Objective, ctx: Context, ckpt_path: Path, state: dict | None)
                                     "optimizer": opt.state_dict(), **ctx.checkpoint_extra,
                                     **objective.state()})
 
-    stop, bar = StopFlag(), ProgressBar(enabled=ctx.main and sys.stdout.isatty())
+    stop = StopFlag()
+    # a terminal line that rewrites itself (step, loss, images/s); logs get the [train] lines
+    bar = tqdm(total=total, initial=start, desc="[train] step", unit="step", file=sys.stdout,
+               leave=False, disable=not (ctx.main and sys.stdout.isatty()))
     window = {"t": 0.0, "wait": 0.0, "images": 0}
     step, last, batches, epoch = start, {}, None, -1
     t_prev = time.perf_counter()
@@ -204,8 +208,11 @@ def fit(objective: Objective, ctx: Context, ckpt_path: Path, state: dict | None)
             window["wait"] += getattr(batch, "wait_s", 0.0)
             window["images"] += out.images * ctx.world
             t_prev, done = now, step + 1
-            if bar:
-                bar.update(done, total, float(out.loss.detach()), window)
+            if not bar.disable:  # reading the loss waits for the device: only for the bar
+                bar.set_postfix_str(f"loss {float(out.loss.detach()):.4f} "
+                                    f"{window['images'] / max(window['t'], 1e-9):.0f} img/s",
+                                    refresh=False)
+                bar.update(1)
             if done % args.log_every == 0 or done == end:
                 last = {"step": done, "epoch": epoch, "loss": float(out.loss.detach()),
                         **{k: float(v) for k, v in out.parts.items()}, "lr": lr,
@@ -221,16 +228,19 @@ def fit(objective: Objective, ctx: Context, ckpt_path: Path, state: dict | None)
                           f"{100 * last['data_wait_share']:.0f} %, feature std "
                           + (f"{last['feature_std']:.2f}" if last["feature_std"] is not None
                              else "-"), flush=True)
+                    bar.refresh()
                 window = {"t": 0.0, "wait": 0.0, "images": 0}
             if ctx.main and (done % args.checkpoint_every == 0 or done == end
                              or stop.signal is not None):
                 save(done)
             if stop.signal is not None:
                 if ctx.main:
+                    bar.clear()
                     print(f"[train] {signal.Signals(stop.signal).name} received: saved step "
                           f"{done} to {ckpt_path}; continue with --resume", flush=True)
                 break
     finally:
+        bar.close()
         stop.restore()
     metrics.close()
     return {"steps": step + 1 if end > start else start, "total": total, "last": last,

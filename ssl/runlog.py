@@ -1,5 +1,5 @@
-"""Run bookkeeping for the trainer: atomic checkpoints, clean stops on signals, metrics files,
-a terminal progress bar and the collapse monitor."""
+"""Run bookkeeping for the trainer: atomic checkpoints, clean stops on signals, metrics files
+and the collapse monitor."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import math
 import os
 import signal
-import sys
 from pathlib import Path
 
 import torch
@@ -134,29 +133,6 @@ class Metrics:
         (self.path.parent / METRICS_CSV).write_text("\n".join(lines) + "\n")
         if self.tb is not None:
             self.tb.close()
-
-
-class ProgressBar:
-    """One self-rewriting terminal line: step, loss, images/s (only on a terminal)."""
-
-    def __init__(self, enabled: bool, width: int = 30):
-        self.enabled, self.width, self.shown = enabled, width, False
-
-    def __bool__(self) -> bool:
-        return self.enabled
-
-    def update(self, done: int, total: int, loss: float, window: dict) -> None:
-        filled = int(self.width * done / max(total, 1))
-        rate = window["images"] / max(window["t"], 1e-9)
-        sys.stdout.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
-                         f"loss {loss:.4f} {rate:.0f} img/s ")
-        sys.stdout.flush()
-        self.shown = True
-
-    def clear(self) -> None:
-        if self.shown:
-            sys.stdout.write("\r" + " " * (self.width + 60) + "\r")
-            self.shown = False
 
 
 def feature_std(z: torch.Tensor) -> float:

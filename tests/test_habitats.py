@@ -245,14 +245,29 @@ def test_habitats_end_to_end_with_labels(manifest, emb_file, tmp_path, capsys):
     import geopandas as gpd
     import pyproj
     from PIL import Image
+    from sklearn.metrics import adjusted_rand_score
+
+    # the trained embeddings replaced by three planted, clearly separated groups: the site's
+    # sand, its reef on dive01 and its reef on dive02 (the known answer for every step below)
+    m = load_manifest(manifest)
+    truth = {r["image_id"]: r["label"] for r in csv.DictReader(open(_labels_csv(manifest)))}
+    assert set(truth) == set(m.image_id.tolist()) and set(truth.values()) == {"reef", "sand"}
+    group = np.array([0 if truth[i] == "sand" else 1 + (d == "dive02")
+                      for i, d in zip(m.image_id, m.dive, strict=True)])
+    assert np.bincount(group, minlength=3).min() > 5
+    d = read_embeddings(emb_file).X.shape[1]
+    X, _, _ = _blobs([1, 1, 1], dim=d, seed=5)
+    rng = np.random.default_rng(6)
+    planted = _with_embeddings(emb_file, tmp_path / "planted.parquet",
+                               X[group] + 0.05 * rng.normal(size=(m.n, d)))
 
     out = tmp_path / "hab"
-    rc = habitats_cli.main(["--embeddings", str(emb_file), "--k", "auto", "--smooth", "1",
+    rc = habitats_cli.main(["--embeddings", str(planted), "--k", "auto", "--smooth", "1",
                             "--n-label", "12", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "habitats.json").read_text())
     k = summary["k"]
-    assert k >= 2 and summary["state"] == "complete"
+    assert k == 3 and summary["state"] == "complete", summary.get("silhouette")
     assert "silhouette" in summary["criterion"] and len(summary["silhouette"]) >= 2
     for name in ("cluster_map.png", "k_selection.png", "labelling_list.png", "clusters.parquet",
                  "clusters.gpkg"):
@@ -260,6 +275,13 @@ def test_habitats_end_to_end_with_labels(manifest, emb_file, tmp_path, capsys):
     clusters = gpd.read_file(out / "clusters.gpkg", engine="pyogrio")
     assert sorted(set(clusters["cluster"])) == list(range(k))
     assert np.bincount(clusters["cluster"]).tolist() == summary["cluster_sizes"]
+    # k-means recovers the planted groups exactly (before the smoothing round over neighbours)
+    table = pq.read_table(out / "clusters.parquet").to_pydict()
+    assert table["image_id"] == m.image_id.tolist()
+    raw = np.array(table["cluster_unsmoothed"])
+    assert adjusted_rand_score(group, raw) == 1.0
+    assert sorted(np.bincount(raw).tolist()) == sorted(np.bincount(group).tolist())
+    assert summary["smoothing_changed"] == int((np.array(table["cluster"]) != raw).sum())
     sheets = sorted((out / "contact_sheets").glob("cluster_*.png"))
     assert len(sheets) == sum(1 for s in summary["cluster_sizes"] if s)
     for s in sheets:  # every sheet shows images, not only its title bar
@@ -277,20 +299,17 @@ def test_habitats_end_to_end_with_labels(manifest, emb_file, tmp_path, capsys):
                           .metadata[b"crs"].decode())
     out2 = tmp_path / "hab-labelled"
     labels = _labels_csv(manifest)
-    assert habitats_cli.main(["--embeddings", str(emb_file), "--labels", str(labels),
+    assert habitats_cli.main(["--embeddings", str(planted), "--labels", str(labels),
                               "--out", str(out2), "--n-label", "5"]) == 0
-    truth = {r["image_id"]: r["label"] for r in csv.DictReader(open(labels))}
     for path in (out2 / "predictions.gpkg", out2 / "predictions.parquet"):
         gdf = (gpd.read_file(path, engine="pyogrio") if path.suffix == ".gpkg"
                else gpd.read_parquet(path))
         assert gdf.crs == site_crs, path.name
         assert len(gdf) == load_manifest(manifest).n
         assert set(gdf["predicted"]) <= set(truth.values())
-        assert ((gdf["confidence"] > 0) & (gdf["confidence"] <= 1)).all()
-        # the classifier saw these labels: most of the labelled images get theirs back
-        agree = np.mean([truth[i] == p for i, p in zip(gdf["image_id"], gdf["predicted"],
-                                                        strict=True) if i in truth])
-        assert agree > 0.5, (path.name, agree)
+        # the labels follow the planted groups: every image gets its own label back, surely
+        assert [truth[i] for i in gdf["image_id"]] == gdf["predicted"].tolist(), path.name
+        assert (gdf["confidence"] > 0.9).all() and (gdf["confidence"] <= 1).all(), path.name
     assert (out2 / "prediction_map.png").stat().st_size > 1000
     pred = json.loads((out2 / "habitats.json").read_text())["prediction"]
     assert pred["labelled"] == len(truth)
@@ -390,6 +409,10 @@ def test_demo_ends_with_cluster_map_and_labelling_list(tmp_path):
     hab = run / "habitats"
     summary = json.loads((hab / "habitats.json").read_text())
     assert summary["k"] > 1 and min(summary["cluster_sizes"]) > 0
+    # every image of the demo site in exactly one of the k clusters
+    n_site = load_manifest(site / "manifests" / "pairs.parquet").n
+    assert len(summary["cluster_sizes"]) == summary["k"]
+    assert sum(summary["cluster_sizes"]) == n_site
     sheets = sorted((hab / "contact_sheets").glob("*.png"))
     assert len(sheets) == summary["k"]
     for s in sheets:

@@ -46,6 +46,10 @@ def test_every_synthetic_habitat_is_known_and_same_in_both_presets():
     for habitats in SYNTH:
         assert set(habitats) <= set(KNOWN)
         assert habitat_colours(habitats) == {h: KNOWN[h] for h in sorted(habitats)}
+    # the default preset's colours, written out (site.png's legend)
+    assert habitat_colours(HABITATS) == {
+        "gravel": "#9a9184", "reef": "#7e4640", "rippled_sand": "#c4a465", "sand": "#ecdcaa",
+        "seagrass": "#5a9a3c", "sponge_garden": "#e07b24"}
     default, benchmark = (habitat_colours(h) for h in SYNTH)
     shared = set(HABITATS) & set(BENCHMARK_HABITATS)
     assert shared == {"sand", "gravel", "reef", "sponge_garden"}
@@ -75,6 +79,9 @@ def test_palette_colours_valid_and_pairwise_distinct():
     assert min(_distance(a, b) for a, b in itertools.combinations(clusters, 2)) > 0.08
     assert cluster_colours(20) == clusters and cluster_colours(5) == clusters[:5]
     assert cluster_colours(0) == []
+    # Kelly's colours of maximum contrast in his order, white and grey left out: vivid yellow,
+    # strong purple, vivid orange, very light blue
+    assert cluster_colours(4) == ["#f3c300", "#875692", "#f38400", "#a1caf1"]
     assert cluster_colours(45) == [clusters[i % 20] for i in range(45)]  # cycles, no error
 
 
@@ -116,8 +123,16 @@ def test_report_class_colours_agree_with_palette():
     classes = list(BENCHMARK_HABITATS) + ["Unknown", "bacterial_mat"]
     got = class_colours(classes)
     assert list(got) == classes  # the caller's order, for the legends
-    assert got == {c: habitat_colours(classes)[c] for c in classes}
+    # the known answer, written out: each class's fixed palette colour, and the one name outside
+    # the palette ("bacterial_mat") the first EXTRA colour
+    assert got == {
+        "sand": "#ecdcaa", "shell_hash_sand": "#fbf6ea", "gravel": "#9a9184",
+        "sponge_garden": "#e07b24", "reef": "#7e4640", "boulder_field": "#676380",
+        "kelp_forest": "#7a6a20", "seagrass_meadow": "#2a6630", "Unknown": "#161616",
+        "bacterial_mat": "#1f77b4",
+    }
     assert got["reef"] == KNOWN["reef"] and got["Unknown"] == KNOWN["unknown"]
+    assert got["bacterial_mat"] == EXTRA[0]
     assert class_colours(list(reversed(classes))) == got  # same colours whatever the order
     for c in got.values():
         to_rgba(c)

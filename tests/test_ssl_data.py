@@ -330,9 +330,24 @@ def test_batches_workers_match_in_process(jpegs):
 
 
 def test_batches_stop_early(jpegs):
-    it = BatchSource(jpegs, 8, device="cpu", workers=2, seed=0).batches(0)
-    next(it)
+    import multiprocessing
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    src = BatchSource(jpegs, 8, device="cpu", workers=2, seed=0)
+    it = src.batches(0)
+    first = next(it)
+    workers = [p for p in multiprocessing.active_children() if p.pid not in before]
+    assert len(workers) == 2 and all(p.is_alive() for p in workers)
+    # the one batch taken: the first 8 of the epoch's permutation, decoded and padded
+    expected = np.random.default_rng((0, 0)).permutation(len(jpegs))[:8]
+    assert first.idx.tolist() == expected.tolist()
+    ref, sizes = pad_batch(decode_cpu([jpegs[i] for i in expected]))
+    assert torch.equal(first.canvas, ref) and torch.equal(first.sizes, sizes)
     it.close()  # shuts the workers down without consuming the epoch
+    assert not any(p.is_alive() for p in workers)
+    assert {p.pid for p in multiprocessing.active_children()} <= before
+    with pytest.raises(StopIteration):
+        next(it)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")

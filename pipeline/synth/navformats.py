@@ -117,7 +117,7 @@ def write_acfr_stereo_pose(
 
 
 # The iFDO header fields every image set must carry (the iFDO v2 core, as required by the
-# schema ifdo-v2.0.1.json that mariqt ships), and the fields every item must carry.
+# schema ifdo-v2.0.1.json that mariqt ships).
 IFDO_REQUIRED_HEADER = (
     "image-set-name", "image-set-uuid", "image-set-handle", "image-set-ifdo-version",
     "image-datetime", "image-latitude", "image-longitude", "image-altitude-meters",
@@ -125,7 +125,6 @@ IFDO_REQUIRED_HEADER = (
     "image-context", "image-project", "image-event", "image-platform", "image-sensor",
     "image-pi", "image-creators", "image-license", "image-copyright", "image-abstract",
 )
-IFDO_REQUIRED_ITEM = ("image-uuid", "image-hash-sha256", "image-handle")
 IFDO_VERSION = "v2.1.0"
 _GENERATOR = "seafloor-ssl synthetic survey generator (pipeline.synth)"
 
