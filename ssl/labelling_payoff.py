@@ -102,7 +102,7 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> floa
 def compare(X: np.ndarray, xy: np.ndarray, truth: np.ndarray, ns: list[int], seeds: list[int],
             k: int | None, dims: int, log=print) -> dict:
     """{n: {"list": [f1 per seed], "random": [...], "covered": [...]}} for one encoder."""
-    has = np.array([v is not None for v in truth])
+    has = labelled_mask(truth)
     lab = np.flatnonzero(has)
     classes = sorted({str(v) for v in truth[has]})
     res: dict[int, dict[str, list]] = {n: {"list": [], "random": [], "classes_list": [],
