@@ -7,7 +7,6 @@ bounding-box read skip every row group outside the box. ``near`` answers radius 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import shapely
 
 from . import schema
 
@@ -57,36 +55,12 @@ def row_group_rows(n: int) -> int:
     return int(np.clip(n // 512, 256, 16384))
 
 
-def geo_metadata(crs_projjson: dict, x: np.ndarray, y: np.ndarray) -> dict:
-    bbox = [float(x.min()), float(y.min()), float(x.max()), float(y.max())] if len(x) else []
-    return {
-        "version": "1.1.0",
-        "primary_column": schema.GEOMETRY_COLUMN,
-        "columns": {
-            schema.GEOMETRY_COLUMN: {
-                "encoding": "WKB",
-                "geometry_types": ["Point"],
-                "crs": crs_projjson,
-                "bbox": bbox,
-                "covering": {"bbox": {k: [schema.BBOX_COLUMN, k] for k in ("xmin", "ymin", "xmax", "ymax")}},
-            }
-        },
-    }
-
-
 def to_geoparquet_table(locations: pa.Table, crs_projjson: dict) -> pa.Table:
-    """Append WKB point geometry and the bbox covering column; attach the ``geo`` metadata."""
-    x = locations.column("easting").to_numpy()
-    y = locations.column("northing").to_numpy()
-    wkb = shapely.to_wkb(shapely.points(x, y))
-    bbox = pa.StructArray.from_arrays(
-        [pa.array(x), pa.array(y), pa.array(x), pa.array(y)], fields=list(schema.BBOX_TYPE)
-    )
-    table = locations.append_column(schema.GEOMETRY_COLUMN, pa.array(wkb, type=pa.binary()))
-    table = table.append_column(schema.BBOX_COLUMN, bbox)
-    meta = dict(table.schema.metadata or {})
-    meta[b"geo"] = json.dumps(geo_metadata(crs_projjson, x, y)).encode()
-    return table.replace_schema_metadata(meta)
+    """Append WKB point geometry and the bbox covering column; attach the ``geo`` metadata
+    (the contract's one GeoParquet writer, which the trainer's exports use too)."""
+    xy = np.column_stack([locations.column("easting").to_numpy(),
+                          locations.column("northing").to_numpy()])
+    return schema.geoparquet_points(locations, xy, crs_projjson)
 
 
 def _row_group_bounds(meta: pq.FileMetaData) -> np.ndarray:

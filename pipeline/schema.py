@@ -61,6 +61,7 @@ LOCATIONS = contract.LOCATIONS
 BBOX_TYPE = contract.BBOX_TYPE
 GEOMETRY_COLUMN = contract.GEOMETRY_COLUMN
 BBOX_COLUMN = contract.BBOX_COLUMN
+geoparquet_points = contract.geoparquet_points
 PAIRS = contract.PAIRS
 QUARANTINE = contract.QUARANTINE
 IMAGE_SHARD = contract.IMAGE_SHARD

@@ -30,13 +30,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .contract import BBOX_COLUMN, BBOX_TYPE, GEOMETRY_COLUMN, META_CRS, META_CRS_WKT
+from .contract import (
+    GEO_KEY,
+    META_CRS,
+    META_CRS_WKT,
+    check_xy,
+    geoparquet_points,
+    point_bounds,
+    point_wkb,
+)
 
 __all__ = ["SiteCRS", "point_wkb", "site_crs", "with_points", "write_geopackage",
            "write_parquet_atomic"]
 
-GEO_KEY = "geo"
-GEOPARQUET_VERSION = "1.1.0"
 
 # --- the site CRS ------------------------------------------------------------------------------
 
@@ -98,50 +104,6 @@ def site_crs(meta: Mapping[bytes | str, bytes | str] | None) -> SiteCRS:
 
 # --- points ------------------------------------------------------------------------------------
 
-# ISO WKB Point, little-endian: byte order 1, type 1 (uint32), x, y (float64); 21 bytes, packed
-_WKB_POINT = np.dtype([("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
-_INT32_MAX = 2**31 - 1
-
-
-def _xy(xy: np.ndarray, n: int | None = None) -> np.ndarray:
-    a = np.asarray(xy, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != 2:
-        raise ValueError(f"xy must have shape (n, 2), got {a.shape}")
-    if n is not None and len(a) != n:
-        raise ValueError(f"xy has {len(a)} rows but the table has {n}")
-    if np.isinf(a).any():
-        raise ValueError(f"xy holds infinite coordinates (row {int(np.isinf(a).any(1).argmax())})")
-    return np.ascontiguousarray(a)
-
-
-def point_wkb(xy: np.ndarray) -> pa.Array:
-    """Little-endian ISO WKB Points of ``xy`` (n, 2) as a pyarrow binary array (large_binary
-    past 2 GiB of WKB, about 100 million points). Built in one numpy pass; a NaN row gives
-    NaN coordinates (how WKB writes an empty point)."""
-    a = _xy(xy)
-    n = len(a)
-    rec = np.empty(n, dtype=_WKB_POINT)
-    rec["order"] = 1
-    rec["type"] = 1
-    rec["x"] = a[:, 0]
-    rec["y"] = a[:, 1]
-    size = _WKB_POINT.itemsize
-    big = n * size > _INT32_MAX
-    offsets = np.arange(n + 1, dtype=np.int64 if big else np.int32) * size
-    return pa.Array.from_buffers(pa.large_binary() if big else pa.binary(), n,
-                                 [None, pa.py_buffer(offsets), pa.py_buffer(rec.tobytes())])
-
-
-def _bounds(a: np.ndarray) -> list[float] | None:
-    """[xmin, ymin, xmax, ymax] of the non-empty points, None when there are none."""
-    ok = ~np.isnan(a).any(axis=1)
-    if not ok.any():
-        return None
-    b = a[ok]
-    return [float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 0].max()),
-            float(b[:, 1].max())]
-
-
 def with_points(table: pa.Table, xy: np.ndarray, crs: SiteCRS) -> pa.Table:
     """``table`` as GeoParquet 1.1: appends the WKB point column ``geometry`` and the ``bbox``
     covering struct column (xmin, ymin, xmax, ymax float64) of ``xy`` (n, 2, site CRS) and sets
@@ -155,28 +117,7 @@ def with_points(table: pa.Table, xy: np.ndarray, crs: SiteCRS) -> pa.Table:
         raise ValueError("no PROJJSON for the site CRS: GeoParquet without a 'crs' is read as "
                          "OGC:CRS84 (degrees), which site metres are not; take the CRS from the "
                          "manifest's locations.parquet (site_crs of its metadata)")
-    a = _xy(xy, table.num_rows)
-    meta = dict(table.schema.metadata or {})
-    for name in (GEOMETRY_COLUMN, BBOX_COLUMN):
-        while name in table.column_names:
-            table = table.remove_column(table.column_names.index(name))
-    x, y = pa.array(a[:, 0]), pa.array(a[:, 1])
-    table = table.append_column(GEOMETRY_COLUMN, point_wkb(a))
-    table = table.append_column(BBOX_COLUMN, pa.StructArray.from_arrays(
-        [x, y, x, y], fields=list(BBOX_TYPE)))
-    column = {
-        "encoding": "WKB",
-        "geometry_types": ["Point"],
-        "crs": crs.projjson,
-        "covering": {"bbox": {k: [BBOX_COLUMN, k] for k in ("xmin", "ymin", "xmax", "ymax")}},
-    }
-    bbox = _bounds(a)
-    if bbox is not None:
-        column["bbox"] = bbox
-    meta[GEO_KEY.encode()] = json.dumps({"version": GEOPARQUET_VERSION,
-                                         "primary_column": GEOMETRY_COLUMN,
-                                         "columns": {GEOMETRY_COLUMN: column}}).encode()
-    return table.replace_schema_metadata(meta)
+    return geoparquet_points(table, check_xy(xy, table.num_rows), crs.projjson)
 
 
 # --- atomic writes -----------------------------------------------------------------------------
@@ -441,7 +382,7 @@ def write_geopackage(path, layer: str, xy: np.ndarray,
     epsg = int(crs.epsg)
     if epsg in (0, -1):
         raise ValueError(f"srs_id {epsg} is the GeoPackage's undefined CRS, not a site CRS")
-    a = _xy(xy)
+    a = check_xy(xy)
     n = len(a)
     cols, seen = [], {"fid", "geom"}
     for name, values in columns.items():
@@ -473,7 +414,7 @@ def write_geopackage(path, layer: str, xy: np.ndarray,
             srs.append((_srs_name(crs), epsg, "EPSG", epsg, crs.wkt or "undefined", None))
         con.executemany("INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)", srs)
         blobs, _ = _gpkg_blobs(a, epsg)
-        bounds = _bounds(a) or [None] * 4
+        bounds = point_bounds(a) or [None] * 4
         now = _utc_text(dt.datetime.now(dt.UTC))
         con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description, "
                     "last_change, min_x, min_y, max_x, max_y, srs_id) "
