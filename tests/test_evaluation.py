@@ -199,6 +199,34 @@ def test_evaluate_features_chance_on_unrelated_features():
         assert row["macro_f1"]["mean"] < 0.3, row
 
 
+def per_class_f1_from_confusion(confusion: dict) -> dict:
+    """F1 of each class from a confusion matrix (rows true): 2 TP / (true + predicted); None for
+    a class not on the test side."""
+    cm = np.array(confusion["matrix"], dtype=float)
+    true, pred = cm.sum(1), cm.sum(0)
+    return {c: (2 * cm[i, i] / (true[i] + pred[i]) if true[i] else None)
+            for i, c in enumerate(confusion["labels"])}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "evaluate_features documents the top-level per_class_f1 as the reference probe's (svm, "
+    "full, all labels, first seed) like its confusion matrix, but returns the reference row's "
+    "per-class F1 averaged over all seeds, so per_class_f1.png and confusion.png disagree "
+    "whenever the seeds score differently"))
+def test_per_class_f1_is_the_reference_probes_like_its_confusion():
+    xy, labels = survey(n=600)
+    X = np.random.default_rng(4).normal(size=(len(labels), 8)).astype(np.float32)
+    X[:, 0] += 0.8 * (labels == "reef")  # weakly informative: the seeds score differently
+    m = evaluate_features(X, labels, xy, 5.0, seeds=(0, 1), regimes=(None,), probes=("svm",),
+                          dims=(None,))
+    values = m["results"][0]["macro_f1"]["values"]
+    assert values[0] != values[1]  # otherwise the check below cannot tell the two apart
+    expected = per_class_f1_from_confusion(m["confusion"])
+    assert m["per_class_f1"].keys() == expected.keys()
+    for c, v in expected.items():
+        assert m["per_class_f1"][c] == (None if v is None else pytest.approx(v, abs=1e-9)), c
+
+
 def test_evaluate_features_skips_unlabelled_and_random_split_warns():
     xy, labels = survey()
     labels = labels.copy()
@@ -304,8 +332,6 @@ def test_cli_end_to_end(manifest, simclr_ckpt, tmp_path, capsys):
     assert present.sum() == len(m["splits"][0]["test_classes"])
     assert m["reference"]["macro_f1"] == pytest.approx(f1[present].mean(), abs=1e-9)
     assert m["reference"]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-9)
-    for c, v, on_test_side in zip(m["classes"], f1, present, strict=True):
-        assert m["per_class_f1"][c] == (pytest.approx(v, abs=1e-9) if on_test_side else None), c
     ref = m["reference"]
     ref_row, = (r for r in m["results"] if (r["probe"], r["dims"], r["regime"])
                 == (ref["probe"], ref["dims"], ref["regime"]))

@@ -256,6 +256,7 @@ def test_spatial_tasks_end_to_end_with_the_tiny_encoder(survey):
 
     # the same survey through features that carry nothing: the known answers of a probe that
     # can only learn the training side's mean / majority
+    tr, te = tr[::2], te[::2]  # half of each side: enough for the known answers, quicker
     res = spatial_tasks(Constant(), jpegs, 32, "cpu", tr, te, manifest.label, seed=0)
     pos, jig = res["position_scale"], res["jigsaw"]
     # predicting the training mean: R^2 on the test side is at most 0 (the test mean is the
