@@ -5,6 +5,7 @@ folders that are never overwritten by accident."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -41,10 +42,18 @@ def losses(out: Path) -> list[float]:
     return [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def assert_learns(values: list[float]) -> None:
+# NT-Xent at chance: a view's positive is no more similar than the 2B - 2 other views of the
+# batch, so its loss is log(2B - 1) (exactly that for identical, collapsed features); SMALL's
+# batch of 16 gives log(31) = 3.434
+NT_XENT_CHANCE = math.log(2 * 16 - 1)
+
+
+def assert_learns(values: list[float], below: float | None = None) -> None:
     assert all(np.isfinite(values)), values
     first, last = np.mean(values[:5]), np.mean(values[-5:])
     assert last < first, (first, last)
+    if below is not None:  # a known answer: the end of the run beats chance
+        assert last < below, (last, below)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +64,17 @@ def simclr_run(manifest, tmp_path_factory) -> Path:
 
 
 def test_simclr_learns_and_writes_the_run_folder(simclr_run):
-    assert_learns(losses(simclr_run))
+    assert_learns(losses(simclr_run), below=NT_XENT_CHANCE)
     assert json.loads((simclr_run / "args.json").read_text())["objective"] == "simclr"
     assert (simclr_run / "metrics.csv").read_text().startswith("step,")
     ckpt = torch.load(simclr_run / "last.pt", weights_only=True)
     assert ckpt["step"] == 30 and ckpt["feat_dim"] == 128
     row = json.loads((simclr_run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert row["images_per_s"] > 0 and 0.0 <= row["data_wait_share"] <= 1.0
-    assert row["feature_std"] > 0
+    assert row["step"] == 30 and row["loss"] == losses(simclr_run)[-1]
+    # throughput, data wait and feature spread are measurements (benchmarks/ reports them):
+    # here only that each step logs them
+    for key in ("images_per_s", "data_wait_share", "feature_std"):
+        assert isinstance(row[key], float), key
 
 
 def test_geoclr_with_sp_learns(manifest, tmp_path):
@@ -71,6 +83,8 @@ def test_geoclr_with_sp_learns(manifest, tmp_path):
     assert_learns(losses(out))
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss_sp"]) for r in rows)
+    # the contrastive part (geographic positives) ends below NT-Xent's chance
+    assert_learns([r["loss_simclr"] for r in rows], below=NT_XENT_CHANCE)
 
 
 def _sp_loss_on_fixed_crops(manifest: Path, ckpt: Path) -> float:
@@ -139,7 +153,10 @@ def test_learning_rate_is_a_function_of_the_step():
     lrs = [learning_rate(s, 100, 1.0, 10) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
-    assert lrs[-1] < 0.01
+    # linear warm-up: step 4 of 10 is half the peak; cosine: half the peak half way through the
+    # decay (step 10 + 90 / 2), and 0.5 (1 - cos(pi / 90)) on the last step, 1/90 before 0
+    assert lrs[4] == pytest.approx(0.5) and lrs[55] == pytest.approx(0.5)
+    assert lrs[-1] == pytest.approx(0.5 * (1 - math.cos(math.pi / 90)))
 
 
 def test_sigterm_saves_and_exits_cleanly(manifest, tmp_path):
