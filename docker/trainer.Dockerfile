@@ -25,9 +25,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # torch and torchvision come with the base image; the trainer adds two readers, evaluation
-# and habitat mapping their probes and clusters (scikit-learn, which brings threadpoolctl) and
-# figures (matplotlib); GeoPackage exports use the standard library's sqlite3
-RUN pip install "pyarrow>=15" "pillow>=10" "numpy>=1.26" "scikit-learn>=1.4" "matplotlib>=3.8"
+# and habitat mapping their probes and clusters (scikit-learn, which brings threadpoolctl and
+# scipy, whose t quantiles the intervals use) and figures (matplotlib), and progress bars
+# (tqdm, optional: without it the commands run with their log lines only); GeoPackage
+# exports use the standard library's sqlite3
+RUN pip install "pyarrow>=15" "pillow>=10" "numpy>=1.26" "scikit-learn>=1.4" "matplotlib>=3.8" \
+    "tqdm>=4.66"
 
 # The trainer runs from /app, where `python -m ssl.train` resolves to this folder (the package
 # loads the standard library's TLS module into itself, so `import ssl` keeps working).

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from . import contract as c
 from . import embeddings as E
@@ -35,7 +34,7 @@ from .flags import positive_int, run_reporting
 from .gis import site_crs, with_points, write_parquet_atomic
 from .manifest import ManifestError, file_sha256, load_manifest
 from .models import choose_device, load_encoder
-from .runlog import CheckpointError
+from .runlog import CheckpointError, progress_bar
 
 STATE = "state.json"
 
@@ -186,8 +185,8 @@ def embed(args: argparse.Namespace) -> dict:
     if resumed:
         print(f"[embed] resuming: {resumed} of {manifest.n} images were embedded by an earlier "
               "run", flush=True)
-    progress = tqdm(total=manifest.n, initial=resumed, desc="[embed] images", unit="img",
-                    disable=None)  # on a terminal only, like the pipeline's bars
+    progress = progress_bar(total=manifest.n, initial=resumed, desc="[embed] images",
+                            unit="img", disable=None)  # on a terminal only, like the pipeline's
     t0 = time.perf_counter()
     for k in range(n_chunks):
         if k in chunks.done:

@@ -21,9 +21,8 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from .runlog import Metrics, StopFlag, feature_std, save_checkpoint
+from .runlog import Metrics, StopFlag, feature_std, progress_bar, save_checkpoint
 
 
 class TrainingError(RuntimeError):
@@ -171,8 +170,8 @@ def fit(objective: Objective, ctx: Context, ckpt_path: Path, state: dict | None)
 
     stop = StopFlag()
     # a terminal line that rewrites itself (step, loss, images/s); logs get the [train] lines
-    bar = tqdm(total=total, initial=start, desc="[train] step", unit="step", file=sys.stdout,
-               leave=False, disable=not (ctx.main and sys.stdout.isatty()))
+    bar = progress_bar(total=total, initial=start, desc="[train] step", unit="step",
+                       file=sys.stdout, leave=False, disable=not (ctx.main and sys.stdout.isatty()))
     window = {"t": 0.0, "wait": 0.0, "images": 0}
     step, last, batches, epoch = start, {}, None, -1
     t_prev = time.perf_counter()

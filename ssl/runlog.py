@@ -140,3 +140,35 @@ def feature_std(z: torch.Tensor) -> float:
     (about 1 for well-spread features, towards 0 when they collapse)."""
     zn = nn.functional.normalize(z.detach().float(), dim=1)
     return float(zn.std(dim=0).mean() * math.sqrt(zn.shape[1]))
+
+
+class _NoBar:
+    """What the loop and embed ask of a progress bar, doing nothing."""
+
+    disable = True
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(**kwargs):
+    """A tqdm bar (``kwargs`` are tqdm's), or a silent stand-in where tqdm is not installed:
+    the trainer and embed run on a stock PyTorch box (torch, torchvision, numpy, pyarrow,
+    pillow), which may lack it; their log lines say the same either way."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(**kwargs)

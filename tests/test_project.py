@@ -55,6 +55,18 @@ def test_python_m_ssl_train_help_from_repo_root():
     assert "--manifest" in res.stdout
 
 
+def test_train_and_embed_run_without_tqdm():
+    # a stock PyTorch box need not have tqdm: the commands import, and their bar is silent
+    code = ("import sys; sys.modules['tqdm'] = None\n"
+            "import ssl.train, ssl.embed\n"
+            "from ssl.runlog import progress_bar\n"
+            "bar = progress_bar(total=3)\n"
+            "bar.update(1); bar.set_postfix_str('x'); bar.clear(); bar.refresh(); bar.close()\n"
+            "assert bar.disable\n")
+    res = run_from_repo(sys.executable, "-c", code)
+    assert res.returncode == 0, res.stderr
+
+
 @pytest.mark.parametrize("script", ["seafloor-train", "seafloor-synth"])
 def test_console_scripts_work_from_any_directory(tmp_path, script):
     exe = BIN / script

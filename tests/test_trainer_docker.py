@@ -43,10 +43,10 @@ def test_trainer_image_holds_the_trainer_and_nothing_of_the_geo_stack():
 
 # import name -> the distribution that provides it
 DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn", "numpy": "numpy",
-                 "pyarrow": "pyarrow", "matplotlib": "matplotlib"}
+                 "pyarrow": "pyarrow", "matplotlib": "matplotlib", "tqdm": "tqdm"}
 BASE_IMAGE_HAS = {"torch", "torchvision"}  # what the official PyTorch image brings
 # installed along with a distribution the image installs (never installed on its own)
-BROUGHT_BY = {"threadpoolctl": "scikit-learn"}
+BROUGHT_BY = {"threadpoolctl": "scikit-learn", "scipy": "scikit-learn"}
 
 
 def _installed() -> set[str]:
