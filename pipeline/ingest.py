@@ -276,7 +276,8 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
     options = _reader_options(cat, src, dive, folder_rel, good)
     if src.format in ("oplab-nav-csv", "csv", "qgc-csv"):  # vehicle series: cleaned as read
         options.update(max_speed_m_s=cat.nav_checks.max_speed_m_s,
-                       min_jump_m=cat.nav_checks.position_noise_m)
+                       min_jump_m=cat.nav_checks.position_noise_m,
+                       max_accel_m_s2=cat.nav_checks.max_accel_m_s2)
     nav_rel = nav_path.relative_to(cat.root).as_posix()
     try:
         if not Path(os.path.realpath(nav_path)).is_relative_to(Path(os.path.realpath(cat.root))):

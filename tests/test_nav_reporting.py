@@ -157,3 +157,22 @@ def test_a_build_that_locates_nothing_names_each_cause_with_its_first_case(site)
     assert "no_nav x48: dive01/images/" in text and "no entry in dive01/nav/auv_ekf_LC.csv" in text
     assert "hint: the navigation file lists none of these images" in text
     assert "templates resolve from the root" not in text  # the templates found every file
+
+
+def test_the_catalogs_motion_limits_reach_the_vehicle_log_cleaner(site):
+    # a 1 Hz log of a vehicle at ~0.5 m/s with one fix 3 m off: a vehicle that can accelerate
+    # at 5 m/s^2 could reach it (so can 3 m/s), one limited to 0.1 m/s^2 could not
+    path = site / "dive01" / VEHICLE
+    nav = pd.read_csv(path).iloc[::10].reset_index(drop=True)
+    lon = next(c for c in nav.columns if c.startswith("longitude"))
+    lat = next(c for c in nav.columns if c.startswith("latitude"))
+    nav.loc[12, lon] += 3.0 / (111_195.0 * np.cos(np.radians(nav[lat].mean())))
+    nav.to_csv(path, index=False)
+    dropped = {}
+    for accel in (5.0, 0.1):
+        cat = _catalog(site, nav=[{"format": "oplab-nav-csv", "path": "{dive}/" + VEHICLE}],
+                       nav_checks={"max_accel_m_s2": accel, "position_noise_m": 0.5},
+                       max_interp_gap_s=2.5)
+        report, _, _ = _build(cat)
+        dropped[accel] = report["per_dive"]["dive01"]["nav_rows_dropped"].get("position_jumps", 0)
+    assert dropped == {5.0: 0, 0.1: 1}

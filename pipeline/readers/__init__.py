@@ -97,7 +97,7 @@ def read_nav(format: str, path: Path, columns: dict | None = None, **options: An
     go to the format's reader: ``dive_dir`` and ``root`` for ``"ifdo"`` (image paths relative
     to the dive folder, never resolved outside the root), ``image_dir``, ``yaw_unit`` ("rad" |
     "deg") and ``cameras`` (("left",) by default; ("left", "right")) for
-    ``"acfr-stereo-pose"``, ``max_speed_m_s`` and ``min_jump_m``
+    ``"acfr-stereo-pose"``, ``max_speed_m_s``, ``min_jump_m`` and ``max_accel_m_s2``
     for the vehicle time series (``"oplab-nav-csv"``, ``"csv"`` without an image column),
     ``timezone`` for ``"biigle-csv"``, ``"qgc-csv"`` and ``"exif"``; for ``"exif"`` ``path`` is
     the dive folder and ``images`` the image paths relative to it.

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ..track import MotionLimits
 from . import NavData, NavFormatError
 from ._common import (
     DEGREES,
@@ -76,6 +77,7 @@ def read_generic_csv(
     max_speed_m_s: float = MAX_SPEED_M_S,
     min_jump_m: float = MIN_JUMP_M,
     format_name: str = "csv",
+    max_accel_m_s2: float = MotionLimits.max_accel_m_s2,
     ragged_rows: bool = False,
 ) -> NavData:
     """Read a delimited navigation file through a column map (see the module docstring).
@@ -136,7 +138,8 @@ def read_generic_csv(
     table = nav_table(n, t, lat, lon, depth, lines, altitude_m=num("altitude", METRES),
                       heading_deg=heading, image=image)
     if not per_image:
-        table, cleaned = clean_track(table, max_speed_m_s=max_speed_m_s, min_jump_m=min_jump_m)
+        table, cleaned = clean_track(table, max_speed_m_s=max_speed_m_s, min_jump_m=min_jump_m,
+                                     max_accel_m_s2=max_accel_m_s2)
         notes.update(cleaned)
     return NavData(table=table, per_image=per_image, path=path, format=format_name, notes=notes)
 

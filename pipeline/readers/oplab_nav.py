@@ -44,12 +44,14 @@ _EARTH_RADIUS_M = 6_371_008.8
 
 
 def read_oplab_nav(
-    path: Path, max_speed_m_s: float = MAX_SPEED_M_S, min_jump_m: float = MIN_JUMP_M
+    path: Path, max_speed_m_s: float = MAX_SPEED_M_S, min_jump_m: float = MIN_JUMP_M,
+    max_accel_m_s2: float = MotionLimits.max_accel_m_s2,
 ) -> NavData:
     """Read and clean an oplab vehicle navigation CSV (see :func:`clean_track`)."""
     path = Path(path)
     raw = read_oplab_columns(path, COLUMNS)
-    table, notes = clean_track(raw, max_speed_m_s=max_speed_m_s, min_jump_m=min_jump_m)
+    table, notes = clean_track(raw, max_speed_m_s=max_speed_m_s, min_jump_m=min_jump_m,
+                               max_accel_m_s2=max_accel_m_s2)
     return NavData(table=table, per_image=False, path=path, format="oplab-nav-csv", notes=notes)
 
 

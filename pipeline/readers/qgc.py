@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..track import MotionLimits
 from . import NavData
 from ._common import match_column, read_header
 from .generic_csv import read_generic_csv
@@ -58,12 +59,13 @@ def column_map_for(header: list[str], timezone: str = "UTC") -> dict:
 
 def read_qgc_csv(
     path: Path, timezone: str = "UTC", max_speed_m_s: float = MAX_SPEED_M_S,
-    min_jump_m: float = MIN_JUMP_M,
+    min_jump_m: float = MIN_JUMP_M, max_accel_m_s2: float = MotionLimits.max_accel_m_s2,
 ) -> NavData:
     """Read a QGroundControl telemetry CSV (times in ``timezone``) as a vehicle time series."""
     path = Path(path)
     columns = column_map_for(read_header(path, ","), timezone)
     return read_generic_csv(path, columns, max_speed_m_s=max_speed_m_s, min_jump_m=min_jump_m,
+                            max_accel_m_s2=max_accel_m_s2,
                             format_name="qgc-csv", ragged_rows=True)
 
 
