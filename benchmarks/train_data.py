@@ -205,8 +205,8 @@ def rank_main(args) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from seafloor_ssl.data import BatchSource, ImageStore
-    from seafloor_ssl.manifest import load_manifest
+    from seafloor_ssl.data.manifest import load_manifest
+    from seafloor_ssl.data.store import BatchSource, ImageStore
 
     t0 = time.perf_counter()
     if args.path == "torch":

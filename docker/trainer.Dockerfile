@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
 # The seafloor-ssl trainer image: an official PyTorch CUDA runtime plus the trainer folder.
-# The trainer needs only torch, torchvision, numpy, pyarrow and pillow (no geo stack, no
-# Prefect), so it runs on any stock PyTorch GPU image; evaluation (python -m ssl.evaluate) adds
-# scikit-learn and matplotlib, so that an encoder is evaluated where it was trained. The
-# manifests and image files come from the pipeline through a mounted folder.
+# The trainer needs only torch, torchvision, numpy, pyarrow and pillow (no Prefect), so it runs
+# on any stock PyTorch GPU image; evaluation (python -m ssl.evaluate) adds scikit-learn and
+# matplotlib, so that an encoder is evaluated where it was trained, and habitat mapping
+# (python -m ssl.habitats) the geo stack for its GeoPackages. The manifests and image files
+# come from the pipeline through a mounted folder.
 #
 # Build from the repository root:
 #   docker build -f docker/trainer.Dockerfile -t seafloor-ssl/trainer .
@@ -27,10 +28,11 @@ WORKDIR /app
 # torch and torchvision come with the base image; the trainer adds two readers, evaluation
 # and habitat mapping their probes and clusters (scikit-learn, which brings threadpoolctl and
 # scipy, whose t quantiles the intervals use) and figures (matplotlib), and progress bars
-# (tqdm, optional: without it the commands run with their log lines only); GeoPackage
-# exports use the standard library's sqlite3
+# (tqdm, optional: without it the commands run with their log lines only); habitat mapping's
+# GeoPackages are written by geopandas (which brings pandas and pyogrio, with GDAL) from shapely
+# points in a pyproj CRS
 RUN pip install "pyarrow>=15" "pillow>=10" "numpy>=1.26" "scikit-learn>=1.4" "matplotlib>=3.8" \
-    "tqdm>=4.66"
+    "tqdm>=4.66" "geopandas>=1.0" "pyproj>=3.6" "shapely>=2.0"
 
 # The trainer runs from /app, where `python -m ssl.train` resolves to this folder (the package
 # loads the standard library's TLS module into itself, so `import ssl` keeps working).

@@ -435,10 +435,10 @@ def _labels(cat: Catalog) -> dict[str, str]:
     if not path.is_file():
         raise SettingsError(f"{cat.source}: key 'labels': {path} does not exist; expected a CSV "
                             "with columns image_id,label; fix the path or remove the key")
-    labelsfile = schema.load_trainer_module("labelsfile")
+    labels = schema.load_trainer_module("labels")
     try:
-        return labelsfile.read_labels_table(path, flag=f"{cat.source}: key 'labels':")
-    except labelsfile.LabelsError as exc:
+        return labels.read_labels_table(path, flag=f"{cat.source}: key 'labels':")
+    except labels.LabelsError as exc:
         raise SettingsError(str(exc)) from None
 
 

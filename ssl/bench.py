@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from . import augment
-from .data import BatchSource, ImageStore
+from .data import augment
+from .data.manifest import ManifestError, load_manifest
+from .data.store import BatchSource, ImageStore
 from .flags import non_negative_int, positive_int
-from .manifest import ManifestError, load_manifest
-from .models import BACKBONES, Encoder, choose_device
 from .objectives.simclr import nt_xent
+from .training.models import BACKBONES, Encoder, choose_device
 
 
 def _step(model, opt, views, autocast, temperature=0.1):

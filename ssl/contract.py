@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -347,3 +349,74 @@ def geoparquet_points(table: pa.Table, xy: np.ndarray, crs_projjson: dict) -> pa
                                          "primary_column": GEOMETRY_COLUMN,
                                          "columns": {GEOMETRY_COLUMN: column}}).encode()
     return table.replace_schema_metadata(meta)
+
+
+@dataclass(frozen=True)
+class SiteCRS:
+    """The site CRS as a manifest records it; a piece the metadata lacks is None.
+
+    ``epsg``: the EPSG code (from ``crs``, "EPSG:32755" -> 32755, else from the PROJJSON's id);
+    ``projjson``: the PROJJSON of the GeoParquet ``geo`` metadata's primary column;
+    ``wkt``: OGC WKT1 as GDAL writes it (``crs_wkt``; manifests built before it lack it)."""
+
+    epsg: int | None
+    projjson: dict | None
+    wkt: str | None
+
+
+def _text(v: bytes | str | None) -> str | None:
+    if v is None:
+        return None
+    s = v.decode() if isinstance(v, bytes | bytearray) else str(v)
+    return s if s.strip() else None
+
+
+def site_crs(meta: Mapping[bytes | str, bytes | str] | None) -> SiteCRS:
+    """The site CRS from a Parquet file's key-value metadata (``schema.metadata`` as pyarrow
+    returns it: bytes keys and values; str works too; None gives all None).
+
+    A ``geo`` column without a ``crs`` key (which GeoParquet reads as OGC:CRS84; the pipeline
+    never writes one) or with ``crs: null`` gives ``projjson`` None. ValueError when the ``geo``
+    metadata is there but is not GeoParquet JSON."""
+    kv = {(k.decode() if isinstance(k, bytes | bytearray) else str(k)): v
+          for k, v in (meta or {}).items()}
+    code = _text(kv.get(META_CRS))
+    epsg = None
+    if code is not None:
+        m = re.fullmatch(r"\s*EPSG:(\d+)\s*", code, flags=re.IGNORECASE)
+        epsg = int(m.group(1)) if m else None
+    projjson = None
+    geo = _text(kv.get(GEO_KEY))
+    if geo is not None:
+        try:
+            doc = json.loads(geo)
+            col = doc["columns"][doc["primary_column"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"the '{GEO_KEY}' metadata is not GeoParquet metadata ({exc!r})"
+                             ) from None
+        crs = col.get("crs") if isinstance(col, dict) else None
+        projjson = crs if isinstance(crs, dict) else None
+    if epsg is None and projjson is not None:
+        ident = projjson.get("id")
+        if isinstance(ident, dict) and str(ident.get("authority", "")).upper() == "EPSG":
+            try:
+                epsg = int(ident["code"])
+            except (KeyError, TypeError, ValueError):
+                epsg = None
+    return SiteCRS(epsg=epsg, projjson=projjson, wkt=_text(kv.get(META_CRS_WKT)))
+
+
+def with_points(table: pa.Table, xy: np.ndarray, crs: SiteCRS) -> pa.Table:
+    """``table`` as GeoParquet 1.1: appends the WKB point column ``geometry`` and the ``bbox``
+    covering struct column (xmin, ymin, xmax, ymax float64) of ``xy`` (n, 2, site CRS) and sets
+    the ``geo`` metadata (primary column, WKB, ["Point"], the CRS as PROJJSON, bbox, covering)
+    as the pipeline writes locations.parquet. Columns already named ``geometry`` or ``bbox``
+    are replaced; the table's other metadata is kept.
+
+    ValueError when ``crs.projjson`` is None: GeoParquet reads a column without a CRS as
+    OGC:CRS84 (longitude/latitude degrees), which would be wrong for site metres."""
+    if crs.projjson is None:
+        raise ValueError("no PROJJSON for the site CRS: GeoParquet without a 'crs' is read as "
+                         "OGC:CRS84 (degrees), which site metres are not; take the CRS from the "
+                         "manifest's locations.parquet (site_crs of its metadata)")
+    return geoparquet_points(table, check_xy(xy, table.num_rows), crs.projjson)

@@ -27,14 +27,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import contract as c
-from . import embeddings as E
-from .data import ImageStore
-from .features import extract_features
-from .flags import positive_int, run_reporting
-from .gis import site_crs, with_points, write_parquet_atomic
-from .manifest import ManifestError, file_sha256, load_manifest
-from .models import choose_device, load_encoder
-from .runlog import CheckpointError, progress_bar
+from .contract import site_crs, with_points
+from .data import embeddings as E
+from .data.manifest import ManifestError, file_sha256, load_manifest
+from .data.store import ImageStore
+from .files import write_atomic, write_parquet_atomic, write_text_atomic
+from .flags import positive_int, progress_bar, run_reporting
+from .training.features import extract_features
+from .training.models import choose_device, load_encoder
+from .training.runlog import CheckpointError
 
 STATE = "state.json"
 
@@ -109,19 +110,17 @@ class Chunks:
                 p.unlink()
 
     def _write_state(self) -> None:
-        self.folder.mkdir(exist_ok=True)
-        tmp = self.folder / f".{STATE}.tmp"
-        tmp.write_text(json.dumps({"key": self.key,
-                                   "parts": {str(k): v for k, v in self.done.items()}}))
-        os.replace(tmp, self.folder / STATE)
+        write_text_atomic(self.folder / STATE, json.dumps(
+            {"key": self.key, "parts": {str(k): v for k, v in self.done.items()}}))
 
     def save(self, k: int, X: np.ndarray) -> None:
-        self.folder.mkdir(exist_ok=True)
         name = f"part-{k:06d}.npy"
-        tmp = self.folder / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
-            np.save(fh, X.astype(np.float32, copy=False))
-        os.replace(tmp, self.folder / name)
+
+        def npy(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.save(fh, X.astype(np.float32, copy=False))
+
+        write_atomic(self.folder / name, npy)
         self.done[k] = name
         self._write_state()
 

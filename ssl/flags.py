@@ -72,3 +72,48 @@ def not_a_file(path, expected: str, look_for: tuple[str, ...] = ()) -> str | Non
     if path.exists():
         return f"{path}: not a regular file; expected {expected}"
     return f"{path}: no such file; expected {expected}"
+
+
+class _NoBar:
+    """What the loop and embed ask of a progress bar, doing nothing."""
+
+    disable = True
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(**kwargs):
+    """A tqdm bar (``kwargs`` are tqdm's), or a silent stand-in where tqdm is not installed:
+    the trainer and embed run on a stock PyTorch box (torch, torchvision, numpy, pyarrow,
+    pillow), which may lack it; their log lines say the same either way."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(**kwargs)
+
+
+def k_flag(text: str) -> int | None:
+    """--k: 'auto' (None) or a whole number of clusters, at least 2."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+    if k < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 clusters, got {k}")
+    return k

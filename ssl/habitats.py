@@ -40,15 +40,16 @@ import numpy as np
 import pyarrow as pa
 
 from . import contract as c
-from .clusters import K_RANGE, ClusterError, cluster, smooth
-from .data import ImageStore
-from .embeddings import Embeddings, EmbeddingsError, read_embeddings
-from .flags import positive_float, positive_int, run_reporting
-from .gis import with_points, write_geopackage, write_parquet_atomic
-from .labelling import classify, labelling_list
-from .labelsfile import LabelsError, labelled_mask, read_labels_csv
-from .manifest import ManifestError, load_manifest
-from .outfolder import FolderError, OwnedFolder
+from .contract import with_points
+from .data.embeddings import Embeddings, EmbeddingsError, read_embeddings
+from .data.manifest import ManifestError, load_manifest
+from .data.store import ImageStore
+from .files import FolderError, OwnedFolder, write_parquet_atomic
+from .flags import k_flag, positive_float, positive_int, run_reporting
+from .labels import LabelsError, labelled_mask, read_labels_csv
+from .mapping.clusters import K_RANGE, ClusterError, cluster, smooth
+from .mapping.gis import write_geopackage
+from .mapping.labelling import classify, labelling_list
 from .palette import cluster_colours, habitat_colours
 
 MARKER = "habitats.json"
@@ -57,19 +58,6 @@ BUILDER_MARKER = ".seafloor-output.json"  # the pipeline's output-folder record 
 
 class HabitatsError(RuntimeError):
     """Inputs that cannot be mapped (reported as one message, exit status 2)."""
-
-
-def k_flag(text: str) -> int | None:
-    """--k: 'auto' (None) or a whole number of clusters, at least 2."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        k = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
-    if k < 2:
-        raise argparse.ArgumentTypeError(f"expected at least 2 clusters, got {k}")
-    return k
 
 
 def _k_range(text: str) -> tuple[int, int]:
@@ -275,7 +263,7 @@ def run(args: argparse.Namespace) -> dict:
         written[name] = str(p)
         return p
 
-    from . import habitat_figures as fig
+    from .mapping import figures as fig
 
     colours = cluster_colours(k)
     # GeoParquet of the clusters

@@ -27,13 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .clusters import ClusterError, cluster
-from .embeddings import EmbeddingsError, read_embeddings
-from .flags import run_reporting
-from .habitats import k_flag
-from .labelling import classify, labelling_list
-from .labelsfile import LabelsError, has_label, labelled_mask, read_labels_csv
-from .stats import judge, summarize
+from .data.embeddings import EmbeddingsError, read_embeddings
+from .evaluation.stats import judge, summarize
+from .flags import k_flag, run_reporting
+from .labels import LabelsError, has_label, labelled_mask, read_labels_csv
+from .mapping.clusters import ClusterError, cluster
+from .mapping.labelling import classify, labelling_list
 
 BEGIN = "<!-- labelling payoff: written by python -m ssl.labelling_payoff; replaced when it runs again -->"
 END = "<!-- /labelling payoff -->"

@@ -29,23 +29,24 @@ from pathlib import Path
 
 import torch
 
-from . import runfolder
-from .evaluate import main as evaluate_main
+from .evaluation.run import main as evaluate_main
+from .evaluation.stats import combine, diff_rows, judge, paired
 from .flags import positive_int
-from .loop import TrainingError
-from .models import choose_device
-from .stats import combine, diff_rows, judge, paired
-from .train import main as train_main
+from .training import runfolder
+from .training.frameworks import BASELINE, REGISTRY
+from .training.loop import TrainingError
+from .training.models import choose_device
+from .training.run import main as train_main
 
-# the other frameworks, each with two views and with location positives, through the same path
-FRAMEWORKS = ("simsiam", "moco", "byol", "dino")
-FRAMEWORK_FLAGS = {"dino": ["--local-crops", "2"]}
+# the other frameworks (every registered one beside the baseline simclr, which the main table
+# trains as simclr and geoclr), each with two views and with location positives, same path
+FRAMEWORKS = tuple(n for n in REGISTRY if n != BASELINE)
 
 
 def framework_configs(names) -> dict[str, list[str]]:
     out = {}
     for fw in names:
-        flags = ["--objective", fw, *FRAMEWORK_FLAGS.get(fw, [])]
+        flags = ["--objective", fw, *REGISTRY[fw].reproduce_flags]
         out[fw] = [*flags, "--positives", "views"]
         out[f"{fw}+location"] = [*flags, "--positives", "location"]
     return out
@@ -292,7 +293,7 @@ def _metrics(run: Path, folder: str = "eval") -> dict:
 
 def _dive_count(manifest: str) -> int:
     """Dives in the manifest's locations table (a cross-dive split needs two)."""
-    from .manifest import ManifestError, load_manifest
+    from .data.manifest import ManifestError, load_manifest
 
     try:
         return len(set(load_manifest(manifest).dive.tolist()))

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from seafloor_ssl.data import ImageStore
-from seafloor_ssl.loop import Context, StepRandom, wrap
-from seafloor_ssl.manifest import load_manifest
-from seafloor_ssl.tasks import CSPObjective, ImageObjective
-from seafloor_ssl.train import build_parser, resolve, train
+from seafloor_ssl.data.manifest import load_manifest
+from seafloor_ssl.data.store import ImageStore
+from seafloor_ssl.training.loop import Context, StepRandom, wrap
+from seafloor_ssl.training.objective import CSPObjective, ImageObjective
+from seafloor_ssl.training.run import build_parser, resolve, train
 from surveys import mini_manifest
 from torch import nn
 

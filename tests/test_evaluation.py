@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from seafloor_ssl.evaluate import location_embeddings, main
+from seafloor_ssl.data.manifest import load_manifest
 from seafloor_ssl.evaluation.probes import (
     evaluate_features,
     few_label_subset,
@@ -24,15 +24,10 @@ from seafloor_ssl.evaluation.probes import (
     scores,
 )
 from seafloor_ssl.evaluation.report import FIGURES, markdown_table
-from seafloor_ssl.evaluation.splits import (
-    blocked_split,
-    buffer_mask,
-    default_block_m,
-    random_split,
-)
-from seafloor_ssl.manifest import load_manifest
-from seafloor_ssl.objectives.csp import make_location_encoder
-from seafloor_ssl.train import build_parser, train
+from seafloor_ssl.evaluation.run import location_embeddings, main
+from seafloor_ssl.evaluation.splits import blocked_split, buffer_mask, default_block_m, random_split
+from seafloor_ssl.training.location import make_location_encoder
+from seafloor_ssl.training.run import build_parser, train
 from surveys import mini_manifest
 
 CLASSES = ["gravel", "reef", "rippled_sand", "sand", "seagrass", "sponge_garden"]
@@ -208,11 +203,6 @@ def per_class_f1_from_confusion(confusion: dict) -> dict:
             for i, c in enumerate(confusion["labels"])}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "evaluate_features documents the top-level per_class_f1 as the reference probe's (svm, "
-    "full, all labels, first seed) like its confusion matrix, but returns the reference row's "
-    "per-class F1 averaged over all seeds, so per_class_f1.png and confusion.png disagree "
-    "whenever the seeds score differently"))
 def test_per_class_f1_is_the_reference_probes_like_its_confusion():
     xy, labels = survey(n=600)
     X = np.random.default_rng(4).normal(size=(len(labels), 8)).astype(np.float32)

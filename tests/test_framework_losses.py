@@ -9,17 +9,20 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-from seafloor_ssl.objectives.byol import (
-    Predictor,
-    byol_loss,
+from seafloor_ssl.objectives.byol import byol_loss
+from seafloor_ssl.objectives.dino import dino_loss
+from seafloor_ssl.objectives.moco import moco_loss, queue_mask
+from seafloor_ssl.objectives.simsiam import negative_cosine, simsiam_loss
+from seafloor_ssl.training.heads import DINOHead, Predictor
+from seafloor_ssl.training.heads import Predictor as SimSiamPredictor
+from seafloor_ssl.training.state import (
+    Queue,
     ema_update,
     momentum_at,
     momentum_copy,
+    teacher_temperature,
+    update_centre,
 )
-from seafloor_ssl.objectives.dino import DINOHead, dino_loss, teacher_temperature, update_centre
-from seafloor_ssl.objectives.moco import Queue, moco_loss, queue_mask
-from seafloor_ssl.objectives.simsiam import Predictor as SimSiamPredictor
-from seafloor_ssl.objectives.simsiam import negative_cosine, simsiam_loss
 from torch import nn
 
 
@@ -494,7 +497,7 @@ def _fake_two_ranks(monkeypatch, module, rank0_tensors):
         assert op == dist.ReduceOp.SUM
         t.add_(pending.pop(0))
 
-    monkeypatch.setattr(module, "_is_distributed", lambda: True)
+    monkeypatch.setattr(module, "is_distributed", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
     monkeypatch.setattr(dist, "all_gather", all_gather)
     monkeypatch.setattr(dist, "all_reduce", all_reduce)
@@ -502,12 +505,12 @@ def _fake_two_ranks(monkeypatch, module, rank0_tensors):
 
 
 def test_queue_enqueue_gathers_all_ranks_in_rank_order(monkeypatch):
-    from seafloor_ssl.objectives import moco
+    from seafloor_ssl.training import state
 
     (k0, xy0), (k1, xy1) = _rank_batch(0), _rank_batch(1)
     nan = torch.full((1, 2), math.nan)
     n0 = torch.nn.functional.normalize(k0, dim=1)
-    pending = _fake_two_ranks(monkeypatch, moco, [n0, xy0, n0[:1], nan])
+    pending = _fake_two_ranks(monkeypatch, state, [n0, xy0, n0[:1], nan])
     q = Queue(5, 4, seed=0)
     q.enqueue(k1.requires_grad_(True), xy1)
     q.enqueue(k1[:1].detach())  # xy None
@@ -523,10 +526,10 @@ def test_queue_enqueue_gathers_all_ranks_in_rank_order(monkeypatch):
 
 
 def test_update_centre_averages_over_ranks(monkeypatch):
-    from seafloor_ssl.objectives import dino
+    from seafloor_ssl.training import state
 
     (k0, _), (k1, _) = _rank_batch(0), _rank_batch(1)
-    pending = _fake_two_ranks(monkeypatch, dino, [k0.mean(0, keepdim=True)])
+    pending = _fake_two_ranks(monkeypatch, state, [k0.mean(0, keepdim=True)])
     centre = torch.ones(1, 4)
     new = update_centre(centre, k1, momentum=0.5)
     assert pending == []

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from seafloor_ssl.loop import StepRandom
-from seafloor_ssl.manifest import load_manifest
-from seafloor_ssl.tasks import ImageObjective
-from seafloor_ssl.train import build_parser, main, resolve, train
+from seafloor_ssl.data.manifest import load_manifest
+from seafloor_ssl.training.loop import StepRandom
+from seafloor_ssl.training.objective import ImageObjective
+from seafloor_ssl.training.run import build_parser, main, resolve, train
 from surveys import mini_manifest
 
 from pipeline.build import build
@@ -144,7 +144,7 @@ def test_location_positives_without_any_pair_train_on_self_views(tmp_path, capsy
 
 @pytest.mark.parametrize("std, warned", [(0.01, True), (0.8, False)])
 def test_a_collapsed_run_is_reported_at_the_end(monkeypatch, capsys, std, warned):
-    import seafloor_ssl.train as t
+    import seafloor_ssl.training.run as t
 
     summary = {"steps": 5, "total": 5, "checkpoint": "last.pt",
                "last": {"loss": 1.0, "feature_std": std}}

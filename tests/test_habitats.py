@@ -1,5 +1,5 @@
-"""From encoder to habitat map: ssl.embed (GeoParquet embeddings, resumable), ssl.clusters,
-ssl.labelling, ssl.habitats (maps, contact sheets, labelling list, predictions exported for a
+"""From encoder to habitat map: ssl.embed (GeoParquet embeddings, resumable), ssl.mapping.clusters,
+ssl.mapping.labelling, ssl.habitats (maps, contact sheets, labelling list, predictions exported for a
 GIS) and the refusals, on a mini-survey and on synthetic embeddings with a known answer."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from seafloor_ssl import embed as embed_cli
 from seafloor_ssl import habitats as habitats_cli
-from seafloor_ssl.clusters import ClusterError, cluster, smooth
-from seafloor_ssl.embeddings import EMBEDDING_COLUMN, read_embeddings
-from seafloor_ssl.labelling import labelling_list
-from seafloor_ssl.manifest import load_manifest
-from seafloor_ssl.train import build_parser, train
+from seafloor_ssl.data.embeddings import EMBEDDING_COLUMN, read_embeddings
+from seafloor_ssl.data.manifest import load_manifest
+from seafloor_ssl.mapping.clusters import ClusterError, cluster, smooth
+from seafloor_ssl.mapping.labelling import labelling_list
+from seafloor_ssl.training.run import build_parser, train
 from surveys import mini_manifest
 
 SMALL = ["--backbone", "tiny", "--image-size", "32", "--batch-size", "16", "--workers", "0",
@@ -481,7 +481,7 @@ def test_payoff_compares_list_and_random_and_rewrites_only_its_section(tmp_path)
 
 def test_an_output_path_the_system_refuses_is_one_message(manifest, ckpt, emb_file, tmp_path,
                                                           capsys, monkeypatch):
-    from seafloor_ssl.evaluate import main as evaluate_main
+    from seafloor_ssl.evaluation.run import main as evaluate_main
 
     def never(*a, **k):
         raise AssertionError("images were embedded before the output path was tried")
@@ -510,7 +510,7 @@ def test_embed_and_habitats_refuse_a_damaged_image_file(manifest, ckpt, emb_file
     """An images/<dive>.arrow cut short: one message naming it, exit 2, from both tools."""
     import shutil
 
-    from seafloor_ssl.evaluate import main as evaluate_main
+    from seafloor_ssl.evaluation.run import main as evaluate_main
 
     site = tmp_path / "copy"
     src = manifest.parent.resolve()

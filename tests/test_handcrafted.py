@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from seafloor_ssl import handcrafted as hc
+from seafloor_ssl.evaluation import handcrafted as hc
 
 
 def test_colour_moments_of_known_images():

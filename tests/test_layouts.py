@@ -80,7 +80,7 @@ def test_raw_year_cruise_dive_tree_with_oplab_processed_navigation(flat, tmp_pat
                 .column("dive").to_pylist())
     assert dives == {"2019/c01/dive01", "2019/c02/dive02"}
     # shards for nested dive ids, readable through the manifest
-    from ssl.manifest import load_manifest
+    from ssl.data.manifest import load_manifest
 
     m = load_manifest(cat.output / "pairs.parquet")
     assert set(m.stores) == dives and all(p.is_file() for p in m.stores.values())

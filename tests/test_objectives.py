@@ -5,25 +5,26 @@ from __future__ import annotations
 
 import itertools
 import math
+from ssl.data.positives import neighbour_lists, sample_positives
 from ssl.objectives import (
-    GridEncoder,
-    RBFEncoder,
-    SPHead,
-    TheoryEncoder,
     csp_l2_loss,
     csp_mc_loss,
     csp_nce_loss,
     gather_from_all_ranks,
     geoclr_loss,
-    make_location_encoder,
-    neighbour_lists,
     nt_xent,
-    sample_footprint_locations,
-    sample_positives,
     sp_loss,
     sp_targets,
     transform_boxes,
     within_radius_mask,
+)
+from ssl.training.heads import SPHead
+from ssl.training.location import (
+    GridEncoder,
+    RBFEncoder,
+    TheoryEncoder,
+    make_location_encoder,
+    sample_footprint_locations,
 )
 
 import numpy as np

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from ssl.manifest import load_manifest
+from ssl.data.manifest import load_manifest
 
 import numpy as np
 import pyarrow as pa

@@ -59,7 +59,7 @@ def test_train_and_embed_run_without_tqdm():
     # a stock PyTorch box need not have tqdm: the commands import, and their bar is silent
     code = ("import sys; sys.modules['tqdm'] = None\n"
             "import ssl.train, ssl.embed\n"
-            "from ssl.runlog import progress_bar\n"
+            "from ssl.flags import progress_bar\n"
             "bar = progress_bar(total=3)\n"
             "bar.update(1); bar.set_postfix_str('x'); bar.clear(); bar.refresh(); bar.close()\n"
             "assert bar.disable\n")

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from ssl.manifest import load_manifest
+from ssl.data.manifest import load_manifest
 
 import pyarrow.parquet as pq
 import pytest

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from seafloor_ssl.evaluation.stats import combine, judge
 from seafloor_ssl.reproduce import (
     BASELINES,
     CSP_LOSSES,
@@ -15,7 +16,6 @@ from seafloor_ssl.reproduce import (
     main,
     preserved_discussion,
 )
-from seafloor_ssl.stats import combine, judge
 
 from pipeline.build import build
 from pipeline.catalog import load_catalog

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from seafloor_ssl.augment import MEAN, STD
-from seafloor_ssl.data import ImageStore
+from seafloor_ssl.data.augment import MEAN, STD
+from seafloor_ssl.data.manifest import load_manifest
+from seafloor_ssl.data.store import ImageStore
 from seafloor_ssl.evaluation import spatial
 from seafloor_ssl.evaluation.spatial import (
     hamming_permutations,
@@ -22,8 +23,7 @@ from seafloor_ssl.evaluation.spatial import (
     spatial_tasks,
     unpermute_tiles,
 )
-from seafloor_ssl.manifest import load_manifest
-from seafloor_ssl.models import Encoder
+from seafloor_ssl.training.models import Encoder
 from torch import nn
 
 from pipeline.build import build

@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from seafloor_ssl import augment as A
-from seafloor_ssl.data import BatchSource, ImageStore, decode_cpu, decode_gpu, pad_batch
-from seafloor_ssl.manifest import Manifest, ManifestError, load_manifest
+from seafloor_ssl.data import augment as A
+from seafloor_ssl.data.manifest import Manifest, ManifestError, load_manifest
+from seafloor_ssl.data.store import BatchSource, ImageStore, decode_cpu, decode_gpu, pad_batch
 
 from pipeline.build import build
 from pipeline.catalog import load_catalog

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from seafloor_ssl.stats import (
+from seafloor_ssl.evaluation.stats import (
     CONTRADICTED,
     NOT_MEASURED,
     NOT_SHOWN,

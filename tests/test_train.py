@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from seafloor_ssl.loop import learning_rate
-from seafloor_ssl.train import build_parser, main, train
+from seafloor_ssl.training.loop import learning_rate
+from seafloor_ssl.training.run import build_parser, main, train
 from surveys import mini_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,11 +90,12 @@ def test_geoclr_with_sp_learns(manifest, tmp_path):
 def _sp_loss_on_fixed_crops(manifest: Path, ckpt: Path) -> float:
     """SP loss of a checkpoint on the same crop pairs of every image (seeded, eval mode): the
     per-step training loss is too noisy (new crops each step) to show a small gain."""
-    from seafloor_ssl import augment
-    from seafloor_ssl.data import ImageStore, decode_cpu, pad_batch
-    from seafloor_ssl.manifest import load_manifest
-    from seafloor_ssl.models import Encoder
-    from seafloor_ssl.objectives.sp import SPHead, sp_loss, sp_targets
+    from seafloor_ssl.data import augment
+    from seafloor_ssl.data.manifest import load_manifest
+    from seafloor_ssl.data.store import ImageStore, decode_cpu, pad_batch
+    from seafloor_ssl.objectives.sp import sp_loss, sp_targets
+    from seafloor_ssl.training.heads import SPHead
+    from seafloor_ssl.training.models import Encoder
 
     m = load_manifest(manifest)
     store = ImageStore.open(m)
@@ -275,9 +276,9 @@ def test_bench_measures_ceiling_and_end_to_end_side_by_side(manifest, tmp_path, 
 
 def test_init_accepts_a_run_checkpoint_or_a_torchvision_state_dict(simclr_run, tmp_path):
     import torchvision
-    from seafloor_ssl.models import Encoder
-    from seafloor_ssl.tasks import init_encoder
-    from seafloor_ssl.train import TrainingError
+    from seafloor_ssl.training.models import Encoder
+    from seafloor_ssl.training.objective import init_encoder
+    from seafloor_ssl.training.run import TrainingError
 
     enc = Encoder("tiny")
     init_encoder(enc, str(simclr_run / "last.pt"))
@@ -374,8 +375,8 @@ def test_without_out_every_run_gets_a_new_folder(manifest, tmp_path, monkeypatch
 
 
 def test_fresh_folders_and_claims_never_collide(tmp_path):
-    from seafloor_ssl import runfolder
-    from seafloor_ssl.train import TrainingError
+    from seafloor_ssl.training import runfolder
+    from seafloor_ssl.training.run import TrainingError
 
     a, b = (runfolder.fresh_folder("geoclr", root=tmp_path / "runs") for _ in range(2))
     assert a != b and a.is_dir() and b.is_dir()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from seafloor_ssl.evaluate import main as evaluate_main
-from seafloor_ssl.train import main
+from seafloor_ssl.evaluation.run import main as evaluate_main
+from seafloor_ssl.training.run import main
 
 from pipeline.build import build
 from pipeline.catalog import load_catalog
@@ -198,8 +198,8 @@ def test_a_truncated_image_file_is_one_message(pairs, tmp_path, capsys):
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_an_image_file_cut_short_while_training_is_one_message(pairs, tmp_path, capsys,
                                                               monkeypatch, workers):
-    from seafloor_ssl import tasks
-    from seafloor_ssl.data import ImageStore
+    from seafloor_ssl.data.store import ImageStore
+    from seafloor_ssl.training import objective as tasks
 
     folder = tmp_path / "m"
     shutil.copytree(pairs.resolve().parent, folder)

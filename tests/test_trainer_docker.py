@@ -28,12 +28,12 @@ def test_trainer_image_is_an_official_pytorch_cuda_image():
     assert ("FROM", "${BASE_IMAGE}") in instructions()
 
 
-def test_trainer_image_holds_the_trainer_and_nothing_of_the_geo_stack():
+def test_trainer_image_holds_the_trainer_and_no_pipeline():
     ins = instructions()
     copies = [args.split()[0] for op, args in ins if op == "COPY"]
     assert copies == ["ssl/"]
     installs = " ".join(args for op, args in ins if op == "RUN" and "pip install" in args)
-    for heavy in ("geopandas", "pyproj", "prefect", "shapely", "-e ."):
+    for heavy in ("prefect", "-e ."):
         assert heavy not in installs
     for need in ("pyarrow", "pillow", "numpy"):
         assert need in installs
@@ -43,10 +43,13 @@ def test_trainer_image_holds_the_trainer_and_nothing_of_the_geo_stack():
 
 # import name -> the distribution that provides it
 DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn", "numpy": "numpy",
-                 "pyarrow": "pyarrow", "matplotlib": "matplotlib", "tqdm": "tqdm"}
+                 "pyarrow": "pyarrow", "matplotlib": "matplotlib", "tqdm": "tqdm",
+                 "geopandas": "geopandas", "shapely": "shapely", "pyproj": "pyproj"}
 BASE_IMAGE_HAS = {"torch", "torchvision"}  # what the official PyTorch image brings
 # installed along with a distribution the image installs (never installed on its own)
-BROUGHT_BY = {"threadpoolctl": "scikit-learn", "scipy": "scikit-learn"}
+BROUGHT_BY = {"threadpoolctl": "scikit-learn", "scipy": "scikit-learn",
+              "pandas": "geopandas", "pyogrio": "geopandas"}
+GEO_STACK = {"geopandas", "shapely", "pyproj", "pyogrio", "pandas"}
 
 
 def _installed() -> set[str]:
@@ -83,3 +86,15 @@ def test_the_image_checks_that_evaluation_and_habitat_mapping_start():
     runs = [args for op, args in instructions() if op == "RUN"]
     for tool in ("ssl.evaluate", "ssl.embed", "ssl.habitats"):
         assert any(f"{tool} --help" in r for r in runs), tool
+
+
+def test_only_mapping_imports_the_geo_stack():
+    """The geo stack is habitat mapping's (GIS formats): training, data and embedding never
+    import it, so they run where it is not installed."""
+    for path in sorted((REPO / "ssl").rglob("*.py")):
+        rel = path.relative_to(REPO / "ssl").as_posix()
+        if rel.startswith("mapping/"):
+            continue
+        for line in path.read_text().splitlines():
+            m = re.match(r"\s*(?:from|import)\s+([A-Za-z_][\w]*)", line)
+            assert not (m and m.group(1) in GEO_STACK), f"ssl/{rel}: {line.strip()}"

@@ -38,7 +38,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from ..labelsfile import labelled_mask
+from ..labels import labelled_mask
 from .splits import (
     Split,
     blocked_split,
@@ -54,7 +54,6 @@ except ImportError:  # pragma: no cover
     threadpool_limits = None
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
-PROBES = ("svm", "logreg", "knn")
 KNN_K = 20
 
 
@@ -174,6 +173,18 @@ def knn(Xtr, ytr, Xte, k: int = KNN_K, pca_dims: int | None = None, seed: int = 
     return model.fit(Xtr, np.asarray(ytr)).predict(Xte)
 
 
+# The probes by name (--probes), each fitted on prepared training features and predicting the
+# test side: (Ztr, ytr, Zte, seed, groups) -> predictions. A new probe is one entry here.
+PROBE_FITS: dict[str, Callable] = {
+    "svm": lambda Ztr, ytr, Zte, seed, groups: linear_svm(Ztr, ytr, Zte, seed=seed,
+                                                          groups=groups, prepared=True),
+    "logreg": lambda Ztr, ytr, Zte, seed, groups: logistic(Ztr, ytr, Zte, seed=seed,
+                                                           groups=groups, prepared=True),
+    "knn": lambda Ztr, ytr, Zte, seed, groups: knn(Ztr, ytr, Zte, prepared=True),
+}
+PROBES = tuple(PROBE_FITS)
+
+
 def scores(y_true, y_pred, classes: Sequence) -> dict:
     """macro_f1 (mean F1 over the classes present in ``y_true``), accuracy, and per_class_f1 for
     every class in ``classes`` (None for a class absent from ``y_true``)."""
@@ -240,17 +251,10 @@ def _run_inner(feature_sets, labels, splits, seeds, regimes, probes, dims, class
                 for d in dims:
                     Ztr, Zte, width = prepare(X[sub], X[split.test], d, seed, blocks)
                     for probe in probes:
-                        if probe == "svm":
-                            pred = linear_svm(Ztr, ytr, Zte, seed=seed, groups=groups,
-                                              prepared=True)
-                        elif probe == "logreg":
-                            pred = logistic(Ztr, ytr, Zte, seed=seed, groups=groups,
-                                            prepared=True)
-                        elif probe == "knn":
-                            pred = knn(Ztr, ytr, Zte, prepared=True)
-                        else:
+                        if probe not in PROBE_FITS:
                             raise ValueError(f"unknown probe {probe!r}; expected one of "
                                              f"{', '.join(PROBES)}")
+                        pred = PROBE_FITS[probe](Ztr, ytr, Zte, seed, groups)
                         sc = scores(yte, pred, classes)
                         key = (fname, probe, dims_name(d), regime_name(regime))
                         row = rows.setdefault(key, {"runs": []})
@@ -350,8 +354,6 @@ def evaluate_features(X, labels, xy, r_loc: float, *, block_m: float | None = No
     train_mask[idx[ref["train_used"]]] = True
     yte = lab[ref["split"].test]
     cm = confusion_matrix(yte.astype(str), np.asarray(ref["pred"]).astype(str), labels=classes)
-    ref_row = next(r for r in rows if (r["features"], r["probe"], r["dims"], r["regime"])
-                   == ref_key[:4])
     ref_scores = scores(yte, ref["pred"], classes)
     counts = {c: int((lab == c).sum()) for c in classes}
     return {
@@ -374,7 +376,7 @@ def evaluate_features(X, labels, xy, r_loc: float, *, block_m: float | None = No
         "reference": {"features": "image", "probe": ref_key[1], "dims": ref_key[2],
                       "regime": ref_key[3], "seed": seeds[0],
                       "macro_f1": ref_scores["macro_f1"], "accuracy": ref_scores["accuracy"]},
-        "per_class_f1": ref_row["per_class_f1"],
+        "per_class_f1": ref_scores["per_class_f1"],
         "confusion": {"labels": classes, "matrix": cm.tolist(), "rows": "true",
                       "columns": "predicted"},
         "arrays": {"predictions": pred_all, "test_mask": test_mask, "train_mask": train_mask,

@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..labelsfile import labelled_mask  # noqa: E402
-from ..palette import UNLABELLED, habitat_colours  # noqa: E402
+from ..labels import labelled_mask
+from ..palette import UNLABELLED, habitat_colours
 
 FIGURES = ("per_class_f1.png", "confusion.png", "map_true.png", "map_pred.png",
            "embedding_2d.png")

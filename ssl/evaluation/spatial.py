@@ -56,11 +56,11 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import f1_score, r2_score
 from sklearn.preprocessing import StandardScaler
 
-from .. import augment
-from ..data import decode_cpu, decode_gpu, pad_batch
-from ..features import full_frames
-from ..labelsfile import has_label
+from ..data import augment
+from ..data.store import decode_cpu, decode_gpu, pad_batch
+from ..labels import has_label
 from ..objectives.sp import sp_targets
+from ..training.features import full_frames
 
 TARGETS = ("dx", "dy", "log_w", "log_h")
 GRID = 3
@@ -115,7 +115,7 @@ class _Frozen:
 
 
 def _known(labels, idx: np.ndarray) -> np.ndarray:
-    """The entries of ``idx`` whose image is labelled (:func:`labelsfile.has_label`)."""
+    """The entries of ``idx`` whose image is labelled (:func:`labels.has_label`)."""
     return np.asarray([i for i in idx.tolist() if has_label(labels[i])], dtype=np.int64)
 
 

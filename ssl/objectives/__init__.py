@@ -1,46 +1,29 @@
-"""Training objectives, one module each; every loss is a pure function of tensors.
+"""The losses, one module each: pure functions of tensors (a scalar out), with the small tensor
+helpers that build their targets and masks. Nothing here holds parameters or state and nothing
+imports the rest of the trainer; the heads, momentum targets, queues and location encoders the
+losses are applied to live in `training/`.
 
 - `simclr`: NT-Xent (SimCLR) with optional negative mask and cross-rank gathering.
-- `geoclr`: GeoCLR positives from the r_loc pairs table (neighbour lists, per-epoch sampling)
-  and the within-r_loc negative mask over NT-Xent.
-- `sp`: Spatial Prediction: box transforms under flips / quarter turns, targets, head, loss.
-- `csp`: CSP location encoders (theory, grid, RBF), MC / NCE / L2 losses, footprint negatives.
-- `simsiam`, `byol`, `moco`, `dino`: the other frameworks' losses and the small state they need
-  (predictor, momentum copy and EMA update, queue with key positions, DINO head, centre);
-  `frameworks.py` holds that state and the loop updates it.
+- `geoclr`: GeoCLR: the within-r_loc negative mask over NT-Xent (positives: `data/positives.py`).
+- `sp`: Spatial Prediction: box transforms under flips / quarter turns, targets, loss.
+- `csp`: CSP's MC / NCE / L2 losses (location encoders: `training/location.py`).
+- `simsiam`, `byol`, `moco`, `dino`: the other frameworks' losses.
 - `distributed`: `gather_from_all_ranks`, the differentiable all-gather the losses accept.
 """
 
-from .csp import (
-    GridEncoder,
-    RBFEncoder,
-    TheoryEncoder,
-    csp_l2_loss,
-    csp_mc_loss,
-    csp_nce_loss,
-    make_location_encoder,
-    sample_footprint_locations,
-)
+from .csp import csp_l2_loss, csp_mc_loss, csp_nce_loss
 from .distributed import gather_from_all_ranks
-from .geoclr import geoclr_loss, neighbour_lists, sample_positives, within_radius_mask
+from .geoclr import geoclr_loss, within_radius_mask
 from .simclr import nt_xent
-from .sp import SPHead, sp_loss, sp_targets, transform_boxes
+from .sp import sp_loss, sp_targets, transform_boxes
 
 __all__ = [
-    "GridEncoder",
-    "RBFEncoder",
-    "SPHead",
-    "TheoryEncoder",
     "csp_l2_loss",
     "csp_mc_loss",
     "csp_nce_loss",
     "gather_from_all_ranks",
     "geoclr_loss",
-    "make_location_encoder",
-    "neighbour_lists",
     "nt_xent",
-    "sample_footprint_locations",
-    "sample_positives",
     "sp_loss",
     "sp_targets",
     "transform_boxes",

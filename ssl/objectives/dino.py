@@ -1,8 +1,8 @@
 """DINO (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers"):
-projection head, teacher temperature schedule, cross-entropy loss and the teacher centre.
+the cross-entropy loss between teacher and student crops.
 
 A student sees all crops (global first, then local); a teacher, the momentum copy of the student
-(`byol.momentum_copy` / `byol.ema_update`), sees only the global crops. With teacher outputs t_i
+(`training/state.py`; the head is `training/heads.py`'s), sees only the global crops. With teacher outputs t_i
 and student outputs s_j (each (B, out_dim)),
 
     P_t_i = softmax((t_i - centre) / teacher_temp)          (no gradient)
@@ -10,67 +10,14 @@ and student outputs s_j (each (B, out_dim)),
             sum_k -P_t_i[k] * log_softmax(s_j / student_temp)[k]
 
 where student[i] and teacher[i] are the same crop for i < len(teacher), so a crop is never
-compared with itself. The centre is an EMA of the teacher's batch-mean output (`update_centre`),
+compared with itself. The centre is an EMA of the teacher's batch-mean output (`training/state.py`),
 which with the sharpening by a low teacher temperature avoids collapse.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.nn.utils.parametrizations import weight_norm
-
-from .distributed import _is_distributed
-
-
-class DINOHead(nn.Module):
-    """MLP in_dim -> hidden -> hidden -> bottleneck (GELU), L2-normalise, weight-normed last layer.
-
-    The last layer is ``weight_norm(Linear(bottleneck, out_dim, bias=False))`` whose magnitude
-    (``last.parametrizations.weight.original0``) is fixed at 1 and does not require grad, so each
-    output is a cosine between the normalised bottleneck and a learnt unit prototype.
-    """
-
-    def __init__(
-        self, in_dim: int, out_dim: int = 4096, hidden: int = 2048, bottleneck: int = 256
-    ) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, bottleneck),
-        )
-        for m in self.mlp:
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-        self.last = weight_norm(nn.Linear(bottleneck, out_dim, bias=False))
-        g = self.last.parametrizations.weight.original0
-        with torch.no_grad():
-            g.fill_(1.0)
-        g.requires_grad_(False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, in_dim) features -> (B, out_dim) logits."""
-        return self.last(F.normalize(self.mlp(x), dim=-1))
-
-
-def teacher_temperature(
-    step: int, warmup_steps: int, start: float = 0.04, end: float = 0.07
-) -> float:
-    """Linear from ``start`` (step 0) to ``end`` (step ``warmup_steps``), then ``end``.
-
-    Steps below 0 give ``start``; ``warmup_steps <= 0`` gives ``end``.
-    """
-    if warmup_steps <= 0 or step >= warmup_steps:
-        return float(end)
-    if step <= 0:
-        return float(start)
-    return start + (end - start) * step / warmup_steps
+from torch import Tensor
 
 
 def dino_loss(
@@ -113,18 +60,3 @@ def dino_loss(
     return total / pairs
 
 
-@torch.no_grad()
-def update_centre(centre: Tensor, teacher_out: Tensor, momentum: float = 0.9) -> Tensor:
-    """New centre ``momentum * centre + (1 - momentum) * mean``, a fresh (1, out_dim) tensor.
-
-    ``mean`` is the row mean of ``teacher_out`` (N, out_dim), averaged over ranks under DDP
-    (equal N on every rank).
-    """
-    if teacher_out.ndim != 2:
-        raise ValueError(f"teacher_out must be (N, out_dim), got {tuple(teacher_out.shape)}")
-    mean = teacher_out.detach().mean(dim=0, keepdim=True).to(centre.dtype)
-    if _is_distributed():
-        mean = mean.contiguous()
-        dist.all_reduce(mean, op=dist.ReduceOp.SUM)
-        mean = mean / dist.get_world_size()
-    return (momentum * centre + (1.0 - momentum) * mean).reshape(centre.shape)

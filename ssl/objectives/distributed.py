@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 
-def _is_distributed() -> bool:
+def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -50,6 +50,6 @@ def gather_from_all_ranks(t: Tensor) -> tuple[Tensor, int]:
     initialised, or the world has one rank, returns ``(t, 0)`` unchanged. (Our own autograd
     Function: torch.distributed.nn.functional.all_gather is deprecated.)
     """
-    if not _is_distributed():
+    if not is_distributed():
         return t, 0
     return _AllGatherCat.apply(t), dist.get_rank() * t.shape[0]

@@ -1,8 +1,9 @@
 """MoCo v2 (Chen et al. 2020, "Improved Baselines with Momentum Contrastive Learning",
-arXiv 2003.04297): a FIFO queue of momentum-encoder keys and the InfoNCE loss against it.
+arXiv 2003.04297): the InfoNCE loss against a queue of momentum-encoder keys.
 
 Queries q come from the online encoder, keys k of the other view from its momentum copy
-(`byol.momentum_copy` / `byol.ema_update`). With unit vectors and temperature T, for each row
+(`training/state.py`, which also holds the `Queue`). With unit vectors and temperature T,
+for each row
 
     loss = -log( exp(q.k / T) / (exp(q.k / T) + sum_{n not masked} exp(q.queue_n / T)) )
 
@@ -15,74 +16,8 @@ are likely views of the same seafloor and are not used as negatives.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from .distributed import _is_distributed
-
-
-def _all_gather_no_grad(t: Tensor) -> Tensor:
-    """Concatenate ``t`` (equal shape on every rank) over ranks in rank order; no gradient."""
-    t = t.detach().contiguous()
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t)
-    return torch.cat(parts, dim=0)
-
-
-class Queue(nn.Module):
-    """FIFO memory of ``size`` L2-normalised keys of width ``dim`` and their (x, y) positions.
-
-    Buffers (saved in ``state_dict``, so a resumed run continues exactly): ``keys`` (size, dim)
-    float32, initialised to random unit vectors from ``seed``; ``xy`` (size, 2) float32, NaN
-    (unknown position, never masked) until written; ``ptr`` long scalar, the next row to write.
-    """
-
-    def __init__(self, size: int, dim: int, seed: int = 0) -> None:
-        super().__init__()
-        if size <= 0 or dim <= 0:
-            raise ValueError(f"size and dim must be positive, got {size}, {dim}")
-        g = torch.Generator().manual_seed(seed)
-        keys = F.normalize(torch.randn(size, dim, generator=g, dtype=torch.float32), dim=1)
-        self.register_buffer("keys", keys)
-        self.register_buffer("xy", torch.full((size, 2), float("nan"), dtype=torch.float32))
-        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
-
-    @property
-    def size(self) -> int:
-        return self.keys.shape[0]
-
-    @torch.no_grad()
-    def enqueue(self, keys: Tensor, xy: Tensor | None = None) -> None:
-        """Write (B, dim) ``keys`` and their (B, 2) ``xy`` (NaN when None) at ``ptr``, wrapping.
-
-        Same result as writing the rows one by one, so a batch larger than the queue keeps only
-        its last ``size`` rows. Under DDP the batches of all ranks (equal B on every rank) are
-        gathered first and written in rank order, so every rank holds the same queue.
-        """
-        if keys.ndim != 2 or keys.shape[1] != self.keys.shape[1]:
-            raise ValueError(f"keys must be (B, {self.keys.shape[1]}), got {tuple(keys.shape)}")
-        b = keys.shape[0]
-        keys = F.normalize(keys.detach().float(), dim=1)
-        if xy is None:
-            xy = torch.full((b, 2), float("nan"), dtype=torch.float32, device=keys.device)
-        else:
-            if tuple(xy.shape) != (b, 2):
-                raise ValueError(f"xy must be ({b}, 2), got {tuple(xy.shape)}")
-            xy = xy.detach().to(device=keys.device, dtype=torch.float32)
-        if _is_distributed():
-            keys = _all_gather_no_grad(keys)
-            xy = _all_gather_no_grad(xy)
-        n = keys.shape[0]
-        if n == 0:
-            return
-        size, ptr = self.size, int(self.ptr)
-        keep = min(n, size)
-        rows = torch.arange(n - keep, n, device=self.keys.device)
-        idx = (ptr + rows) % size
-        self.keys[idx] = keys[n - keep :].to(self.keys.device)
-        self.xy[idx] = xy[n - keep :].to(self.xy.device)
-        self.ptr.fill_((ptr + n) % size)
+from torch import Tensor
 
 
 def queue_mask(anchor_xy: Tensor, queue_xy: Tensor, r_loc: float) -> Tensor:

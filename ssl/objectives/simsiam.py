@@ -1,4 +1,4 @@
-"""SimSiam (Chen & He 2021, "Exploring Simple Siamese Representation Learning"): predictor + loss.
+"""SimSiam (Chen & He 2021, "Exploring Simple Siamese Representation Learning"): the loss.
 
 Two views x1, x2 of one image go through the same encoder + projector (z1, z2) and a predictor
 (p1, p2). The loss is the symmetrised negative cosine similarity between each view's prediction
@@ -12,24 +12,7 @@ averaged over the batch; it lies in [-1, 1] (-1: predictions aligned with the ta
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-
-class Predictor(nn.Module):
-    """Bottleneck MLP predictor: Linear(dim, hidden, no bias) - BN - ReLU - Linear(hidden, dim)."""
-
-    def __init__(self, dim: int, hidden: int = 512) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden, bias=False),
-            nn.BatchNorm1d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, dim),
-        )
-
-    def forward(self, z: Tensor) -> Tensor:
-        """(B, dim) projections -> (B, dim) predictions."""
-        return self.net(z)
+from torch import Tensor
 
 
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:

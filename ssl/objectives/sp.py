@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def sp_targets(box1: Tensor, box2: Tensor) -> Tensor:
@@ -77,24 +77,6 @@ def transform_boxes(
         ],
         dim=1,
     )
-
-
-class SPHead(nn.Module):
-    """MLP on the concatenated pooled features of two crops: 2C -> 512 -> 512 -> 4."""
-
-    def __init__(self, in_features: int, hidden: int = 512) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(2 * in_features, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, 4),
-        )
-
-    def forward(self, f1: Tensor, f2: Tensor) -> Tensor:
-        """(B, C) features of crop 1 and crop 2 -> (B, 4) predicted `sp_targets`."""
-        return self.net(torch.cat([f1, f2], dim=1))
 
 
 def sp_loss(pred: Tensor, target: Tensor, beta: float = 1.0) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from seafloor_ssl.labelsfile import LabelsError, has_label, labelled_mask, read_labels_csv
+from seafloor_ssl.labels import LabelsError, has_label, labelled_mask, read_labels_csv
 
 IDS = np.array(["dive01/a.jpg", "dive01/b.jpg", "dive02/c.jpg"], dtype=object)
 
@@ -87,7 +87,7 @@ def test_the_pipeline_reads_truth_labels_the_same_way(tmp_path):
     (tmp_path / "labels.csv").write_text("image_id,label\ndive01/a.jpg,sand\ndive01/a.jpg,mud\n")
     with pytest.raises(build.SettingsError, match="key 'labels'.*line 3.*more than once"):
         build._labels(cat)
-    src = Path(__file__).resolve().parents[1] / "ssl" / "labelsfile.py"
+    src = Path(__file__).resolve().parents[1] / "ssl" / "labels.py"
     spec = importlib.util.spec_from_file_location("_alone_labelsfile", src)
     alone = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(alone)

@@ -23,15 +23,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .objectives.byol import Predictor, byol_loss, ema_update, momentum_at, momentum_copy
-from .objectives.dino import DINOHead, dino_loss, teacher_temperature, update_centre
-from .objectives.geoclr import geoclr_loss
-from .objectives.moco import Queue, moco_loss, queue_mask
-from .objectives.simclr import nt_xent
-from .objectives.simsiam import simsiam_loss
-
-FRAMEWORKS = ("simclr", "simsiam", "moco", "byol", "dino")
-MOMENTUM = {"byol": 0.996, "moco": 0.99, "dino": 0.996}  # base momentum of the target
+from ..objectives.byol import byol_loss
+from ..objectives.dino import dino_loss
+from ..objectives.geoclr import geoclr_loss
+from ..objectives.moco import moco_loss, queue_mask
+from ..objectives.simclr import nt_xent
+from ..objectives.simsiam import simsiam_loss
+from .heads import DINOHead, Predictor
+from .state import Queue, ema_update, momentum_at, momentum_copy, teacher_temperature, update_centre
 
 
 @dataclass
@@ -46,7 +45,9 @@ class Framework:
     """A framework's heads, target network and state; the defaults are SimCLR's."""
 
     name = "simclr"
-    momentum: float | None = None
+    momentum: float | None = None  # base momentum of the target network; None: no target
+    # the flags the reproduction trains it with (python -m ssl.reproduce)
+    reproduce_flags: tuple[str, ...] = ()
 
     def __init__(self, args, feat_dim: int, proj_dim: int, device: torch.device, n: int,
                  world: int, r_loc: float, gather):
@@ -112,7 +113,7 @@ class SimSiam(Framework):
 
 class BYOL(Framework):
     name = "byol"
-    momentum = MOMENTUM["byol"]
+    momentum = 0.996
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
@@ -132,7 +133,7 @@ class MoCo(Framework):
     positions. The momentum is constant (``--momentum``, 0.99 by default, as v2)."""
 
     name = "moco"
-    momentum = MOMENTUM["moco"]
+    momentum = 0.99
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
@@ -167,7 +168,8 @@ class DINO(Framework):
     centred (a running mean) and sharpened (a temperature warmed up from 0.04 to 0.07)."""
 
     name = "dino"
-    momentum = MOMENTUM["dino"]
+    reproduce_flags = ("--local-crops", "2")
+    momentum = 0.996
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
@@ -203,8 +205,32 @@ class DINO(Framework):
         return f"dino ({self.args.local_crops} local crops)"
 
 
-CLASSES = {"simclr": Framework, "simsiam": SimSiam, "moco": MoCo, "byol": BYOL, "dino": DINO}
+# The one registry of frameworks: the trainer's --objective choices, its checks of framework
+# flags, the reproduction's framework table and the README's table all derive from it. A new
+# framework is a class here (its heads and state) plus its loss in objectives/.
+REGISTRY: dict[str, type[Framework]] = {
+    cls.name: cls for cls in (Framework, SimSiam, MoCo, BYOL, DINO)}
+FRAMEWORKS = tuple(REGISTRY)
+BASELINE = Framework.name  # the contrastive baseline the others are compared with
+MOMENTUM_FRAMEWORKS = tuple(n for n, cls in REGISTRY.items() if cls.momentum is not None)
+# --objective names that are a framework with a fixed positive pair
+ALIASES = {"geoclr": (BASELINE, "location")}
+
+
+def objectives() -> tuple[str, ...]:
+    """Every --objective: each framework followed by its aliases, then SP alone and CSP."""
+    out: list[str] = []
+    for name in FRAMEWORKS:
+        out += [name, *(a for a, (fw, _) in ALIASES.items() if fw == name)]
+    return (*out, "sp", "csp")
+
+
+def framework_of(objective: str) -> str | None:
+    """The framework an --objective trains (None for sp and csp)."""
+    if objective in ALIASES:
+        return ALIASES[objective][0]
+    return objective if objective in REGISTRY else None
 
 
 def make_framework(name: str, *args, **kwargs) -> Framework:
-    return CLASSES[name](*args, **kwargs)
+    return REGISTRY[name](*args, **kwargs)

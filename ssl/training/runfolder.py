@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..files import temp_path
 from .loop import TrainingError
 from .runlog import (
     ARGS_JSON,
@@ -25,12 +26,11 @@ from .runlog import (
     METRICS_JSONL,
     TENSORBOARD_DIR,
     TENSORBOARD_PREFIX,
-    checkpoint_tmp,
     read_checkpoint,
 )
 
 MARKERS = (ARGS_JSON, CHECKPOINT, METRICS_JSONL)  # any of these: the folder holds a run
-RUN_FILES = (*MARKERS, METRICS_CSV, checkpoint_tmp(Path(CHECKPOINT)).name)
+RUN_FILES = (*MARKERS, METRICS_CSV, temp_path(CHECKPOINT).name)
 DEFAULT_ROOT = Path("runs")
 
 

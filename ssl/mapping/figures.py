@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .palette import UNLABELLED, cluster_colours, habitat_colours  # noqa: E402
+from ..palette import UNLABELLED, cluster_colours, habitat_colours
 
 THUMB = 128  # px, square thumbnails
 MAX_POINTS = 200_000  # a seeded sample of larger surveys is drawn

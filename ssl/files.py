@@ -1,5 +1,13 @@
-"""An output folder a tool owns: a marker file records every file the tool writes there, before
-it writes it, so a later run can tell its own results from anything else.
+"""Writing results safely: the one atomic write of the trainer side, and the output folder a
+tool owns.
+
+`write_atomic` fills a hidden temporary file beside the target (`temp_path`), fsyncs it and
+renames it into place: readers see the old file or the whole new one, and a failed write leaves
+no temporary behind. Checkpoints, embeddings, GeoParquet and GeoPackage results, run records
+and the folder markers below are all written through it.
+
+An output folder a tool owns (`OwnedFolder`): a marker file records every file the tool writes
+there, before it writes it, so a later run can tell its own results from anything else.
 
 A new run goes only into a folder that is new or empty. A folder whose marker says it holds this
 tool's results is refused unless ``overwrite``, and then only the files the marker lists are
@@ -12,7 +20,59 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def temp_path(path: str | Path) -> Path:
+    """Where `write_atomic` writes ``path`` before the rename: a hidden name in the same folder
+    (one filesystem, so the rename is atomic) that keeps the suffix, for writers that go by it."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable where the filesystem allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` fills `temp_path(path)`, which is fsynced and renamed onto ``path``; on
+    any error the temporary is removed and ``path`` keeps what it held."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_parquet_atomic(path: str | Path, table: pa.Table, row_group_size: int | None = None
+                         ) -> None:
+    """``table`` as zstd Parquet, written with `write_atomic`."""
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd",
+                                                  row_group_size=row_group_size))
 
 
 class FolderError(RuntimeError):
@@ -90,9 +150,8 @@ class OwnedFolder:
                 d = d.parent
 
     def _save(self) -> None:
-        tmp = self.path / f".{self.marker}.tmp"
-        tmp.write_text(json.dumps(self.record, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, self.path / self.marker)
+        write_text_atomic(self.path / self.marker,
+                          json.dumps(self.record, indent=1, sort_keys=True) + "\n")
 
     def file(self, name: str) -> Path:
         """The path of ``name`` (relative, '/'-separated) in the folder, recorded before the

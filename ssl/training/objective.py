@@ -11,24 +11,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import augment
-from .data import BatchSource, ImageStore, epoch_order, rank_slices
+from ..data import augment
+from ..data.manifest import Manifest
+from ..data.positives import neighbour_lists, sample_positives
+from ..data.store import BatchSource, ImageStore, epoch_order, rank_slices
+from ..objectives.csp import csp_l2_loss, csp_mc_loss, csp_nce_loss
+from ..objectives.distributed import gather_from_all_ranks
+from ..objectives.sp import sp_loss, sp_targets
 from .features import extract_features
-from .frameworks import Targets, make_framework
+from .frameworks import Targets, framework_of, make_framework
+from .heads import SPHead
+from .location import CSP_DIM, Footprint, make_location_encoder
 from .loop import StepOutput, StepRandom, TrainingError, total_steps
-from .manifest import Manifest
 from .models import PROJ_DIM, Encoder, ImageSSL, LocationCSP, encoder_from_checkpoint
-from .objectives.csp import (
-    CSP_DIM,
-    Footprint,
-    csp_l2_loss,
-    csp_mc_loss,
-    csp_nce_loss,
-    make_location_encoder,
-)
-from .objectives.distributed import gather_from_all_ranks
-from .objectives.geoclr import neighbour_lists, sample_positives
-from .objectives.sp import SPHead, sp_loss, sp_targets
 from .runlog import CheckpointError, read_checkpoint
 
 
@@ -134,7 +129,7 @@ class ImageObjective:
         if args.init:
             init_encoder(encoder, args.init)
         fit_to_manifest(args, manifest)
-        self.kind = "simclr" if args.objective == "geoclr" else args.objective
+        self.kind = framework_of(args.objective) or args.objective
         self.location = self.kind != "sp" and args.positives == "location"
         self.sp_weight = 1.0 if self.kind == "sp" else float(args.sp)
         self.gather = gather_from_all_ranks if world > 1 else None

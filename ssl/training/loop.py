@@ -3,7 +3,7 @@
 One step: schedule lookup -> batch -> augmentation on the device (no grad) -> forward
 (autocast) -> loss (float32) -> backward -> step -> log -> checkpoint. The learning rate is a function of the global step,
 the data order of (seed, epoch) and every random draw of (seed, step, rank), so a resumed run
-continues exactly where the interrupted one would have gone. An objective (`tasks.py`) says
+continues exactly where the interrupted one would have gone. An objective (`objective.py`) says
 what its batches are, how a batch becomes inputs and a loss, and what it saves; the loop owns
 the optimiser, schedule, distributed wrapping, logging, checkpoints and stopping.
 """
@@ -22,7 +22,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .runlog import Metrics, StopFlag, feature_std, progress_bar, save_checkpoint
+from ..flags import progress_bar
+from .runlog import Metrics, StopFlag, feature_std, save_checkpoint
 
 
 class TrainingError(RuntimeError):

@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .contract import IMAGE_STORE, REBUILD
+from ..contract import IMAGE_STORE, REBUILD
 from .manifest import Manifest, ManifestError
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; the functions still work.

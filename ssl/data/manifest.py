@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import contract as c
-from .contract import REBUILD
-from .flags import not_a_file
+from .. import contract as c
+from ..contract import REBUILD
+from ..flags import not_a_file
 
 
 class ManifestError(ValueError):

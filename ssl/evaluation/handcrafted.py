@@ -82,7 +82,7 @@ def extract(jpegs: Sequence[bytes], size: int = 128, batch_size: int = 256) -> n
     """The features of every image (n, DIM): decoded and resized as for the learned encoders."""
     import torch
 
-    from .features import full_frames
+    from ..training.features import full_frames
 
     out = []
     device = torch.device("cpu")

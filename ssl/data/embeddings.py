@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import contract as c
-from .flags import not_a_file
-from .gis import SiteCRS, site_crs
+from .. import contract as c
+from ..flags import not_a_file
+from ..contract import SiteCRS, site_crs
 
 EMBEDDINGS_VERSION = "1"
 EMBEDDING_COLUMN = "embedding"

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .flags import not_a_file
+from ..files import write_atomic
+from ..flags import not_a_file
 
 # The files and folder the trainer writes into a run folder (runfolder.py decides, from these
 # names, whether a folder holds a run and what --overwrite may remove).
@@ -26,15 +26,9 @@ TENSORBOARD_PREFIX = "events.out.tfevents."  # SummaryWriter's file names
 
 # --- checkpoints ----------------------------------------------------------------------------
 
-def checkpoint_tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: a temporary file in the same folder, then os.replace."""
-    tmp = checkpoint_tmp(path)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Atomic (`files.write_atomic`): readers never see half a checkpoint."""
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 class CheckpointError(ValueError):
@@ -142,33 +136,3 @@ def feature_std(z: torch.Tensor) -> float:
     return float(zn.std(dim=0).mean() * math.sqrt(zn.shape[1]))
 
 
-class _NoBar:
-    """What the loop and embed ask of a progress bar, doing nothing."""
-
-    disable = True
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass
-
-    def clear(self) -> None:
-        pass
-
-    def refresh(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(**kwargs):
-    """A tqdm bar (``kwargs`` are tqdm's), or a silent stand-in where tqdm is not installed:
-    the trainer and embed run on a stock PyTorch box (torch, torchvision, numpy, pyarrow,
-    pillow), which may lack it; their log lines say the same either way."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(**kwargs)

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .objectives.sp import SPHead
+from .heads import SPHead
 from .runlog import CheckpointError, read_checkpoint
 
 BACKBONES = ("resnet18", "resnet50", "tiny", "vit-tiny", "vit-small")

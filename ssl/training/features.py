@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from . import augment
-from .data import decode_cpu, decode_gpu, pad_batch
+from ..data import augment
+from ..data.store import decode_cpu, decode_gpu, pad_batch
 
 
 @torch.no_grad()
