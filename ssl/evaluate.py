@@ -15,8 +15,10 @@ SP checkpoints add SP's spatial tasks. Writes metrics.json, table.md and figures
 ``--cross-dive`` tests on whole dives and trains on the others (another day, other water).
 
 Baselines under the same protocol, instead of --checkpoint: ``--baseline random-init`` (a frozen
-randomly initialised --backbone, --init-seed) and ``--baseline handcrafted``
-(``evaluation/handcrafted.py``: colour moments, gradient-orientation histograms, Fourier band energies).
+randomly initialised --backbone, --init-seed), ``--baseline handcrafted``
+(``evaluation/handcrafted.py``: colour moments, gradient-orientation histograms, Fourier band energies)
+and ``--baseline imagenet`` (torchvision's ImageNet weights of --backbone resnet18 or resnet50,
+read from the local torch cache and never downloaded; ``training/pretrained.py``).
 """
 
 import sys

@@ -4,7 +4,9 @@
         --out runs/reproduce --report REPRODUCTION.md          (make reproduce)
 
 Evaluates two baselines under the same protocol (a frozen randomly initialised encoder of the
-same backbone, and hand-crafted features), then trains, with the same budget and seeds, simclr,
+same backbone, and hand-crafted features; a third, torchvision's ImageNet-supervised encoder,
+when its weights are in the local torch cache: never downloaded, the log says when it is left
+out and where the file goes), then trains, with the same budget and seeds, simclr,
 simclr+sp, geoclr, geoclr+sp, the other frameworks (simsiam, moco, byol, dino; --frameworks),
 each with two views and with location positives, and csp with the
 mc, nce and l2 losses (on the geoclr encoder of the same seed); evaluates each with
@@ -36,7 +38,9 @@ from .training import runfolder
 from .training.frameworks import BASELINE, REGISTRY
 from .training.loop import TrainingError
 from .training.models import choose_device
+from .training.pretrained import fetch_hint, imagenet_weights
 from .training.run import main as train_main
+from .training.runlog import CheckpointError
 
 # the other frameworks (every registered one beside the baseline simclr, which the main table
 # trains as simclr and geoclr), each with two views and with location positives, same path
@@ -83,6 +87,9 @@ CSP_LOSSES = ("mc", "nce", "l2")
 TABLE_CELLS = ["--probes", "svm,knn", "--regimes", "10,all", "--dims", "128,full"]
 BASELINES = {"random-init": ["--baseline", "random-init"],
              "handcrafted": ["--baseline", "handcrafted"]}
+# evaluated only when torchvision's ImageNet weights of the preset's backbone are in the local
+# torch cache (never downloaded; training/pretrained.py); its row appears only then
+OPTIONAL_BASELINES = {"imagenet": ["--baseline", "imagenet"]}
 CLAIMS = {
     "lrssl": "Location-regularised SSL: +4.9 ± 4.0 % macro-F1 over standard SSL for CNNs, "
              "largest with 128-d features (Liang et al. 2025, arXiv 2509.06660)",
@@ -167,8 +174,8 @@ def _run(fn, argv: list[str], what: str) -> None:
 
 def run_names(seeds: list[int]) -> list[str]:
     return [f"{name}-s{seed}" for seed in seeds
-            for name in [*BASELINES, *IMAGE_CONFIGS, *ALL_FRAMEWORK_CONFIGS,
-                         *(f"csp-{loss}" for loss in CSP_LOSSES)]]
+            for name in [*BASELINES, *OPTIONAL_BASELINES, *IMAGE_CONFIGS,
+                         *ALL_FRAMEWORK_CONFIGS, *(f"csp-{loss}" for loss in CSP_LOSSES)]]
 
 
 def previous_reproduction(out: Path, seeds: list[int]) -> list[str]:
@@ -210,6 +217,8 @@ def run_all(args) -> dict:
     dev = (["--device", args.device] if args.device else []) + (
         ["--overwrite"] if overwrite else [])  # evaluations of runs being retrained
     cross = _dive_count(args.manifest) >= 2
+    imagenet = imagenet_available(cfg["backbone"])
+    print(f"[reproduce] {imagenet.pop('note')}", flush=True)
 
     def cross_dive(source: list[str], run: Path, what: str) -> list[dict] | None:
         """The same encoder on the cross-dive split (svm, full width, all labels)."""
@@ -236,6 +245,20 @@ def run_all(args) -> dict:
             m = _metrics(run)
             m["cross_dive_results"] = cross_dive(source, run, f"evaluate {name} seed {seed}")
             evals.setdefault(name, []).append(m)
+        if imagenet["present"]:  # deterministic: the first seed's evaluation serves them all
+            name = "imagenet"
+            if seed != cfg["train_seeds"][0]:
+                evals[name].append(evals[name][0])
+            else:
+                run = out / f"{name}-s{seed}"
+                source = [*OPTIONAL_BASELINES[name], "--backbone", cfg["backbone"],
+                          "--image-size", str(cfg["image_size"])]
+                _run(evaluate_main, [*source, "--manifest", args.manifest, "--out",
+                                     str(run / "eval"), "--seeds", seeds, *TABLE_CELLS,
+                                     "--no-spatial-tasks", *dev], f"evaluate {name}")
+                m = _metrics(run)
+                m["cross_dive_results"] = cross_dive(source, run, f"evaluate {name}")
+                evals[name] = [m]
         for name, flags in configs.items():
             run = out / f"{name}-s{seed}"
             _run(train_main, [*common, *flags, "--steps", str(cfg["steps"]), "--seed", str(seed),
@@ -281,10 +304,29 @@ def run_all(args) -> dict:
             entry["evals"].append(_metrics(run))
     device = choose_device(args.device, TrainingError).type
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    return {"preset": args.preset, "config": cfg, "device": name,
+    return {"preset": args.preset, "config": cfg, "device": name, "imagenet": imagenet,
             "seconds": round(time.perf_counter() - t0, 1), "evals": evals,
             "manifest": args.manifest, "sweep": sweep,
             "sweep_seconds": round(time.perf_counter() - t_sweep, 1)}
+
+
+def imagenet_available(backbone: str) -> dict:
+    """Whether the optional imagenet baseline runs: torchvision's ImageNet weights of
+    ``backbone`` in the local torch cache. ``why``: for the report, without any path; ``note``:
+    for the log, saying where the file goes."""
+    try:
+        label, path = imagenet_weights(backbone)
+    except CheckpointError:
+        why = f"torchvision has no ImageNet weights of the {backbone} backbone"
+        return {"present": False, "why": why, "note": f"no imagenet baseline: {why}"}
+    if path.is_file():
+        return {"present": True, "weights": label, "file": path.name,
+                "note": f"imagenet baseline: torchvision's {label} weights ({path.name})"}
+    why = (f"torchvision's {label} weights ({path.name}) were not in the local torch cache "
+           "(python -m ssl.evaluate --baseline imagenet says where they go)")
+    return {"present": False, "weights": label, "file": path.name, "why": why,
+            "note": f"no imagenet baseline: torchvision's {label} weights ({path.name}) are not "
+                    f"in the local torch cache; {fetch_hint(backbone)}"}
 
 
 def _metrics(run: Path, folder: str = "eval") -> dict:
@@ -378,13 +420,16 @@ def report(res: dict) -> str:
              "| encoder | 128 dims | full dims | full dims, 10 labels/class | kNN (k=20) |"
              " accuracy (full) | cross-dive split (full) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name in [*BASELINES, *IMAGE_CONFIGS, *(n for n in ALL_FRAMEWORK_CONFIGS if n in ev)]:
+    for name in [*BASELINES, *(n for n in OPTIONAL_BASELINES if n in ev), *IMAGE_CONFIGS,
+                 *(n for n in ALL_FRAMEWORK_CONFIGS if n in ev)]:
         e = ev.get(name, [])
         lines.append(f"| {name} | {cell(_values(e, dims='128'))} | {cell(_values(e, dims='full'))}"
                      f" | {cell(_values(e, dims='full', regime='10'))} | "
                      f"{cell(_values(e, probe='knn', dims='full'))} | "
                      f"{cell(_values(e, dims='full', metric='accuracy'))} | "
                      f"{cell(_values(e, dims='full', split='cross-dive'))} |")
+    if (res.get("imagenet") or {}).get("why") and "imagenet" not in ev:
+        lines += ["", f"No imagenet row: {res['imagenet']['why']}."]
     lines += ["", "## SP's spatial tasks (frozen features)", "",
               "| encoder | position/scale R² (mean of dx, dy, log w, log h) | jigsaw accuracy "
               "(chance 0.01) | habitat F1 after reassembly |", "|---|---:|---:|---:|"]

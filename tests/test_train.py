@@ -328,7 +328,8 @@ def test_overwrite_replaces_the_run_and_leaves_other_files_alone(manifest, tmp_p
     (out / "eval").mkdir()
     (out / "eval" / "metrics.json").write_text('{"f1": 0.5}')
     (out / "notes.txt").write_text("mine")
-    (out / "tensorboard").mkdir()
+    (out / "tensorboard").mkdir(exist_ok=True)  # the run wrote it where tensorboard is installed
+    first_events = list((out / "tensorboard").glob("events.out.tfevents.*"))
     (out / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"old")
     (out / "tensorboard" / "mine.txt").write_text("mine too")
     foreign = {k: v for k, v in sha256s(out).items()
@@ -343,6 +344,7 @@ def test_overwrite_replaces_the_run_and_leaves_other_files_alone(manifest, tmp_p
         (out / "metrics.csv").read_text().splitlines()) == 3
     assert json.loads((out / "args.json").read_text())["steps"] == 2
     assert not (out / "tensorboard" / "events.out.tfevents.1.host").exists()
+    assert not any(p.exists() for p in first_events)
     after = sha256s(out)
     assert all(after[k] == v for k, v in foreign.items())
 

@@ -158,7 +158,8 @@ def fit(objective: Objective, ctx: Context, ckpt_path: Path, state: dict | None)
     autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16,
                               enabled=args.precision == "bf16")
     end = total if args.stop_at_step is None else min(total, args.stop_at_step)
-    metrics = Metrics(Path(args.out), ctx.main, start if state is not None else None)
+    metrics = Metrics(Path(args.out), ctx.main, start if state is not None else None,
+                      tensorboard=getattr(args, "tensorboard", True))
     if ctx.main:
         print(f"[train] {objective.describe()}; {total} steps ({per_epoch}/epoch), batch "
               f"{args.batch_size}x{ctx.world}, {ctx.device}, {args.precision}"

@@ -18,6 +18,7 @@ from ..data.store import BatchSource, ImageStore, epoch_order, rank_slices
 from ..objectives.csp import csp_l2_loss, csp_mc_loss, csp_nce_loss
 from ..objectives.distributed import gather_from_all_ranks
 from ..objectives.sp import sp_loss, sp_targets
+from .export import to_backbone_state
 from .features import extract_features
 from .frameworks import Targets, framework_of, make_framework
 from .heads import SPHead
@@ -39,8 +40,9 @@ def _steps_per_epoch(n: int, batch: int, world: int) -> int:
 
 
 def init_encoder(encoder: Encoder, path: str) -> None:
-    """--init: a run's last.pt (of the same backbone), or a plain torchvision state dict of the
-    backbone (for example locally stored ImageNet weights; its classifier layer is ignored)."""
+    """--init: a run's last.pt (of the same backbone), or a plain torchvision or timm state
+    dict of the backbone (torchvision's ImageNet weights, a file of ``ssl.export``; its
+    classifier layer is ignored; `export.to_backbone_state`)."""
     try:
         state = read_checkpoint(path)
         if "encoder" in state:
@@ -52,7 +54,13 @@ def init_encoder(encoder: Encoder, path: str) -> None:
                                       f"{encoder.backbone_name} checkpoint")
             encoder.load_state_dict(encoder_from_checkpoint(state, path).state_dict())
             return
-        weights = {k: v for k, v in state.items() if not str(k).startswith("fc.")}
+        weights = to_backbone_state(encoder.backbone_name, state)
+        pos, grid = weights.get("vit.encoder.pos_embedding"), getattr(encoder.backbone, "grid", 0)
+        if torch.is_tensor(pos) and pos.dim() == 3 and pos.shape[1] != 1 + grid * grid:
+            side = round((pos.shape[1] - 1) ** 0.5)
+            raise CheckpointError(f"{path}: its position embeddings are for a {side} x {side} "
+                                  f"patch grid; --init needs {grid} x {grid} ({grid * 16} px, "
+                                  "what python -m ssl.export writes without --image-size)")
         try:
             missing, unexpected = encoder.backbone.load_state_dict(weights, strict=False)
         except RuntimeError as exc:  # same names, other shapes

@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchvision backbone without downloaded weights ('tiny': small CNN for "
                         "CPU smoke runs)")
     p.add_argument("--init", default=None, metavar="CKPT",
-                   help="initialise the encoder from a local checkpoint (last.pt of a run)")
+                   help="initialise the encoder from a local file: last.pt of a run of the "
+                        "same backbone, or a plain torchvision (or timm) state dict of it, "
+                        "such as torchvision's ImageNet weights (hub/checkpoints under "
+                        "$TORCH_HOME, e.g. resnet18-f37072fd.pth) or a file of python -m "
+                        "ssl.export; a classifier layer in it is ignored")
     p.add_argument("--image-size", type=positive_int, default=224,
                    help="side of the training views (px)")
     p.add_argument("--sp-size", type=positive_int, default=None,
@@ -87,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (args.json, last.pt, metrics.jsonl/.csv, tensorboard/): new "
                         "or empty, or a run to --resume or --overwrite; default: a new folder "
                         "runs/<objective>-<UTC YYYYmmdd-HHMMSS> for every run")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the logged scalars as TensorBoard events in the run folder's "
+                        "tensorboard/ too (needs the tensorboard package; without it a note "
+                        "says so and training goes on)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last.pt (metrics are appended)")
     p.add_argument("--overwrite", action="store_true",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -79,14 +80,41 @@ class StopFlag:
 
 # --- logging --------------------------------------------------------------------------------
 
+def tensorboard_writer(folder: Path, purge_step: int | None):
+    """A TensorBoard SummaryWriter for ``folder``, or None, said once on stderr, when the
+    ``tensorboard`` package is missing or the writer cannot start: TensorBoard is optional
+    (a stock PyTorch box lacks it; ``pip install tensorboard``, or the project's ``trainer``
+    extra, adds it), and metrics.jsonl / metrics.csv hold the same numbers either way.
+    ``purge_step``: on resume, events from that step on (written after the checkpoint by the
+    interrupted run) are hidden, as the metrics rows past the checkpoint are dropped."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception as exc:  # ImportError when missing; a broken install raises others
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        print(f"[train] note: no TensorBoard scalars for this run: the tensorboard package "
+              f"cannot be imported ({why}); pip install tensorboard to get them, or pass "
+              "--no-tensorboard; metrics.jsonl and metrics.csv hold the same numbers",
+              file=sys.stderr, flush=True)
+        return None
+    try:
+        return SummaryWriter(str(folder), purge_step=purge_step)
+    except Exception as exc:  # e.g. the folder cannot be written
+        print(f"[train] note: no TensorBoard scalars for this run: the writer did not start "
+              f"({type(exc).__name__}: {str(exc)[:160]}); metrics.jsonl and metrics.csv hold "
+              "the same numbers", file=sys.stderr, flush=True)
+        return None
+
+
 class Metrics:
-    """metrics.jsonl (+ metrics.csv at the end, TensorBoard when installed); rank 0 only.
+    """metrics.jsonl (+ metrics.csv at the end; TensorBoard scalars under tensorboard/ when
+    the package is installed, unless ``tensorboard`` is False); rank 0 only.
 
     With `resume_step` the rows up to that step are kept and new ones appended; otherwise the
     file starts empty (the trainer only gets here for a new folder or after --overwrite has
     removed the previous run's files)."""
 
-    def __init__(self, out: Path, enabled: bool, resume_step: int | None):
+    def __init__(self, out: Path, enabled: bool, resume_step: int | None,
+                 tensorboard: bool = True):
         self.enabled = enabled
         self.path = out / METRICS_JSONL
         self.rows: list[dict] = []
@@ -100,12 +128,9 @@ class Metrics:
             self.rows = [json.loads(ln) for ln in keep]
         elif self.path.exists():
             self.path.unlink()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / TENSORBOARD_DIR))
-        except Exception:  # tensorboard is optional
-            self.tb = None
+        if tensorboard:
+            self.tb = tensorboard_writer(out / TENSORBOARD_DIR,
+                                         None if resume_step is None else resume_step + 1)
 
     def log(self, row: dict) -> None:
         if not self.enabled:
