@@ -427,17 +427,32 @@ def cached_shard_digest(out: Path, dive: str, fingerprint: str) -> str:
     return summary["shard_digest"]
 
 
-def _labels(cat: Catalog) -> dict[str, str]:
-    """image_id -> label from the catalog's labels file (SettingsError when it cannot be used)."""
+def _labels(cat: Catalog, notes: list | None = None) -> dict[str, str]:
+    """image_id (or an annotation tool's image name) -> label from the catalog's labels file
+    (SettingsError when it cannot be used); ties and disagreements of a tool's votes go to
+    ``notes``."""
     if not cat.labels:
         return {}
     path = cat.root / cat.labels
     if not path.is_file():
         raise SettingsError(f"{cat.source}: key 'labels': {path} does not exist; expected a CSV "
-                            "with columns image_id,label; fix the path or remove the key")
+                            "with columns image_id,label or an annotation tool's export; fix "
+                            "the path or remove the key")
     labels = schema.load_trainer_module("labels")
     try:
-        return labels.read_labels_table(path, flag=f"{cat.source}: key 'labels':")
+        return labels.read_labels_table(path, flag=f"{cat.source}: key 'labels':",
+                                        log=None if notes is None else notes.append)
+    except labels.LabelsError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _label_column(cat: Catalog, given: dict[str, str], image_id, notes: list) -> list:
+    """The labels aligned with the located images: by image_id, or (an annotation tool's
+    export, whose names are file names) by file name, as ssl.habitats matches them."""
+    labels = schema.load_trainer_module("labels")
+    try:
+        return labels.align_table(given, image_id, f"{cat.source}: key 'labels':",
+                                  cat.root / cat.labels if cat.labels else "", log=notes.append)
     except labels.LabelsError as exc:
         raise SettingsError(str(exc)) from None
 
@@ -457,7 +472,8 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
     locs["easting"], locs["northing"] = x, y
     order = np.lexsort((locs["path"].to_numpy(), hilbert_distance(x, y)))
     locs = locs.iloc[order].reset_index(drop=True)
-    labels = _labels(cat)
+    label_notes: list[str] = []
+    labels = _labels(cat, label_notes)
     n = len(locs)
     t_ms = time.perf_counter()
     table = pa.table({
@@ -474,7 +490,8 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
         "heading_deg": pa.array(locs["heading_deg"].to_numpy(np.float32), from_pandas=True),
         "width": pa.array(locs["width"], pa.int32(), from_pandas=True),
         "height": pa.array(locs["height"], pa.int32(), from_pandas=True),
-        "label": pa.array([labels.get(i) for i in locs["image_id"]], pa.string()),
+        "label": pa.array(_label_column(cat, labels, locs["image_id"].to_numpy(object),
+                                        label_notes), pa.string()),
     }).cast(schema.LOCATIONS)
     policy = bp.state["pair_policy"]
     dive_codes = pd.Categorical(locs["dive"]).codes.astype(np.int32)
@@ -503,7 +520,7 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
                               "warnings": p.warnings}
                      for p in parts},
         "warnings": [f"dive {p.dive}: {w}" for p in parts for w in p.warnings]
-        + crowded_positions(locs),
+        + crowded_positions(locs) + [f"labels: {note}" for note in label_notes],
         "per_reason": {str(k): int(v) for k, v in quar["reason"].value_counts().sort_index().items()}
         if len(quar) else {},
         "pairs": int(pairs.num_rows), "pair_policy": policy,

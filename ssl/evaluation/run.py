@@ -20,6 +20,7 @@ from ..flags import positive_float, positive_int, run_reporting
 from ..training.features import extract_features
 from ..training.location import CSP_DIM, make_location_encoder
 from ..training.models import choose_device, load_encoder
+from ..training.pretrained import imagenet_encoder
 from ..training.runlog import CheckpointError
 from . import handcrafted
 from .probes import PROBES, evaluate_features, location_probe
@@ -90,11 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", metavar="CKPT",
                       help="last.pt of a training run (python -m ssl.train)")
-    what.add_argument("--baseline", choices=["random-init", "handcrafted"],
+    what.add_argument("--baseline", choices=["random-init", "handcrafted", "imagenet"],
                       help="instead of a trained encoder: a frozen randomly initialised one "
-                           "(--backbone, --init-seed), or hand-crafted features (colour "
-                           "moments, gradient-orientation histograms, Fourier band energies)")
-    p.add_argument("--backbone", default="resnet18", help="--baseline random-init: backbone")
+                           "(--backbone, --init-seed), hand-crafted features (colour "
+                           "moments, gradient-orientation histograms, Fourier band energies), "
+                           "or torchvision's ImageNet weights of --backbone resnet18 or resnet50 "
+                           "read from the local torch cache (hub/checkpoints under $TORCH_HOME; "
+                           "never downloaded)")
+    p.add_argument("--backbone", default="resnet18",
+                   help="--baseline random-init or imagenet: backbone")
     p.add_argument("--image-size", type=positive_int, default=64,
                    help="--baseline: the size frames are resized to")
     p.add_argument("--init-seed", type=int, default=0,
@@ -103,8 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pairs.parquet of the survey to evaluate on; its locations table gives "
                         "positions, r_loc and (column 'label') the habitat labels")
     p.add_argument("--labels", default=None, metavar="CSV",
-                   help="CSV with columns image_id,label; replaces the manifest's label column "
-                        "(images it does not list count as unlabelled)")
+                   help="CSV with columns image_id,label, or a BIIGLE, CoralNet, Squidle+ or "
+                        "iFDO annotation export (one label per image by majority; a tie leaves "
+                        "it unlabelled); replaces the manifest's label column (images it does "
+                        "not list count as unlabelled)")
+    p.add_argument("--label-map", default=None, metavar="CSV",
+                   help="--labels: CSV tool_label,habitat mapping the tool's labels to habitat "
+                        "classes before the vote ('-' ignores a label; an unmapped one is refused)")
     p.add_argument("--out", required=True,
                    help="folder for metrics.json, table.md and figures: a new or empty one, or "
                         "an earlier evaluation's with --overwrite")
@@ -142,11 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_labels_csv(path: str | Path, image_id: np.ndarray) -> np.ndarray:
-    """Labels (n,) object from a CSV with columns image_id,label (None where not listed)."""
+def read_labels_csv(path: str | Path, image_id: np.ndarray, label_map=None) -> np.ndarray:
+    """Labels (n,) object from a labels file (None where not listed), see ssl/labels.py."""
     try:
         return labels_file.read_labels_csv(
-            path, image_id, log=lambda s: print(f"[evaluate] {s}", flush=True))
+            path, image_id, log=lambda s: print(f"[evaluate] {s}", flush=True),
+            label_map=label_map)
     except labels_file.LabelsError as exc:
         raise EvaluationError(str(exc)) from None
 
@@ -191,6 +202,15 @@ def _encoder(args: argparse.Namespace) -> tuple[object | None, dict]:
         return Encoder(args.backbone), {"args": {
             "objective": "random-init", "backbone": args.backbone,
             "image_size": args.image_size, "init_seed": args.init_seed}}
+    if args.baseline == "imagenet":
+        if args.image_size < 16:
+            raise EvaluationError(f"--image-size must be at least 16, got {args.image_size}")
+        try:
+            encoder, weights, _ = imagenet_encoder(args.backbone)
+        except CheckpointError as exc:
+            raise EvaluationError(str(exc)) from None
+        return encoder, {"args": {"objective": "imagenet", "backbone": args.backbone,
+                                  "image_size": args.image_size, "weights": weights}}
     ckpt_path = Path(args.checkpoint)
     try:
         return load_encoder(ckpt_path, map_location="cpu")
@@ -224,6 +244,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise EvaluationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.block_m is not None and not args.block_m > 0:
         raise EvaluationError(f"--block-m must be positive, got {args.block_m}")
+    if args.label_map and not args.labels:
+        raise EvaluationError(f"--label-map {args.label_map}: maps the labels of --labels; pass "
+                              "--labels too, or leave --label-map out")
     try:  # before any long work: is --out a folder this evaluation may write to?
         OwnedFolder.check(args.out, "ssl.evaluate", MARKER, args.overwrite)
     except FolderError as exc:
@@ -240,7 +263,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         print("[evaluate] note: the checkpoint was trained on another dataset than this "
               "manifest's (" + "; ".join(identity_changes(trained_on, manifest.identity))
               + ")", flush=True)
-    labels = (read_labels_csv(args.labels, manifest.image_id) if args.labels
+    labels = (read_labels_csv(args.labels, manifest.image_id, args.label_map) if args.labels
               else np.asarray(manifest.label, dtype=object))
     n_labelled = int(labels_file.labelled_mask(labels).sum())
     if n_labelled == 0:
