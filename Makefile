@@ -34,7 +34,8 @@ server: $(STAMP)
 # Server (unless running) -> serve the deployments -> prefect deployment run
 # build-pairs/seafloor --watch; everything the demo started stops when it ends or on Ctrl-C.
 # ... then GeoCLR + SP for 50 steps on the CPU-sized settings (resnet18 at 96 px, batch 64),
-# its evaluation, its embeddings and the habitat clusters with the images to label first.
+# its evaluation, its embeddings, the survey as iFDO and the habitat clusters with the images to
+# label first, exported for BIIGLE, CoralNet and iFDO tools.
 demo: $(DEMO)/catalog.yaml
 	$(BIN)/python -m flows.demo --catalog seafloor
 	$(BIN)/python -m ssl.train --manifest $(DEMO)/manifests/pairs.parquet --objective geoclr \
@@ -44,11 +45,13 @@ demo: $(DEMO)/catalog.yaml
 	  --manifest $(DEMO)/manifests/pairs.parquet --out $(DEMO_RUN)/eval
 	$(BIN)/python -m ssl.embed --checkpoint $(DEMO_RUN)/last.pt \
 	  --manifest $(DEMO)/manifests/pairs.parquet --out $(DEMO_RUN)/embeddings.parquet
+	$(BIN)/python -m pipeline export ifdo --catalog catalogs/seafloor.yaml
 	$(BIN)/python -m ssl.habitats --embeddings $(DEMO_RUN)/embeddings.parquet --k auto \
-	  --n-label 30 --out $(DEMO_RUN)/habitats
+	  --n-label 30 --out $(DEMO_RUN)/habitats --export biigle coralnet ifdo
 	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png); run folder: $(DEMO_RUN)"
 	@echo "Habitat clusters: $(DEMO_RUN)/habitats/cluster_map.png; images to label first:" \
-	  "$(DEMO_RUN)/habitats/labelling_list.csv"
+	  "$(DEMO_RUN)/habitats/labelling_list.csv, ready for BIIGLE, CoralNet and iFDO tools" \
+	  "in $(DEMO_RUN)/habitats/export/"
 
 # The reproduction table: two baselines (random-init, hand-crafted), simclr, simclr+sp, geoclr,
 # geoclr+sp and csp (mc, nce, l2) trained and evaluated with the same budget and seeds on the

@@ -30,15 +30,19 @@ WORKDIR /app
 # scipy, whose t quantiles the intervals use) and figures (matplotlib), and progress bars
 # (tqdm, optional: without it the commands run with their log lines only); habitat mapping's
 # GeoPackages are written by geopandas (which brings pandas and pyogrio, with GDAL) from shapely
-# points in a pyproj CRS
+# points in a pyproj CRS; the trainer's TensorBoard scalars by tensorboard (optional: without it
+# training says so once and keeps metrics.jsonl/.csv); labels handed back as a YAML iFDO are
+# read with PyYAML
 RUN pip install "pyarrow>=15" "pillow>=10" "numpy>=1.26" "scikit-learn>=1.4" "matplotlib>=3.8" \
-    "tqdm>=4.66" "geopandas>=1.0" "pyproj>=3.6" "shapely>=2.0"
+    "tqdm>=4.66" "geopandas>=1.0" "pyproj>=3.6" "shapely>=2.0" "tensorboard>=2.14" \
+    "pyyaml>=6"
 
 # The trainer runs from /app, where `python -m ssl.train` resolves to this folder (the package
 # loads the standard library's TLS module into itself, so `import ssl` keeps working).
 COPY ssl/ ./ssl/
 RUN python -m ssl.train --help > /dev/null && python -m ssl.evaluate --help > /dev/null \
- && python -m ssl.embed --help > /dev/null && python -m ssl.habitats --help > /dev/null
+ && python -m ssl.embed --help > /dev/null && python -m ssl.habitats --help > /dev/null \
+ && python -m ssl.export --help > /dev/null
 
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
  && mkdir -p /app/data /app/runs \

@@ -1,5 +1,6 @@
 """The pipeline without a server: ``python -m pipeline build --catalog catalogs/seafloor.yaml``
-builds the manifests; ``python -m pipeline init SURVEY_DIR`` proposes a catalog for a survey."""
+builds the manifests; ``python -m pipeline init SURVEY_DIR`` proposes a catalog for a survey;
+``python -m pipeline export ifdo --catalog C`` writes an iFDO of a built site."""
 
 from __future__ import annotations
 
@@ -45,7 +46,52 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--output", default=None, metavar="DIR",
                    help="output folder for the manifests, relative to the current folder "
                    "(default: SURVEY_DIR/manifests, or a free name beside it)")
+    e = sub.add_parser("export", help="files of a built site for other tools (iFDO)")
+    fmt = e.add_subparsers(dest="format", required=True)
+    x = fmt.add_parser("ifdo", help="an iFDO v2 file of the located images",
+                       description="Write an iFDO v2 file (image FAIR Digital Object) of the "
+                       "located images of a built site into its output folder: time, position, "
+                       "depth, altitude and heading of every image, a stable image-uuid and the "
+                       "SHA-256 of each original file.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    x.add_argument("--catalog", required=True, help="catalog YAML, or a name in catalogs/")
+    x.add_argument("--out", default=None, metavar="FILE",
+                   help="the file, in the output folder: a name ending _iFDO.json, or "
+                        "_iFDO.yaml for YAML, or a path in a folder the pipeline built for the "
+                        "catalog; None: <output>/<catalog>_iFDO.json")
+    x.add_argument("--no-hash", action="store_true",
+                   help="leave out image-hash-sha256 (no image file is read)")
     return p
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .export import ExportError, export_ifdo
+
+    try:
+        cat = load_catalog(find_catalog(args.catalog))
+
+        def bar(total):
+            return tqdm(total=total, desc="hashing images", unit="img", disable=None,
+                        leave=False)
+
+        done = export_ifdo(cat, args.out, hash_files=not args.no_hash,
+                           progress_factory=None if args.no_hash else bar)
+    except (CatalogError, BuildLocked, OutputRefused, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    hashed = ("no files read (--no-hash)" if args.no_hash else
+              f"{done['hashed']} files hashed"
+              + (f", {done['missing']} not found under the catalog root" if done["missing"]
+                 else ""))
+    keyed = "; keyed by path from the catalog root" if done["keyed_by_path"] else ""
+    print(f"{cat.name}: wrote {done['path']}: iFDO v2 of {done['n']} located images "
+          f"({hashed}{keyed})")
+    if done["to_complete"]:
+        print(f"{cat.name}: header fields to complete before publishing: "
+              + ", ".join(done["to_complete"]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         from .scaffold import run_init
 
         return run_init(args)
+    if args.command == "export":
+        return run_export(args)
     try:
         cat = load_catalog(find_catalog(args.catalog))
         from tqdm import tqdm

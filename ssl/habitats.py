@@ -15,6 +15,12 @@ Writes into --out (a new or empty folder, or one of an earlier run with --overwr
   contact_sheets/cluster_<j>.png   the images nearest each cluster's centre, over several dives
   labelling_list.csv       the N images to label first (rank, image_id, dive, path, file, ...)
   labelling_list.png       the same images on one sheet, in rank order
+with --export TOOL ...:
+  export/<tool>/           the labelling list for an annotation tool: its metadata file (biigle,
+                           coralnet: metadata.csv; ifdo: <catalog>_labelling-list_iFDO.json),
+                           images/ (copies of the original files) and
+                           contact_sheet.png (``ssl/mapping/exports.py``)
+  export/file_names.csv    which image each exported file name is (rank, image_id, dive, path)
   habitats.json            what was done: inputs, k and how it was chosen, sizes, the list, and
                            every file written (the record --overwrite removes by)
 with --labels:
@@ -48,6 +54,14 @@ from .files import FolderError, OwnedFolder, write_parquet_atomic
 from .flags import k_flag, positive_float, positive_int, run_reporting
 from .labels import LabelsError, labelled_mask, read_labels_csv
 from .mapping.clusters import K_RANGE, ClusterError, cluster, smooth
+from .mapping.exports import (
+    TOOLS,
+    ExportError,
+    check_sources,
+    export_labelling_list,
+    listed,
+    read_locations,
+)
 from .mapping.gis import write_geopackage
 from .mapping.labelling import classify, labelling_list
 from .palette import cluster_colours, habitat_colours
@@ -92,8 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-label", type=positive_int, default=60, metavar="N",
                    help="length of the labelling list")
     p.add_argument("--labels", default=None, metavar="CSV",
-                   help="CSV image_id,label: train a classifier on the embeddings and predict "
-                        "every image's habitat")
+                   help="labels: a CSV image_id,label, or a BIIGLE, CoralNet, Squidle+ or iFDO "
+                        "annotation export (one label per image by majority of its points or "
+                        "annotators; a tie leaves it unlabelled): train a classifier on the "
+                        "embeddings and predict every image's habitat")
+    p.add_argument("--label-map", default=None, metavar="CSV",
+                   help="--labels: CSV tool_label,habitat mapping the tool's labels to habitat "
+                        "classes before the vote ('-' ignores a label; an unmapped one is refused)")
     p.add_argument("--min-confidence", type=positive_float, default=0.5,
                    help="predictions below this confidence are drawn faded on the map")
     p.add_argument("--sheet-size", type=positive_int, default=12,
@@ -101,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", default=None, metavar="DIR",
                    help="catalog root for the labelling list's 'file' column; None: the root "
                         "the pipeline recorded in the manifest's output folder")
+    p.add_argument("--export", nargs="+", choices=TOOLS, default=None, metavar="TOOL",
+                   help=f"also write the labelling list for annotation tools ({', '.join(TOOLS)}):"
+                        " each tool's metadata file, the original images and the contact sheet "
+                        "in export/<tool>/")
     p.add_argument("--seed", type=int, default=0, help="seed of k-means and the samples")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--overwrite", action="store_true",
@@ -218,25 +241,39 @@ def run(args: argparse.Namespace) -> dict:
     except ManifestError as exc:
         raise HabitatsError(str(exc)) from None
     labels = None
+    if args.label_map and not args.labels:
+        raise HabitatsError(f"--label-map {args.label_map}: maps the labels of --labels; pass "
+                            "--labels too, or leave --label-map out")
     if args.labels:
         try:
-            labels = read_labels_csv(args.labels, emb.image_id, log=_log)
+            labels = read_labels_csv(args.labels, emb.image_id, log=_log,
+                                     label_map=args.label_map)
         except LabelsError as exc:
             raise HabitatsError(str(exc)) from None
     n_label = args.n_label
     if n_label > n:
         _log(f"note: --n-label {n_label} is more than the {n} images; the list holds all of them")
         n_label = n
+    export_root = locations = None
+    if args.export:
+        export_root = _image_root(args.image_root, manifest.pairs_path)
+        if export_root is None or not export_root.is_dir():
+            found = ("no catalog root is recorded beside " + str(manifest.pairs_path)
+                     if export_root is None else f"the recorded catalog root {export_root} is "
+                     "not a folder")
+            raise HabitatsError(f"--export: {found}; the exports copy the survey's original "
+                                "image files: pass --image-root with the catalog root the "
+                                "images' paths are relative to")
+        try:
+            locations = read_locations(emb.path, n)
+        except ExportError as exc:
+            raise HabitatsError(str(exc)) from None
     hint = ", on embeddings " + str(emb.path)
     OwnedFolder.check(args.out, "ssl.habitats", MARKER, args.overwrite, hint=hint)
     try:
         clu = cluster(emb.X, args.k, dims=args.dims, seed=args.seed, k_range=args.k_range)
     except ClusterError as exc:
         raise HabitatsError(f"{emb.path}: {exc}") from None
-    # claimed once the clusters exist: a refusal leaves the folder as it was
-    folder = OwnedFolder.claim(args.out, "ssl.habitats", MARKER,
-                               {"embeddings": str(Path(os.path.abspath(emb.path))),
-                                "dataset": emb.dataset}, args.overwrite, hint=hint)
     k = clu.k
     _log(f"{n} images -> {k} clusters ({clu.criterion})")
     habitat = clu.labels
@@ -255,6 +292,18 @@ def run(args: argparse.Namespace) -> dict:
     labelled = labelled_mask(labels) if labels is not None else None
     chosen = labelling_list(clu.reduced, habitat, emb.xy, n_label, seed=args.seed,
                             exclude=labelled)
+    listed_images = None
+    if args.export:
+        listed_images = listed(chosen, emb.image_id, emb.dive, emb.rel_path, export_root,
+                               locations)
+        try:
+            check_sources(listed_images)
+        except ExportError as exc:
+            raise HabitatsError(str(exc)) from None
+    # claimed once the clusters and the list exist: a refusal leaves the folder as it was
+    folder = OwnedFolder.claim(args.out, "ssl.habitats", MARKER,
+                               {"embeddings": str(Path(os.path.abspath(emb.path))),
+                                "dataset": emb.dataset}, args.overwrite, hint=hint)
     crs_name = emb.meta.get(c.META_CRS, "site CRS")
     written: dict[str, str] = {}
 
@@ -313,6 +362,20 @@ def run(args: argparse.Namespace) -> dict:
                                 "--image-root)"))
     else:
         _log("labelling list: empty, every image is labelled already")
+    exported = None
+    if listed_images:
+        detail = (f"the images nearest the k-means centres of {len(chosen)} fine clusters of "
+                  f"the embeddings, spread over space, covering {len(covered)} of the {k} "
+                  "habitat clusters")
+        try:
+            exported = export_labelling_list(
+                args.export, listed_images, out, Path(written["labelling_list.png"]),
+                emb.meta.get(c.META_CATALOG) or "survey", Path(manifest.pairs_path).parent,
+                detail, log=_log)
+        except ExportError as exc:
+            raise HabitatsError(str(exc)) from None
+    elif args.export:
+        _log("--export: the labelling list is empty; nothing to export")
 
     summary: dict = {
         "n_images": n, "k": k, "criterion": clu.criterion,
@@ -352,6 +415,8 @@ def run(args: argparse.Namespace) -> dict:
             "palette": habitat_colours(classes)}
         _log(f"predicted {n} images from {int(has.sum())} labels: "
              + ", ".join(f"{k_}: {v}" for k_, v in counts.items()))
+    if exported is not None:
+        summary["export"] = exported
     summary["files"] = written
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     folder.finish(summary)

@@ -3,7 +3,10 @@ and such a copy built once."""
 
 from __future__ import annotations
 
+import csv
+import json
 import shutil
+import uuid
 from pathlib import Path
 
 
@@ -34,3 +37,46 @@ def mini_manifest(root: Path, dives: int = 2, images_per_dive: int = 48, seed: i
                          faults=False, workers=2))
     build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
     return root / "manifests" / "pairs.parquet"
+
+
+def tool_labels(tool: str, names: list[str], truth: list[str], folder: Path) -> Path:
+    """What each tool hands back for the exported images (file names as exported), written as
+    its export format reads: BIIGLE's image-label report (two annotators on the first image),
+    CoralNet's annotation export (five points an image, one of them another label), an iFDO
+    with image-annotations."""
+    classes = sorted(set(truth))
+    other = {lab: classes[(k + 1) % len(classes)] for k, lab in enumerate(classes)}
+    if tool == "biigle":
+        path = folder / "biigle_image_labels.csv"
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image_label_id", "image_id", "filename", "user_id", "firstname",
+                        "lastname", "label_id", "label_name", "label_hierarchy", "created_at"])
+            for k, (name, lab) in enumerate(zip(names, truth, strict=True)):
+                for user in (1, 2) if k == 0 else (1,):
+                    w.writerow([100 * k + user, 5000 + k, name, user, "A", "B", lab, lab,
+                                f"Seafloor > {lab}", "2024-05-02 10:11:12"])
+    elif tool == "coralnet":
+        path = folder / "coralnet_annotations.csv"
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["Name", "Date", "Aux1", "Row", "Column", "Label code"])
+            for name, lab in zip(names, truth, strict=True):
+                for p in range(5):
+                    w.writerow([name, "2024-03-13", "dive", 10 * p, 20, other[lab] if p == 4
+                                else lab])
+    else:
+        path = folder / "labels_iFDO.json"
+        ids = {lab: str(k) for k, lab in enumerate(sorted(set(truth)), start=301)}
+        doc = {"image-set-header": {
+                   "image-set-name": "labels", "image-set-uuid": str(uuid.uuid4()),
+                   "image-set-handle": "https://example.org/labels",
+                   "image-annotation-labels": [{"id": i, "name": lab} for lab, i in ids.items()],
+                   "image-annotation-creators": [{"id": "a1", "name": "A"}]},
+               "image-set-items": {name: {"image-annotations": [
+                   {"shape": "whole-image", "coordinates": [[]],
+                    "labels": [{"label": ids[lab], "annotator": "a1",
+                                "created-at": "2024-05-02T10:11:12.000000Z"}]}]}
+                   for name, lab in zip(names, truth, strict=True)}}
+        path.write_text(json.dumps(doc))
+    return path

@@ -18,7 +18,7 @@ from seafloor_ssl.data.manifest import load_manifest
 from seafloor_ssl.mapping.clusters import ClusterError, cluster, smooth
 from seafloor_ssl.mapping.labelling import labelling_list
 from seafloor_ssl.training.run import build_parser, train
-from surveys import mini_manifest
+from surveys import mini_manifest, tool_labels
 
 SMALL = ["--backbone", "tiny", "--image-size", "32", "--batch-size", "16", "--workers", "0",
          "--device", "cpu"]
@@ -389,9 +389,10 @@ def test_demo_ends_with_cluster_map_and_labelling_list(tmp_path):
     from pipeline.synth import SynthConfig, generate
 
     recipe = _demo_recipe()
-    tail = [c for c in recipe if "-m ssl.embed" in c or "-m ssl.habitats" in c]
-    assert len(tail) == 2 and recipe[-2:] == tail, recipe
-    assert "--k auto" in tail[1]
+    tail = [c for c in recipe if "-m ssl.embed" in c or "-m ssl.habitats" in c
+            or "-m pipeline export" in c]
+    assert len(tail) == 3 and recipe[-3:] == tail, recipe
+    assert "--k auto" in tail[2] and "--export biigle coralnet ifdo" in tail[2]
 
     site = tmp_path / "seafloor"
     generate(SynthConfig(out=site, dives=3, seed=0, faults=True, workers=2))
@@ -402,7 +403,8 @@ def test_demo_ends_with_cluster_map_and_labelling_list(tmp_path):
                                      "--steps", "4"]))
     for cmd in tail:
         cmd = (cmd.replace("$(BIN)/python", shlex.quote(sys.executable))
-               .replace("$(DEMO_RUN)", str(run)).replace("$(DEMO)", str(site)))
+               .replace("$(DEMO_RUN)", str(run)).replace("$(DEMO)", str(site))
+               .replace("catalogs/seafloor.yaml", str(site / "catalog.yaml")))
         res = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=600,
                              cwd=Path(__file__).resolve().parents[1])
         assert res.returncode == 0, res.stderr[-2000:]
@@ -422,6 +424,30 @@ def test_demo_ends_with_cluster_map_and_labelling_list(tmp_path):
     assert len(rows) == summary["labelling_list"]["n"] > 0
     assert {int(r["cluster"]) for r in rows} == set(range(summary["k"]))
     assert (hab / "cluster_map.png").stat().st_size > 1000
+    # the list exported for the annotation tools, the survey's iFDO header carried over
+    names = [r["file_name"] for r in csv.DictReader(open(hab / "export" / "file_names.csv"))]
+    assert [r["image_id"] for r in csv.DictReader(open(hab / "export" / "file_names.csv"))] \
+        == [r["image_id"] for r in rows]
+    for tool, meta in (("biigle", "metadata.csv"), ("coralnet", "metadata.csv"),
+                       ("ifdo", "seafloor_labelling-list_iFDO.json")):
+        assert (hab / "export" / tool / meta).is_file(), tool
+        assert sorted(p.name for p in (hab / "export" / tool / "images").iterdir()) \
+            == sorted(names), tool
+    assert summary["export"]["ifdo_header"].endswith("seafloor_iFDO.json")
+    # ... and the labels each tool hands back for those names make the map
+    truth_of = dict(zip(*pq.read_table(site / "manifests" / "locations.parquet",
+                                       columns=["image_id", "label"]).to_pydict().values(),
+                        strict=True))
+    truth = [truth_of[r["image_id"]] for r in rows]
+    for tool in ("biigle", "coralnet", "ifdo"):
+        labels = tool_labels(tool, names, truth, tmp_path)
+        out = run / f"mapped-{tool}"
+        assert habitats_cli.main(["--embeddings", str(run / "embeddings.parquet"), "--k", "auto",
+                                  "--labels", str(labels), "--out", str(out)]) == 0, tool
+        pred = pq.read_table(out / "predictions.parquet").to_pydict()
+        got = dict(zip(pred["image_id"], pred["label"], strict=True))
+        assert [got[r["image_id"]] for r in rows] == truth, tool
+        assert len(pred["predicted"]) == n_site and set(pred["predicted"]) <= set(truth), tool
 
 
 def test_habitats_refuses_damaged_or_mistaken_inputs(manifest, emb_file, tmp_path, capsys):
@@ -530,3 +556,50 @@ def test_embed_and_habitats_refuse_a_damaged_image_file(manifest, ckpt, emb_file
     rc = habitats_cli.main(["--embeddings", str(emb_file), "--k-range", "200,300", "--out",
                             str(tmp_path / "h2")])
     assert rc == 2 and "lower the range" in capsys.readouterr().err
+
+
+def test_habitats_predicts_the_map_from_a_coralnet_export(manifest, emb_file, tmp_path, capsys):
+    """--labels a CoralNet annotation export (five points per image, named by file name) and
+    --label-map from its label codes to habitats: one label per image by majority of points,
+    ties left unlabelled and reported, and the predicted map is the known answer."""
+    m = load_manifest(manifest)
+    truth = {r["image_id"]: r["label"] for r in csv.DictReader(open(_labels_csv(manifest)))}
+    group = np.array([0 if truth[i] == "sand" else 1 + (d == "dive02")
+                      for i, d in zip(m.image_id, m.dive, strict=True)])
+    d = read_embeddings(emb_file).X.shape[1]
+    X, _, _ = _blobs([1, 1, 1], dim=d, seed=5)
+    planted = _with_embeddings(emb_file, tmp_path / "planted.parquet",
+                               X[group] + 0.05 * np.random.default_rng(6).normal(size=(m.n, d)))
+    points = {"sand": ["Sand", "Sand", "CCA", "Sand", "TAPE"],  # sand 3 of 4 (TAPE ignored)
+              "reef": ["Porit", "Sand", "CCA", "Porit", "Sand"],  # reef 3 of 5
+              "tie": ["Sand", "Porit", "TAPE", "Sand", "CCA"]}  # sand 2, reef 2
+    rows = ["Name,Date,Aux1,Aux2,Aux3,Aux4,Aux5,Row,Column,Label code"]
+    majority = ties = votes = 0
+    for k, (iid, hab) in enumerate(truth.items()):
+        if k % 9 == 4:
+            continue  # not annotated
+        kind = "tie" if k % 7 == 3 else hab
+        majority, ties = majority + (kind != "tie"), ties + (kind == "tie")
+        votes += sum(code != "TAPE" for code in points[kind])  # the votes the map keeps
+        rows += [f"{Path(iid).name},2024-03-13,,,,,,{100 + 50 * p},{200 + 80 * p},{code}"
+                 for p, code in enumerate(points[kind])]
+    rows += [f"PR_20990101_000000_000_LC16.jpg,,,,,,,10,10,{c}" for c in ("Sand", "Sand")]
+    export = tmp_path / "coralnet_annotations.csv"
+    export.write_text("\n".join(rows) + "\n")
+    label_map = tmp_path / "map.csv"
+    label_map.write_text("tool_label,habitat\nSand,sand\nPorit,reef\nCCA,reef\nTAPE,-\n")
+    out = tmp_path / "hab"
+    assert habitats_cli.main(["--embeddings", str(planted), "--labels", str(export),
+                              "--label-map", str(label_map), "--k", "3", "--n-label", "5",
+                              "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"CoralNet annotation export, {votes} point(s) on {majority + ties} image" in said
+    assert f"{majority} labelled" in said and f"{ties} tie(s) left unlabelled" in said
+    assert "1 image name(s) in coralnet_annotations.csv (2 point(s)) match none" in said
+    pred = json.loads((out / "habitats.json").read_text())["prediction"]
+    assert pred["labelled"] == majority
+    got = pq.read_table(out / "predictions.parquet").to_pydict()
+    assert got["predicted"] == [truth[i] for i in got["image_id"]]  # every image, surely
+    assert habitats_cli.main(["--embeddings", str(planted), "--label-map", str(label_map),
+                              "--out", str(tmp_path / "o")]) == 2
+    assert "maps the labels of --labels; pass --labels too" in capsys.readouterr().err

@@ -16,8 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SSL = REPO / "ssl"
-COMMANDS = {"train", "evaluate", "reproduce", "embed", "habitats", "labelling_payoff", "bench"}
-SHARED = {"contract", "palette", "labels", "flags", "files"}  # torch-free, shared by every room
+COMMANDS = {"train", "evaluate", "reproduce", "embed", "habitats", "labelling_payoff", "bench",
+            "export"}
+SHARED = {"contract", "palette", "labels", "flags", "files", "ifdo"}  # torch-free, shared
 ROOMS = {"data", "objectives", "training", "evaluation", "mapping"}
 STOCK_PYTORCH = {"torch", "torchvision", "numpy", "pyarrow", "PIL", "tqdm"}
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
@@ -88,8 +89,9 @@ def test_the_top_level_holds_only_commands_and_shared_modules():
 def test_shared_modules_are_torch_free():
     for name in SHARED:
         own, other = GRAPH[name]
-        # tqdm only where its absence is handled (flags.progress_bar falls back to no bar)
-        assert other - STDLIB <= {"numpy", "pyarrow", "tqdm"}, (name, other - STDLIB)
+        # tqdm only where its absence is handled (flags.progress_bar falls back to no bar),
+        # yaml too (labels: a YAML iFDO without PyYAML is one message; test_labels checks it)
+        assert other - STDLIB <= {"numpy", "pyarrow", "tqdm", "yaml"}, (name, other - STDLIB)
         assert {room(m) for m in own} <= SHARED, (name, own)
 
 
@@ -123,23 +125,23 @@ def test_rooms_import_downwards_only(lower, forbidden):
 
 def test_the_stock_pytorch_rooms_need_nothing_more():
     start = {n for n in MODULES if room(n) in {"data", "objectives", "training"}}
-    start |= {"train", "embed", "bench"}
+    start |= {"train", "embed", "bench", "export"}
     for name in closure(start):
         extra = GRAPH[name][1] - STDLIB - STOCK_PYTORCH
         assert not extra, f"ssl/{MODULES[name].relative_to(SSL)} imports {sorted(extra)}"
 
 
 def test_the_stock_pytorch_rooms_import_with_the_rest_blocked():
-    """The same rule, run: with scikit-learn, scipy, matplotlib, pandas, the geo stack and
-    tqdm made unimportable, every module of data/, objectives/ and training/ and the train,
-    embed and bench commands import."""
+    """The same rule, run: with scikit-learn, scipy, matplotlib, pandas, the geo stack, tqdm
+    and tensorboard made unimportable, every module of data/, objectives/ and training/ and
+    the train, embed, bench and export commands import."""
     blocked = ["sklearn", "scipy", "matplotlib", "pandas", "geopandas", "shapely", "pyproj",
-               "pyogrio", "prefect", "tqdm"]
+               "pyogrio", "prefect", "tqdm", "tensorboard", "timm"]
     names = sorted(n for n in MODULES if room(n) in {"data", "objectives", "training"} and n)
     code = ("import sys\n"
             f"for m in {blocked!r}: sys.modules[m] = None\n"
             "import importlib\n"
-            f"for m in {['ssl.' + n for n in [*names, 'train', 'embed', 'bench']]!r}:\n"
+            f"for m in {['ssl.' + n for n in [*names, 'train', 'embed', 'bench', 'export']]!r}:\n"
             "    importlib.import_module(m)\n"
             "print('ok')\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from ..schema import load_trainer_module
+
 FORMATS = ("ifdo", "acfr-stereo-pose", "oplab-camera-csv", "oplab-nav-csv")
 
 # Where each format lives inside a dive folder (the catalog's per-dive path templates).
@@ -116,15 +118,8 @@ def write_acfr_stereo_pose(
     path.write_text("\n".join(lines) + "\n")
 
 
-# The iFDO header fields every image set must carry (the iFDO v2 core, as required by the
-# schema ifdo-v2.0.1.json that mariqt ships).
-IFDO_REQUIRED_HEADER = (
-    "image-set-name", "image-set-uuid", "image-set-handle", "image-set-ifdo-version",
-    "image-datetime", "image-latitude", "image-longitude", "image-altitude-meters",
-    "image-coordinate-reference-system", "image-coordinate-uncertainty-meters",
-    "image-context", "image-project", "image-event", "image-platform", "image-sensor",
-    "image-pi", "image-creators", "image-license", "image-copyright", "image-abstract",
-)
+# The iFDO header fields every image set must carry (the iFDO v2 core): the shared writer's list.
+IFDO_REQUIRED_HEADER = load_trainer_module("ifdo").REQUIRED_HEADER
 IFDO_VERSION = "v2.1.0"
 _GENERATOR = "seafloor-ssl synthetic survey generator (pipeline.synth)"
 
