@@ -34,8 +34,9 @@ server: $(STAMP)
 # Server (unless running) -> serve the deployments -> prefect deployment run
 # build-pairs/seafloor --watch; everything the demo started stops when it ends or on Ctrl-C.
 # ... then GeoCLR + SP for 50 steps on the CPU-sized settings (resnet18 at 96 px, batch 64),
-# its evaluation, its embeddings, the survey as iFDO and the habitat clusters with the images to
-# label first, exported for BIIGLE, CoralNet and iFDO tools.
+# its evaluation, the survey as iFDO, and the map-habitats deployment run with that encoder:
+# embeddings, habitat clusters and the images to label first (exported for BIIGLE, CoralNet and
+# iFDO tools), published beside the manifests.
 demo: $(DEMO)/catalog.yaml
 	$(BIN)/python -m flows.demo --catalog seafloor
 	$(BIN)/python -m ssl.train --manifest $(DEMO)/manifests/pairs.parquet --objective geoclr \
@@ -43,15 +44,13 @@ demo: $(DEMO)/catalog.yaml
 	  --out $(DEMO_RUN)
 	$(BIN)/python -m ssl.evaluate --checkpoint $(DEMO_RUN)/last.pt \
 	  --manifest $(DEMO)/manifests/pairs.parquet --out $(DEMO_RUN)/eval
-	$(BIN)/python -m ssl.embed --checkpoint $(DEMO_RUN)/last.pt \
-	  --manifest $(DEMO)/manifests/pairs.parquet --out $(DEMO_RUN)/embeddings.parquet
 	$(BIN)/python -m pipeline export ifdo --catalog catalogs/seafloor.yaml
-	$(BIN)/python -m ssl.habitats --embeddings $(DEMO_RUN)/embeddings.parquet --k auto \
-	  --n-label 30 --out $(DEMO_RUN)/habitats --export biigle coralnet ifdo
+	$(BIN)/python -m flows.demo --catalog seafloor --map $(DEMO_RUN)/last.pt
 	@echo "Demo site: $(DEMO) (truth map: $(DEMO)/site.png); run folder: $(DEMO_RUN)"
-	@echo "Habitat clusters: $(DEMO_RUN)/habitats/cluster_map.png; images to label first:" \
-	  "$(DEMO_RUN)/habitats/labelling_list.csv, ready for BIIGLE, CoralNet and iFDO tools" \
-	  "in $(DEMO_RUN)/habitats/export/"
+	@echo "Habitat map (published by map-habitats/seafloor):" \
+	  "$(DEMO)/manifests/maps/current/habitats/cluster_map.png; images to label first:" \
+	  "$(DEMO)/manifests/maps/current/habitats/labelling_list.csv, ready for BIIGLE," \
+	  "CoralNet and iFDO tools in $(DEMO)/manifests/maps/current/habitats/export/"
 
 # The reproduction table: two baselines (random-init, hand-crafted), simclr, simclr+sp, geoclr,
 # geoclr+sp and csp (mc, nce, l2) trained and evaluated with the same budget and seeds on the

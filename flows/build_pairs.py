@@ -58,7 +58,13 @@ from pipeline.catalog import Catalog, DaskSettings, find_catalog, load_catalog
 from pipeline.summary import summary_markdown, survey_map_png
 
 from . import lifeline
-from .names import CATALOGS_ENV, FLOW_NAME, catalogs_dir  # noqa: F401 - re-exported
+from .names import (  # noqa: F401 - CATALOGS_ENV, FLOW_NAME, catalogs_dir re-exported
+    CATALOGS_ENV,
+    FLOW_NAME,
+    MANIFESTS_PUBLISHED,
+    catalog_resource,
+    catalogs_dir,
+)
 from .runs import task_runs_by_id
 
 DASK_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -499,6 +505,19 @@ def artifacts_task(report: dict, out: Path) -> None:
                           description=f"tracks by dive and a sample of neighbour links ({MAP_NAME})")
 
 
+def announce(cat: Catalog, report: dict) -> None:
+    """Emit MANIFESTS_PUBLISHED for the new generation (it triggers map-habitats/<catalog>)."""
+    from prefect.events import emit_event
+
+    emit_event(event=MANIFESTS_PUBLISHED,
+               resource={"prefect.resource.id": catalog_resource(cat.name),
+                         "prefect.resource.name": cat.name},
+               payload={"catalog": cat.name, "output": str(report.get("output")),
+                        "generation": report.get("generation"),
+                        "images_located": report.get("images_located"),
+                        "pairs": report.get("pairs")})
+
+
 def _as_task(name: str, fn, *args):
     """A pipeline stage as a Prefect task of the flow run (its own state, logs and timing)."""
     return task(fn, name=name, cache_policy=NO_CACHE)(*args)
@@ -548,6 +567,7 @@ def build_pairs(catalog: str = "seafloor", r_loc_m: float | None = None,
         return Failed(message=str(exc))
     if not report["no_change"]:
         artifacts_task(report, out)
+        announce(cat, report)
         logger.info("%s: %d located, %d quarantined, %d pairs -> %s", cat.name,
                     report["images_located"], report["quarantined"], report["pairs"], out)
     keys = ("catalog", "output", "images_found", "images_located", "quarantined", "pairs",

@@ -5,6 +5,10 @@
 3. ``prefect deployment run build-pairs/<catalog> --watch`` through the real CLI;
 4. the manifests' summary.
 
+With ``--map CHECKPOINT`` (the demo's last step, once an encoder is trained) step 3 runs
+``map-habitats/<catalog>`` instead, with that checkpoint as its parameter, and step 4 shows the
+habitat map it published beside the manifests (``maps/current``).
+
 Everything this command started is stopped when it ends, also on Ctrl-C; a server that was
 already running (``make server``) is left running.
 """
@@ -20,9 +24,11 @@ import time
 from pathlib import Path
 
 from pipeline.build import USER_ERRORS
+from pipeline.maps import current_map
 
 from . import server
 from .build_pairs import FLOW_NAME, resolve_catalog
+from .names import MAP_FLOW_NAME
 
 
 def _whose(home: Path, port: int) -> str:
@@ -70,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--catalog", default="seafloor", help="catalog name in catalogs/")
     ap.add_argument("--port", type=int, default=server.DEFAULT_PORT)
     ap.add_argument("--home", type=Path, default=server.DEFAULT_HOME, help="PREFECT_HOME")
+    ap.add_argument("--map", type=Path, default=None, metavar="CHECKPOINT",
+                    help="run the catalog's map-habitats deployment with this encoder "
+                         "(last.pt) instead of building")
     args = ap.parse_args(argv)
 
     # SIGTERM like Ctrl-C: stop what the demo started before exiting
@@ -82,7 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     env = server.prefect_env(args.home, args.port)
     url = server.api_url(args.port)
     started: list[subprocess.Popen] = []
-    deployment = f"{FLOW_NAME}/{args.catalog}"
+    deployment = f"{MAP_FLOW_NAME if args.map else FLOW_NAME}/{args.catalog}"
+    params: list[str] = []
+    if args.map is not None:
+        if cat.mapping is None:
+            print(f"error: {cat.source}: no 'mapping' block, so no {deployment} deployment; "
+                  "add one (README, Catalog reference)", file=sys.stderr)
+            return 2
+        if not args.map.is_file():
+            print(f"error: --map {args.map}: no such checkpoint; expected the last.pt of a "
+                  "training run (python -m ssl.train)", file=sys.stderr)
+            return 2
+        params = ["--param", f"checkpoint={args.map.resolve()}"]
     try:
         if server.healthy(url):
             print(f"[demo] using the Prefect server already running at {url} "
@@ -109,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{deployment}", flush=True)
         t_run = time.time()
         run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", deployment,
-                              "--watch"], env=env)
+                              *params, "--watch"], env=env)
         if run.returncode != 0 and slot_taken(url, deployment, t_run):
             # a scheduled run (e.g. one that fell due while no server ran) held the
             # deployment's single slot, so ours was cancelled (CANCEL_NEW): follow that one
@@ -126,6 +146,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[demo] the flow run did not complete (exit {run.returncode}); see the log "
                   f"above and {args.home / 'serve.log'}", file=sys.stderr)
             return run.returncode
+        if args.map is not None:
+            published = current_map(cat.output)
+            if published is None:
+                print(f"[demo] {deployment} published no map; see {args.home / 'serve.log'}",
+                      file=sys.stderr)
+                return 1
+            rec = published.record
+            print(f"\n[demo] habitat map published by {deployment}: {published.folder} "
+                  f"(k = {rec.get('k')}, {rec.get('images')} images, manifests "
+                  f"{rec.get('generation')}); also {cat.output / 'maps' / 'current'}")
+            return 0
         report = json.loads((cat.output / "report.json").read_text())
         from pipeline.summary import summary_markdown
 

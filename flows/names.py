@@ -12,6 +12,10 @@ from pathlib import Path
 from pipeline.catalog import CatalogError
 
 FLOW_NAME = "build-pairs"
+MAP_FLOW_NAME = "map-habitats"  # a deployment per catalog with a `mapping:` block
+FLOW_NAMES = (FLOW_NAME, MAP_FLOW_NAME)
+# emitted by build-pairs when it publishes a new generation; it triggers map-habitats
+MANIFESTS_PUBLISHED = "seafloor.manifests.published"
 CATALOGS_ENV = "SEAFLOOR_CATALOGS"
 
 
@@ -28,3 +32,8 @@ def catalog_files(folder: Path | None = None) -> list[Path]:
         raise CatalogError(f"{folder}: no catalog files (*.yaml) there; expected one YAML per "
                            "site (see catalogs/seafloor.yaml), or pass --catalogs DIR")
     return files
+
+
+def catalog_resource(name: str) -> str:
+    """The resource id events about a catalog's published data carry."""
+    return f"seafloor.catalog.{name}"

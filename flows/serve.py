@@ -1,7 +1,10 @@
-"""``python -m flows.serve``: one process serving every catalog's build-pairs deployment.
+"""``python -m flows.serve``: one process serving every catalog's deployments.
 
 Each catalog in catalogs/ (or --catalogs DIR) becomes ``build-pairs/<stem>`` with the catalog's
-schedule; runs start as subprocesses of this one. Needs PREFECT_API_URL pointing at a server
+schedule, and with a ``mapping:`` block ``map-habitats/<stem>``, triggered when build-pairs
+publishes new manifests; a catalog's ``notify:`` becomes its failure-notification automations
+(flows.notify, re-created idempotently whenever the catalog is served). Runs start as
+subprocesses of this one. Needs PREFECT_API_URL pointing at a server
 (``make server``). Stopping it (Ctrl-C) leaves the deployments' schedules active
 (pause_on_shutdown=False), so a later serve picks them up again.
 
@@ -25,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-from .names import CATALOGS_ENV, FLOW_NAME, catalogs_dir
+from .names import CATALOGS_ENV, FLOW_NAMES, catalogs_dir
 
 HEARTBEAT_S = 30.0
 # a run of the served deployments that this runner is not handling and that recorded no process
@@ -41,6 +44,7 @@ class Sites:
         self.folder, self.say = folder, say
         self.seen: dict[Path, tuple] = {}  # file -> (mtime_ns, size) last looked at
         self.served: set[str] = set()  # deployment names ('build-pairs/<stem>') applied
+        self.pending: list[Path] = []  # valid catalogs applied since their automations were
 
     def _files(self) -> list[Path]:
         return sorted([*self.folder.glob("*.yaml"), *self.folder.glob("*.yml")])
@@ -50,7 +54,7 @@ class Sites:
         An invalid catalog is reported once per version of the file."""
         from pipeline.build import USER_ERRORS
 
-        from .deployments import runner_deployment
+        from .deployments import runner_deployments_of
 
         todo, files = [], self._files()
         for path in files:
@@ -62,7 +66,8 @@ class Sites:
             if self.seen.get(path) == key:
                 continue
             try:
-                todo.append(runner_deployment(path))
+                todo += runner_deployments_of(path)
+                self.pending.append(path)
             except USER_ERRORS as exc:
                 self.say(f"skipped {path.name}: {exc}. Fix it: the folder is read again on "
                          "every heartbeat", error=True)
@@ -71,6 +76,33 @@ class Sites:
         for p in gone:
             del self.seen[p]
         return todo, gone
+
+
+def full_name(dep) -> str:
+    return f"{dep.flow_name}/{dep.name}"
+
+
+async def apply_notifications(client, sites: Sites, say) -> None:
+    """The failure-notification automations of the catalogs applied since the last call
+    (flows.notify: idempotent). An API error is raised (the caller retries on the next
+    heartbeat); a catalog that became invalid meanwhile is left to the next rescan."""
+    from pipeline.build import USER_ERRORS
+    from pipeline.catalog import load_catalog
+
+    from . import notify
+
+    while sites.pending:
+        path = sites.pending[0]
+        try:
+            cat = load_catalog(path)
+        except USER_ERRORS:
+            sites.pending.pop(0)
+            continue
+        names = await notify.apply(client, path.stem, cat)
+        if names:
+            say(f"notifications of {path.stem} go to {cat.notify.webhook} "
+                f"({', '.join(names)})")
+        sites.pending.pop(0)
 
 
 def _make_runner(limit, say):
@@ -130,12 +162,22 @@ def _own_runs(runner) -> set:
     return ids
 
 
+async def _pause(client, name: str) -> None:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        dep = await client.read_deployment_by_name(name)
+        await client.pause_deployment(dep.id)
+    except ObjectNotFound:
+        pass
+
+
 async def _housekeeping(runner, sites: Sites, heartbeat: float, say) -> None:
     """On start and every `heartbeat` seconds: sweep the served deployments' runs and pick up
     catalog changes. A failing round (server down) is retried on the next one."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
+    from .notify import owner as notify_owner
     from .runs import sweep
 
     while True:
@@ -145,20 +187,29 @@ async def _housekeeping(runner, sites: Sites, heartbeat: float, say) -> None:
             todo, gone = await asyncio.to_thread(sites.changes)
             for dep in todo:
                 await runner.aadd_deployment(dep)
-                name = f"{FLOW_NAME}/{dep.name}"
+                name = full_name(dep)
                 say(("serving again " if name in sites.served else "now serving ") + name)
                 sites.served.add(name)
             async with get_client() as client:
+                # a catalog edited to drop its mapping block: its map deployment is paused
+                applied = {full_name(d) for d in todo}
+                for stem in {d.name for d in todo}:
+                    for name in {f"{f}/{stem}" for f in FLOW_NAMES} - applied:
+                        if name in sites.served:
+                            await _pause(client, name)
+                            sites.served.discard(name)
+                            say(f"{name} is no longer served (its catalog changed) and is "
+                                "paused", error=True)
+                await apply_notifications(client, sites, say)
                 for path in gone:
-                    name = f"{FLOW_NAME}/{path.stem}"
-                    try:
-                        dep = await client.read_deployment_by_name(name)
-                        await client.pause_deployment(dep.id)
-                    except ObjectNotFound:
-                        pass
-                    sites.served.discard(name)
-                    say(f"{path.name} was removed: {name} is no longer served and its schedule "
-                        "is paused", error=True)
+                    await client.delete_resource_owned_automations(notify_owner(path.stem))
+                    for name in [f"{f}/{path.stem}" for f in FLOW_NAMES]:
+                        if name not in sites.served:
+                            continue
+                        await _pause(client, name)
+                        sites.served.discard(name)
+                        say(f"{path.name} was removed: {name} is no longer served and its "
+                            "schedule is paused", error=True)
                 await sweep(client, sorted(sites.served), grace_s=OWN_GRACE_S,
                             own=_own_runs(runner), log=say)
         except Exception as exc:  # noqa: BLE001 - an outage or a transient error: next round
@@ -175,11 +226,16 @@ async def _serve(deployments, sites: Sites, limit, heartbeat: float, say) -> Non
     runner = _make_runner(limit, say)
     for dep in deployments:
         await runner.aadd_deployment(dep)
-        sites.served.add(f"{FLOW_NAME}/{dep.name}")
+        sites.served.add(full_name(dep))
     # before the first poll: runs an earlier session left PENDING/RUNNING/CANCELLING would hold
     # the slots the runs due now need. Nothing of this runner's is running yet, so an
     # unrecorded run is an orphan as soon as it is older than a moment
     async with get_client() as client:
+        try:
+            await apply_notifications(client, sites, say)
+        except Exception as exc:  # noqa: BLE001 - retried on the next heartbeat
+            say(f"could not apply the notification automations ({type(exc).__name__}: "
+                f"{exc}); retrying in {heartbeat:.0f} s", error=True)
         await sweep(client, sorted(sites.served), grace_s=START_GRACE_S, log=say)
     tasks = [asyncio.create_task(runner.start()),
              asyncio.create_task(_housekeeping(runner, sites, heartbeat, say))]
@@ -253,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no valid catalog in {folder} (each one's problem is above); fix them and "
               "start again", file=sys.stderr)
         return 2
-    print("serving " + ", ".join(f"{FLOW_NAME}/{d.name}" for d in deployments), flush=True)
+    print("serving " + ", ".join(full_name(d) for d in deployments), flush=True)
     try:
         asyncio.run(_serve(deployments, sites, args.limit, args.heartbeat, say))
     except KeyboardInterrupt:

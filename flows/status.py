@@ -23,6 +23,10 @@ repository's catalogs/), i.e. per deployment ``build-pairs/<stem>``:
   can hold it, those RUNNING, PENDING or CANCELLING, each with the time it entered that state;
 - manifests: the age of the published set, from ``report.json`` in the catalog's output folder.
 
+A catalog with a ``mapping:`` block has a second block, ``map-habitats/<stem>``: the same rows
+for that deployment, its trigger (the event that starts it) in place of a schedule, and the
+published habitat map (``maps/current``: its age, k, images and the manifests it was made from).
+
 Problems, listed in the block: the last run FAILED or CRASHED; the slot held while no run is
 RUNNING/PENDING/CANCELLING (new runs are then cancelled, CANCEL_NEW); a run CANCELLING for longer
 than --stuck-after minutes (default 5); a scheduled run late by more than --stuck-after (runs
@@ -51,7 +55,7 @@ from . import server
 
 # from the light flows.names, not flows.build_pairs/deployments: those load Prefect's flow
 # engine, Dask and the pipeline, which would double the time this command takes to answer
-from .names import FLOW_NAME, catalog_files, catalogs_dir
+from .names import FLOW_NAME, MANIFESTS_PUBLISHED, MAP_FLOW_NAME, catalog_files, catalogs_dir
 
 OK, PROBLEM, UNCHECKED = 0, 1, 2
 STUCK_AFTER_MIN = 5.0
@@ -212,11 +216,12 @@ def last_run(client, dep_id, now: dt.datetime) -> dict | None:
             "cause": one_line(run.state.message if run.state else None)}
 
 
-def deployment_view(client, stem: str, now: dt.datetime, stuck_after_s: float) -> dict:
-    """What the server knows of `build-pairs/<stem>`; `registered` False when it knows nothing."""
+def deployment_view(client, stem: str, now: dt.datetime, stuck_after_s: float,
+                    flow: str = FLOW_NAME) -> dict:
+    """What the server knows of `<flow>/<stem>`; `registered` False when it knows nothing."""
     from prefect.exceptions import ObjectNotFound
 
-    name = f"{FLOW_NAME}/{stem}"
+    name = f"{flow}/{stem}"
     try:
         dep = client.read_deployment_by_name(name)
     except ObjectNotFound:
@@ -303,6 +308,31 @@ def manifests_view(output: Path, now: dt.datetime) -> dict:
             "images": data.get("images_located"), "pairs": data.get("pairs")}
 
 
+def map_view(client, path: Path, cat, now: dt.datetime, stuck_after_s: float) -> dict:
+    """The block of `map-habitats/<stem>`: its deployment and the age of the published map."""
+    from pipeline.maps import map_age
+
+    view: dict[str, Any] = {"deployment": f"{MAP_FLOW_NAME}/{path.stem}", "catalog": path.name,
+                            "trigger": f"{MANIFESTS_PUBLISHED} of {cat.name}"}
+    view.update(deployment_view(client, path.stem, now, stuck_after_s, flow=MAP_FLOW_NAME))
+    age = map_age(cat.output, now)
+    if age.get("age_s") is not None:
+        age["age_s"] = round(age["age_s"])
+    view["map"] = age
+    view.setdefault("problems", [])
+    return view
+
+
+def catalog_views(client, path: Path, now: dt.datetime, stuck_after_s: float) -> list[dict]:
+    """The blocks of one catalog: build-pairs, and map-habitats when it has a mapping block."""
+    views = [catalog_view(client, path, now, stuck_after_s)]
+    if "error" not in views[0]:
+        cat = load_catalog(path)
+        if cat.mapping is not None:
+            views.append(map_view(client, path, cat, now, stuck_after_s))
+    return views
+
+
 def catalog_view(client, path: Path, now: dt.datetime, stuck_after_s: float) -> dict:
     """One block: the catalog file, its deployment on the server and its published manifests."""
     view: dict[str, Any] = {"deployment": f"{FLOW_NAME}/{path.stem}", "catalog": path.name}
@@ -325,7 +355,7 @@ def select_catalogs(folder: Path, name: str | None) -> list[Path]:
     files = catalog_files(folder)
     if name is None:
         return files
-    stem = Path(name.removeprefix(f"{FLOW_NAME}/")).name
+    stem = Path(name.removeprefix(f"{FLOW_NAME}/").removeprefix(f"{MAP_FLOW_NAME}/")).name
     stem = stem.rsplit(".", 1)[0] if stem.endswith((".yaml", ".yml")) else stem
     chosen = [p for p in files if p.stem == stem]
     if not chosen:
@@ -371,7 +401,7 @@ def collect(folder: Path, name: str | None, stuck_after_s: float) -> dict:
         updates[PREFECT_API_AUTH_STRING] = auth
     try:
         with temporary_settings(updates), get_client(sync_client=True) as client:
-            blocks = [catalog_view(client, p, now, stuck_after_s) for p in paths]
+            blocks = [b for p in paths for b in catalog_views(client, p, now, stuck_after_s)]
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code == 401:
             raise Unreachable(f"the Prefect API at {url} rejected the credentials: set "
@@ -420,6 +450,8 @@ def render_block(b: dict, serve_args: str = "") -> str:
         sch, runner = b["schedule"], b["runner"]
         polled = (f"last polled {ago(runner['polled_s_ago'])}"
                   if runner["polled_s_ago"] is not None else "never polled")
+        if b.get("trigger"):
+            row("trigger", b["trigger"])
         row("schedule", ("no schedule" if sch["status"] == "none" else
                          f"{sch['description']}, {sch['status']}")
             + f"; runner {runner['status'] or '?'} ({polled})")
@@ -437,8 +469,16 @@ def render_block(b: dict, serve_args: str = "") -> str:
             row("live runs" if i == 0 else "",
                 f"{r['name']}  {r['state_type']}/{r['state_name']} since "
                 f"{clock(_parse(r['since']))} ({span(r['for_s'] or 0)})")
-    m = b["manifests"]
-    if not m["published"]:
+    if "map" in b:
+        mp = b["map"]
+        row("map", "no map published yet" if not mp["published"] else mp["error"]
+            if "error" in mp else
+            f"published {ago(mp['age_s'])} (maps/{mp['map']}: k={mp['k']}, {mp['images']} "
+            f"images, from manifests {mp['generation']})")
+    m = b.get("manifests", {"published": True, "skip": True})
+    if m.get("skip"):
+        pass
+    elif not m["published"]:
         row("manifests", "no manifests published yet")
     elif "error" in m:
         row("manifests", m["error"])

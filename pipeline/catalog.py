@@ -213,6 +213,45 @@ class DaskSettings(_Strict):
     min_dive_timeout_s: _Seconds = 120.0  # the floor of each dive's bound
 
 
+class MappingSettings(_Strict):
+    """The habitat map of the site (flows.map_habitats): the encoder checkpoint to embed the
+    published images with, optional labels, the number of clusters and where to compute."""
+
+    # last.pt of a training run; relative to the catalog file. None: the site has no encoder
+    # yet; a map run then says so and maps nothing (a run may name one: `checkpoint` parameter)
+    checkpoint: Path | None = None
+    labels: Path | None = None  # labels (CSV or an annotation export); relative to the catalog file
+    k: Literal["auto"] | Annotated[int, Field(ge=2, strict=True)] = "auto"
+    device: Literal["cpu", "cuda", "auto"] | None = None  # None/auto: cuda when available
+    # the labelling list also exported for these annotation tools (ssl.habitats --export)
+    export: list[Literal["biigle", "coralnet", "ifdo"]] = Field(default_factory=list)
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 2):
+            return v
+        raise ValueError("'auto' or a whole number of clusters, 2 or more (e.g. 6)")
+
+
+class NotifySettings(_Strict):
+    """Where failed, crashed and stuck runs of the site's deployments are reported."""
+
+    webhook: str  # an http(s) URL that receives a JSON POST {"subject", "body"}
+    running_limit_s: _Seconds = 6 * 3600.0  # a run Running longer than this is 'stuck'
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from urllib.parse import urlparse
+
+        u = urlparse(v)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"an http:// or https:// URL with a host (e.g. "
+                             f"https://hooks.example.org/seafloor), got {v!r}")
+        return v
+
+
 class Catalog(_Strict):
     name: str
     root: Path
@@ -233,6 +272,8 @@ class Catalog(_Strict):
     output: Path
     schedule: Schedule | None = None
     dask: DaskSettings | None = None
+    mapping: MappingSettings | None = None  # habitat map deployment (map-habitats/<name>)
+    notify: NotifySettings | None = None  # failure notifications of the site's deployments
 
     # set by load_catalog
     source: Path | None = Field(default=None, exclude=True)
@@ -322,6 +363,11 @@ def load_catalog(path: str | Path) -> Catalog:
     base = path.parent.resolve()
     cat.root = (base / cat.root).resolve()
     cat.output = (base / cat.output).resolve()
+    if cat.mapping is not None:
+        if cat.mapping.checkpoint is not None:
+            cat.mapping.checkpoint = (base / cat.mapping.checkpoint).resolve()
+        if cat.mapping.labels is not None:
+            cat.mapping.labels = (base / cat.mapping.labels).resolve()
     cat.source = path.resolve()
     cat.sha256 = hashlib.sha256(raw_bytes).hexdigest()
     return cat

@@ -10,12 +10,19 @@ on the GPU when there is one. Large surveys are embedded in chunks kept beside t
 (``.<name>.parts/``): an interrupted run continues where it stopped when the same command runs
 again, and the chunks are removed once the file is written. An existing embeddings file is
 replaced only with ``--overwrite``; any other file at ``--out`` is never replaced.
+
+``--reuse OLD`` copies the rows of images whose content is unchanged from an earlier embeddings
+file instead of embedding them again (matched by the ``content_sha256`` column every file now
+carries; only when checkpoint, image size and precision are equal, else it says why nothing is
+reused): after a rebuild that added or changed a few dives, only those images are embedded. The
+output is still a complete file for the current manifest (``ssl/data/reuse.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import sys
@@ -29,6 +36,7 @@ import pyarrow.parquet as pq
 from . import contract as c
 from .contract import site_crs, with_points
 from .data import embeddings as E
+from .data import reuse as R
 from .data.manifest import ManifestError, file_sha256, load_manifest
 from .data.store import ImageStore
 from .files import write_atomic, write_parquet_atomic, write_text_atomic
@@ -60,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
     p.add_argument("--chunk", type=positive_int, default=8192,
                    help="images per resumable chunk")
+    p.add_argument("--reuse", default=None, metavar="OLD",
+                   help="an earlier embeddings file of this site: copy the rows of images whose "
+                        "content is unchanged (same JPEG bytes, same checkpoint, image size and "
+                        "precision) and embed only the others; OLD may be --out itself (with "
+                        "--overwrite)")
     return p
 
 
@@ -175,27 +188,51 @@ def embed(args: argparse.Namespace) -> dict:
     except ManifestError as exc:
         raise EmbedError(str(exc)) from None
     ckpt_sha = file_sha256(ckpt_path)
+    n = manifest.n
+    catalog = (loc_meta.get(c.META_CATALOG.encode()) or b"").decode()
+    features = {"checkpoint_sha256": ckpt_sha, "image_size": size, "dim": int(encoder.feat_dim),
+                "precision": "bfloat16" if device.type == "cuda" else "float32"}
+    keys = np.full(n, None, dtype=object)  # content keys, filled as images are read
+    reused = None
+    if args.reuse:
+        try:
+            reused = R.plan(args.reuse, manifest.image_id, manifest.dive, manifest.identity,
+                            images, features, catalog,
+                            (loc_meta.get(c.META_CRS.encode()) or b"").decode())
+        except R.ReuseError as exc:
+            raise EmbedError(f"--reuse {exc}") from None
+        keys = reused.keys
+        if reused.why_none:
+            print(f"[embed] --reuse: nothing is reused from {args.reuse}: {reused.why_none}",
+                  flush=True)
+    todo = (np.arange(n, dtype=np.int64) if reused is None
+            else np.setdiff1d(np.arange(n, dtype=np.int64), reused.rows))
     key = {"checkpoint_sha256": ckpt_sha, "dataset": manifest.digest, "image_size": size,
-           "chunk": args.chunk, "n": manifest.n}
+           "chunk": args.chunk, "n": n}
+    if reused is not None:  # the chunks hold the rows to embed: those rows are part of the key
+        key["todo"] = hashlib.sha256(todo.tobytes()).hexdigest()
     chunks = Chunks(parts_dir(out), key)
     chunks._write_state()  # a place the system refuses is said now, not after the work
-    n_chunks = -(-manifest.n // args.chunk)
-    resumed = sum(min(args.chunk, manifest.n - k * args.chunk) for k in chunks.done)
+    m = len(todo)
+    n_chunks = -(-m // args.chunk)
+    resumed = sum(min(args.chunk, m - k * args.chunk) for k in chunks.done)
     if resumed:
-        print(f"[embed] resuming: {resumed} of {manifest.n} images were embedded by an earlier "
+        print(f"[embed] resuming: {resumed} of {m} images were embedded by an earlier "
               "run", flush=True)
-    progress = progress_bar(total=manifest.n, initial=resumed, desc="[embed] images",
+    progress = progress_bar(total=m, initial=resumed, desc="[embed] images",
                             unit="img", disable=None)  # on a terminal only, like the pipeline's
     t0 = time.perf_counter()
     for k in range(n_chunks):
         if k in chunks.done:
             continue
-        lo, hi = k * args.chunk, min(manifest.n, (k + 1) * args.chunk)
+        lo, hi = k * args.chunk, min(m, (k + 1) * args.chunk)
         X = np.empty((0, encoder.feat_dim), dtype=np.float32)
         parts = []
         for b in range(lo, hi, args.batch_size):
-            feats = extract_features(encoder, images[b:min(hi, b + args.batch_size)], size,
-                                     device, batch_size=args.batch_size)
+            rows = todo[b:min(hi, b + args.batch_size)].tolist()
+            jpegs = [images[r] for r in rows]
+            keys[rows] = [R.content_key(j) for j in jpegs]
+            feats = extract_features(encoder, jpegs, size, device, batch_size=args.batch_size)
             parts.append(feats.float().cpu().numpy())
             progress.update(len(parts[-1]))
         X = np.concatenate(parts) if parts else X
@@ -206,11 +243,17 @@ def embed(args: argparse.Namespace) -> dict:
                              "a lower --lr")
         chunks.save(k, X)
     progress.close()
-    X = (np.concatenate([chunks.load(k) for k in range(n_chunks)]) if n_chunks
-         else np.zeros((0, encoder.feat_dim), dtype=np.float32))
+    X = np.zeros((n, encoder.feat_dim), dtype=np.float32)
+    if n_chunks:
+        X[todo] = np.concatenate([chunks.load(k) for k in range(n_chunks)])
+    if reused is not None and len(reused.rows):
+        X[reused.rows] = reused.X
+    for r in np.flatnonzero(keys == None).tolist():  # noqa: E711  (rows of resumed chunks)
+        keys[r] = R.content_key(images[r])
     seconds = time.perf_counter() - t0
 
     table = table.append_column(E.EMBEDDING_COLUMN, E.embedding_array(X))
+    table = table.append_column(E.CONTENT_COLUMN, pa.array(keys.tolist(), type=pa.string()))
     xy = np.stack([table.column("easting").to_numpy(), table.column("northing").to_numpy()], 1)
     encoder_info = {k: cargs.get(k) for k in ("objective", "framework", "positives", "backbone",
                                               "image_size", "sp")}
@@ -224,11 +267,21 @@ def embed(args: argparse.Namespace) -> dict:
         E.META_CHECKPOINT_SHA256: ckpt_sha,
         E.META_ENCODER: json.dumps(encoder_info, sort_keys=True),
         E.META_DIM: str(X.shape[1]),
+        E.META_FEATURES: json.dumps(features, sort_keys=True),
+        E.META_SHARDS: json.dumps(R.manifest_shards(manifest.identity), sort_keys=True),
         E.META_R_LOC: repr(float(manifest.r_loc_m)),
         c.META_CRS: (loc_meta.get(c.META_CRS.encode()) or b"").decode(),
         c.META_CATALOG: (loc_meta.get(c.META_CATALOG.encode()) or b"").decode(),
         "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if reused is not None:
+        n_reused = int(len(reused.rows))
+        meta[E.META_REUSE] = json.dumps({
+            "from": str(Path(os.path.abspath(args.reuse))), "reused": n_reused,
+            "embedded": n - n_reused, "why_none": reused.why_none,
+            "hashed": reused.hashed}, sort_keys=True)
+        print(f"[embed] reused {n_reused}, embedded {n - n_reused} (of {n} images; "
+              f"from {args.reuse})", flush=True)
     if crs.wkt:
         meta[c.META_CRS_WKT] = crs.wkt
     table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()})

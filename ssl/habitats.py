@@ -11,7 +11,7 @@ Writes into --out (a new or empty folder, or one of an earlier run with --overwr
   clusters.parquet, clusters.gpkg   every image with its cluster and distance to the centre
                                     (GeoParquet and GeoPackage, points in the site CRS)
   cluster_map.png          the survey coloured by cluster, the labelling list circled
-  k_selection.png          the silhouette of every k tried (--k auto)
+  k_selection.png          the score of every k tried (--k auto; the --k-criterion's score)
   contact_sheets/cluster_<j>.png   the images nearest each cluster's centre, over several dives
   labelling_list.csv       the N images to label first (rank, image_id, dive, path, file, ...)
   labelling_list.png       the same images on one sheet, in rank order
@@ -21,6 +21,8 @@ with --export TOOL ...:
                            images/ (copies of the original files) and
                            contact_sheet.png (``ssl/mapping/exports.py``)
   export/file_names.csv    which image each exported file name is (rank, image_id, dive, path)
+  cluster_model.npz        the PCA projection and the centres of cluster 0..K-1, for a later
+                           run's --previous (``ssl/mapping/stable.py``)
   habitats.json            what was done: inputs, k and how it was chosen, sizes, the list, and
                            every file written (the record --overwrite removes by)
 with --labels:
@@ -50,10 +52,11 @@ from .contract import with_points
 from .data.embeddings import Embeddings, EmbeddingsError, read_embeddings
 from .data.manifest import ManifestError, load_manifest
 from .data.store import ImageStore
-from .files import FolderError, OwnedFolder, write_parquet_atomic
+from .files import FolderError, OwnedFolder, write_atomic, write_parquet_atomic
 from .flags import k_flag, positive_float, positive_int, run_reporting
 from .labels import LabelsError, labelled_mask, read_labels_csv
-from .mapping.clusters import K_RANGE, ClusterError, cluster, smooth
+from .mapping import stable
+from .mapping.clusters import CRITERIA, DEFAULT_CRITERION, K_RANGE, ClusterError, cluster, smooth
 from .mapping.exports import (
     TOOLS,
     ExportError,
@@ -91,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", required=True, metavar="FILE",
                    help="embeddings GeoParquet written by python -m ssl.embed")
     p.add_argument("--k", type=k_flag, default="auto",
-                   help="number of habitat clusters, or 'auto': the k with the highest mean "
-                        "silhouette in --k-range")
+                   help="number of habitat clusters, or 'auto': the k in --k-range that "
+                        "--k-criterion prefers")
+    p.add_argument("--k-criterion", choices=list(CRITERIA), default=DEFAULT_CRITERION,
+                   help="--k auto: how k is chosen (ssl/mapping/clusters.py; *_spatial: on the "
+                        "embeddings averaged over each image's neighbours within r_loc)")
     p.add_argument("--k-range", type=_k_range, default=f"{K_RANGE[0]},{K_RANGE[1]}",
                    help="--k auto: the smallest and largest k tried")
     p.add_argument("--dims", type=positive_int, default=32,
@@ -125,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
                         " each tool's metadata file, the original images and the contact sheet "
                         "in export/<tool>/")
     p.add_argument("--seed", type=int, default=0, help="seed of k-means and the samples")
+    p.add_argument("--previous", default=None, metavar="OLD",
+                   help="an earlier ssl.habitats run of this site (its --out folder or "
+                        "habitats.json): keep its cluster ids and colours, by assigning the "
+                        "images to its clusters or by re-clustering and matching the new "
+                        "clusters to its ids (ssl/mapping/stable.py)")
+    p.add_argument("--recluster-above", type=float, default=stable.RECLUSTER_ABOVE,
+                   metavar="SHARE", help="--previous: re-cluster when more than this share of "
+                                         "the images is new (0: always re-cluster and match)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier ssl.habitats run in --out (only the "
@@ -156,6 +170,21 @@ def _manifest_for(emb: Embeddings, given: str | None):
         raise HabitatsError(f"{emb.path}: its rows do not match the images of {path}; compute "
                             "the embeddings again with python -m ssl.embed")
     return manifest
+
+
+def _previous(args: argparse.Namespace, emb: Embeddings):
+    """(the earlier run of --previous or None, why its clusters are not simply assigned)."""
+    if not args.previous:
+        return None, None
+    if not 0.0 <= args.recluster_above <= 1.0:
+        raise HabitatsError(f"--recluster-above {args.recluster_above}: expected a share in "
+                            "[0, 1]")
+    try:
+        prev = stable.read_previous(args.previous, emb.meta)
+    except stable.StableError as exc:
+        raise HabitatsError(f"--previous {exc}") from None
+    return prev, stable.why_recluster(prev, emb.image_id, emb.meta, args.k, args.dims,
+                                      args.recluster_above)
 
 
 def _image_root(given: str | None, pairs_path: Path) -> Path | None:
@@ -268,12 +297,20 @@ def run(args: argparse.Namespace) -> dict:
             locations = read_locations(emb.path, n)
         except ExportError as exc:
             raise HabitatsError(str(exc)) from None
+    prev, why = _previous(args, emb)
     hint = ", on embeddings " + str(emb.path)
     OwnedFolder.check(args.out, "ssl.habitats", MARKER, args.overwrite, hint=hint)
     try:
-        clu = cluster(emb.X, args.k, dims=args.dims, seed=args.seed, k_range=args.k_range)
+        if prev is not None and why is None:  # --previous: the images to its clusters
+            clu = stable.assign(prev, emb.X)
+        else:
+            clu = cluster(emb.X, args.k, dims=args.dims, seed=args.seed, k_range=args.k_range,
+                          criterion=args.k_criterion, graph=(manifest.anchor, manifest.positive))
     except ClusterError as exc:
         raise HabitatsError(f"{emb.path}: {exc}") from None
+    clu, model, previous = stable.settle(
+        clu, emb.X, emb.image_id, prev, why, args.dims, args.seed,
+        emb.meta.get("checkpoint_sha256", ""), args.recluster_above, log=_log)
     k = clu.k
     _log(f"{n} images -> {k} clusters ({clu.criterion})")
     habitat = clu.labels
@@ -286,7 +323,7 @@ def run(args: argparse.Namespace) -> dict:
     # distance to the centre of the cluster each image ends in (after smoothing)
     dist = np.linalg.norm(clu.reduced - clu.centres[habitat], axis=1)
     sizes = np.bincount(habitat, minlength=k)
-    empty = [j for j in range(k) if sizes[j] == 0]
+    empty = [j for j in range(k) if sizes[j] == 0 and (clu.labels == j).any()]
     if empty:
         _log(f"note: smoothing emptied cluster(s) {empty}")
     labelled = labelled_mask(labels) if labels is not None else None
@@ -320,6 +357,8 @@ def run(args: argparse.Namespace) -> dict:
                                "cluster_unsmoothed": pa.array(clu.labels.astype(np.int32)),
                                "distance_to_centre": pa.array(dist.astype(np.float32))})
     write_parquet_atomic(out("clusters.parquet"), with_points(table, emb.xy, emb.crs))
+    if model is not None:
+        write_atomic(out(stable.MODEL_FILE), model.save)
     _geopackage(out("clusters.gpkg"), "clusters", emb,
                 {"image_id": emb.image_id, "dive": emb.dive, "path": emb.rel_path,
                  "cluster": habitat.astype(np.int64),
@@ -379,13 +418,19 @@ def run(args: argparse.Namespace) -> dict:
 
     summary: dict = {
         "n_images": n, "k": k, "criterion": clu.criterion,
-        "silhouette": {str(kk): round(v, 4) for kk, v in clu.scores.items()},
+        "silhouette": ({str(kk): round(v, 4) for kk, v in clu.scores.items()}
+                       if clu.k_criterion in ("", "silhouette") else None),
+        "k_criterion": clu.k_criterion or None,
+        "k_scores": {str(kk): round(v, 4) for kk, v in clu.scores.items()},
         "dims": int(clu.reduced.shape[1]), "seed": args.seed, "smooth_rounds": args.smooth,
         "smoothing_changed": changed, "cluster_sizes": sizes.tolist(),
         "labelling_list": {"n": int(len(chosen)), "clusters_covered": len(covered),
                            "image_ids": emb.image_id[chosen].tolist()},
         "encoder": emb.encoder, "manifest": str(manifest.pairs_path),
     }
+    summary["cluster_ids"] = sorted(set(clu.labels.tolist()))  # with --previous: maybe gaps
+    summary["palette"] = {str(j): colours[j] for j in summary["cluster_ids"]}
+    summary["previous"] = previous
     if labels is not None:
         pred, conf, classes, has = _classify(clu.reduced, labels, args.seed)
         cols = {"cluster": pa.array(habitat.astype(np.int32)),

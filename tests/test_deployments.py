@@ -39,10 +39,21 @@ def test_a_new_catalog_file_is_a_new_deployment(tmp_path):
         assert d.concurrency_limit == 1
         assert d.concurrency_options.collision_strategy.value == "CANCEL_NEW"
     text = deployments.prefect_yaml(tmp_path)
-    spec = {d["name"]: d for d in yaml.safe_load(text)["deployments"]}
+    every = yaml.safe_load(text)["deployments"]
+    spec = {d["name"]: d for d in every if d["entrypoint"] == deployments.ENTRYPOINT}
     assert spec["canyon"]["schedules"] == [{"cron": "0 3 * * *"}]
     assert spec["reef-2024"]["concurrency_limit"] == {"limit": 1,
                                                       "collision_strategy": "CANCEL_NEW"}
+    # the copied demo catalog has a mapping block: each site also has its map deployment,
+    # triggered by its own site's published manifests, never scheduled
+    maps = {d["name"]: d for d in every if d["entrypoint"] == deployments.MAP_ENTRYPOINT}
+    assert set(maps) == {"reef-2024", "canyon"} and len(every) == 4
+    for name, d in maps.items():
+        assert d["parameters"] == {"catalog": name} and "schedules" not in d
+        (trigger,) = d["triggers"]
+        assert trigger["match"] == {"prefect.resource.id": f"seafloor.catalog.{name}"}
+        assert trigger["expect"] == ["seafloor.manifests.published"]
+        assert trigger["posture"] == "Reactive" and trigger["parameters"] == {"catalog": name}
 
 
 def test_committed_prefect_yaml_matches_the_catalogs():

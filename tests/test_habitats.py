@@ -377,38 +377,45 @@ def _demo_recipe() -> list[str]:
 
 def test_demo_ends_with_cluster_map_and_labelling_list(tmp_path):
     """The demo site as `make demo` synthesises it (faults included), a briefly trained
-    encoder, then the demo's own ssl.embed and ssl.habitats commands from the Makefile."""
+    encoder, then the demo's last steps from the Makefile: the survey's iFDO, and the map the
+    map-habitats deployment makes from catalogs/seafloor.yaml's mapping block (the flow's own
+    ssl.embed and ssl.habitats commands; the deployment itself: tests/test_map_habitats.py)."""
     import shlex
     import subprocess
     import sys
 
+    import yaml
     from PIL import Image
 
+    from flows.map_habitats import embed_command, habitats_command
     from pipeline.build import build
     from pipeline.catalog import load_catalog
     from pipeline.synth import SynthConfig, generate
 
+    repo = Path(__file__).resolve().parents[1]
     recipe = _demo_recipe()
-    tail = [c for c in recipe if "-m ssl.embed" in c or "-m ssl.habitats" in c
-            or "-m pipeline export" in c]
-    assert len(tail) == 3 and recipe[-3:] == tail, recipe
-    assert "--k auto" in tail[2] and "--export biigle coralnet ifdo" in tail[2]
+    assert "-m pipeline export ifdo --catalog catalogs/seafloor.yaml" in recipe[-2], recipe
+    assert "-m flows.demo --catalog seafloor --map $(DEMO_RUN)/last.pt" in recipe[-1], recipe
+    mapping = yaml.safe_load((repo / "catalogs" / "seafloor.yaml").read_text())["mapping"]
+    assert mapping["k"] == "auto" and set(mapping["export"]) == {"biigle", "coralnet", "ifdo"}
 
     site = tmp_path / "seafloor"
     generate(SynthConfig(out=site, dives=3, seed=0, faults=True, workers=2))
-    build(load_catalog(site / "catalog.yaml"), workers=2, log=lambda *_: None)
+    site_cat = yaml.safe_load((site / "catalog.yaml").read_text())
+    (site / "catalog.yaml").write_text(yaml.safe_dump({**site_cat, "mapping": mapping}))
+    cat = load_catalog(site / "catalog.yaml")
+    build(cat, workers=2, log=lambda *_: None)
+    pairs = site / "manifests" / "pairs.parquet"
     run = tmp_path / "runs" / "demo"
-    train(build_parser().parse_args(["--manifest", str(site / "manifests" / "pairs.parquet"),
-                                     "--out", str(run), *SMALL, "--objective", "geoclr",
-                                     "--steps", "4"]))
-    for cmd in tail:
-        cmd = (cmd.replace("$(BIN)/python", shlex.quote(sys.executable))
-               .replace("$(DEMO_RUN)", str(run)).replace("$(DEMO)", str(site))
-               .replace("catalogs/seafloor.yaml", str(site / "catalog.yaml")))
-        res = subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=600,
-                             cwd=Path(__file__).resolve().parents[1])
+    train(build_parser().parse_args(["--manifest", str(pairs), "--out", str(run), *SMALL,
+                                     "--objective", "geoclr", "--steps", "4"]))
+    export = (recipe[-2].replace("$(BIN)/python", shlex.quote(sys.executable))
+              .replace("catalogs/seafloor.yaml", str(site / "catalog.yaml")))
+    emb, hab = tmp_path / "map" / "embeddings.parquet", tmp_path / "map" / "habitats"
+    for cmd in (shlex.split(export), embed_command(cat, pairs, emb, None, run / "last.pt"),
+                habitats_command(cat, pairs, emb, hab, None)):
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo)
         assert res.returncode == 0, res.stderr[-2000:]
-    hab = run / "habitats"
     summary = json.loads((hab / "habitats.json").read_text())
     assert summary["k"] > 1 and min(summary["cluster_sizes"]) > 0
     # every image of the demo site in exactly one of the k clusters
@@ -442,7 +449,7 @@ def test_demo_ends_with_cluster_map_and_labelling_list(tmp_path):
     for tool in ("biigle", "coralnet", "ifdo"):
         labels = tool_labels(tool, names, truth, tmp_path)
         out = run / f"mapped-{tool}"
-        assert habitats_cli.main(["--embeddings", str(run / "embeddings.parquet"), "--k", "auto",
+        assert habitats_cli.main(["--embeddings", str(emb), "--k", "auto",
                                   "--labels", str(labels), "--out", str(out)]) == 0, tool
         pred = pq.read_table(out / "predictions.parquet").to_pydict()
         got = dict(zip(pred["image_id"], pred["label"], strict=True))
@@ -603,3 +610,245 @@ def test_habitats_predicts_the_map_from_a_coralnet_export(manifest, emb_file, tm
     assert habitats_cli.main(["--embeddings", str(planted), "--label-map", str(label_map),
                               "--out", str(tmp_path / "o")]) == 2
     assert "maps the labels of --labels; pass --labels too" in capsys.readouterr().err
+
+
+# --- re-indexing: embed only what is new, keep cluster ids ----------------------------------
+
+def _older_survey(manifest: Path, dest: Path) -> tuple[Path, list[str]]:
+    """A build of the fixture's survey as it was "before": two images of dive01 not yet there
+    and a third with other bytes. Returns its pairs.parquet and the three images' names."""
+    import shutil
+
+    from PIL import Image
+
+    from pipeline.build import build
+    from pipeline.catalog import load_catalog
+
+    frames = sorted((manifest.parent.parent / "dive01" / "images").glob("*.jpg"))
+    gone, altered = frames[5:7], frames[10]
+    shutil.copytree(manifest.parent.parent, dest, ignore=shutil.ignore_patterns("manifests"))
+    for f in gone:
+        (dest / "dive01" / "images" / f.name).unlink()
+    with Image.open(altered) as im:
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(dest / "dive01" / "images"
+                                                           / altered.name, quality=90)
+    cat = load_catalog(dest / "catalog.yaml")
+    build(cat, workers=1, log=lambda *_: None)
+    return Path(cat.output) / "pairs.parquet", [f.name for f in [*gone, altered]]
+
+
+def test_embed_reuse_embeds_only_new_and_changed_images(manifest, ckpt, emb_file, tmp_path,
+                                                        monkeypatch, capsys):
+    older, changed = _older_survey(manifest, tmp_path / "older")
+    base = ["--checkpoint", str(ckpt), "--device", "cpu", "--batch-size", "16"]
+    old = tmp_path / "old.parquet"
+    assert embed_cli.main([*base, "--manifest", str(older), "--out", str(old)]) == 0
+    capsys.readouterr()
+    seen: list[int] = []
+    real = embed_cli.extract_features
+
+    def counting(encoder, jpegs, *a, **kw):
+        seen.append(len(jpegs))
+        return real(encoder, jpegs, *a, **kw)
+
+    monkeypatch.setattr(embed_cli, "extract_features", counting)
+    new = tmp_path / "new.parquet"
+    assert embed_cli.main([*base, "--manifest", str(manifest), "--out", str(new),
+                           "--reuse", str(old)]) == 0
+    log = capsys.readouterr().out
+    m = load_manifest(manifest)
+    assert f"reused {m.n - 3}, embedded 3" in log, log
+    assert sum(seen) == 3  # the encoder saw the two new images and the altered one only
+    a, b, full = read_embeddings(old), read_embeddings(new), read_embeddings(emb_file)
+    row = {i: r for r, i in enumerate(a.image_id.tolist())}
+    fresh = [r for r, i in enumerate(b.image_id.tolist()) if Path(i).name in changed]
+    assert len(fresh) == 3
+    kept = [r for r in range(b.n) if r not in fresh]
+    assert np.array_equal(b.X[kept], a.X[[row[i] for i in b.image_id[kept]]])  # bitwise
+    np.testing.assert_allclose(b.X, full.X, atol=1e-5)  # a complete file, as without --reuse
+    assert b.image_id.tolist() == full.image_id.tolist()
+    keys = pq.read_table(new, columns=["content_sha256"]).column(0).to_pylist()
+    assert keys == pq.read_table(emb_file, columns=["content_sha256"]).column(0).to_pylist()
+    meta = json.loads(pq.read_schema(new).metadata[b"reuse"])
+    assert (meta["reused"], meta["embedded"], meta["why_none"]) == (m.n - 3, 3, None)
+    assert meta["hashed"] == int((m.dive == "dive01").sum())  # dive02's shard is unchanged
+
+    # the same file again: nothing to embed, the file replaced in place
+    seen.clear()
+    assert embed_cli.main([*base, "--manifest", str(manifest), "--out", str(new),
+                           "--reuse", str(new), "--overwrite"]) == 0
+    assert "reused 96, embedded 0" in capsys.readouterr().out and sum(seen) == 0
+    assert np.array_equal(read_embeddings(new).X, b.X)
+
+
+def test_embed_reuse_says_why_nothing_is_reused_and_refuses_mistakes(manifest, ckpt, emb_file,
+                                                                     tmp_path, capsys):
+    base = ["--checkpoint", str(ckpt), "--manifest", str(manifest), "--device", "cpu",
+            "--batch-size", "32"]
+    other = tmp_path / "other.parquet"  # another encoder: same file, another checkpoint sha
+    t = pq.read_table(emb_file)
+    meta = dict(t.schema.metadata)
+    meta[b"checkpoint_sha256"] = b"0" * 64
+    pq.write_table(t.replace_schema_metadata(meta), other)
+    assert embed_cli.main([*base, "--out", str(tmp_path / "a.parquet"),
+                           "--reuse", str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing is reused" in out and "another encoder" in out
+    assert "reused 0, embedded 96" in out
+    legacy = tmp_path / "legacy.parquet"  # written before content keys
+    pq.write_table(t.drop_columns(["content_sha256"]), legacy)
+    assert embed_cli.main([*base, "--out", str(tmp_path / "b.parquet"),
+                           "--reuse", str(legacy)]) == 0
+    assert "no content keys" in capsys.readouterr().out
+    site = tmp_path / "site.parquet"
+    meta[b"catalog"] = b"elsewhere"
+    pq.write_table(t.replace_schema_metadata(meta), site)
+    not_emb = tmp_path / "x.parquet"
+    pq.write_table(t.replace_schema_metadata({}), not_emb)
+    for bad, says in ((site, "another site"), (tmp_path / "missing.parquet", "no such file"),
+                      (not_emb, "not an embeddings file")):
+        assert embed_cli.main([*base, "--out", str(tmp_path / "c.parquet"),
+                               "--reuse", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and err.count("\n") == 1, err
+        assert not (tmp_path / "c.parquet").exists()
+
+
+def _previous_of(X, ids, clu):
+    from seafloor_ssl.mapping import stable
+
+    model = stable.fit_model(X, clu, 32, 0, "a" * 64)
+    assert model is not None
+    return stable.Previous(folder=Path("old"), record={}, image_id=np.array(ids, dtype=object),
+                           cluster=clu.labels.astype(np.int64),
+                           ids=sorted(set(clu.labels.tolist())), model=model)
+
+
+def test_previous_clusters_keep_their_ids_with_known_answers():
+    from seafloor_ssl.mapping import stable
+    from seafloor_ssl.mapping.clusters import Clustering
+
+    X, truth, _ = _blobs([300, 200, 120, 40], seed=1)
+    ids = [f"img{i}" for i in range(len(X))]
+    old = cluster(X, 4, seed=0)
+    prev = _previous_of(X, ids, old)
+    meta = {"checkpoint_sha256": "a" * 64, "embedding_dim": str(X.shape[1])}
+
+    # the same embeddings and a few new rows: assigned, old images keep their ids
+    rng = np.random.default_rng(2)
+    X2 = np.concatenate([X, X[rng.choice(len(X), 12)] + 0.01 * rng.normal(size=(12, 48))])
+    ids2 = np.array(ids + [f"new{i}" for i in range(12)], dtype=object)
+    assert stable.why_recluster(prev, ids2, meta, None, 32, 0.2) is None
+    got = stable.assign(prev, X2.astype(np.float32))
+    assert np.array_equal(got.labels[:len(X)], old.labels)
+    # different encoder, another k, too many new images: re-cluster, each with its reason
+    assert "another encoder" in stable.why_recluster(prev, ids2, {**meta, "checkpoint_sha256":
+                                                                  "b" * 64}, None, 32, 0.2)
+    assert "--k 5" in stable.why_recluster(prev, ids2, meta, 5, 32, 0.2)
+    assert "new" in stable.why_recluster(prev, ids2, meta, None, 32, 0.01)
+
+    # a permuted re-clustering is mapped back
+    perm = np.array([2, 0, 3, 1])
+    shuffled = Clustering(labels=perm[old.labels], centres=old.centres[np.argsort(perm)],
+                          reduced=old.reduced, k=4, criterion="k = 4 given")
+    back, info = stable.relabel(prev, shuffled, np.array(ids, dtype=object), None)
+    assert np.array_equal(back.labels, old.labels) and info["ids_new"] == []
+    assert "both runs share" in info["matching"]
+    np.testing.assert_allclose(back.centres, old.centres)
+
+    # one habitat gone (k = 3): the others keep their ids, its id stays unused
+    keep = truth != 1
+    three = cluster(X[keep], 3, seed=4)
+    back, info = stable.relabel(prev, three, np.array(ids, dtype=object)[keep], None)
+    assert np.array_equal(back.labels, old.labels[keep]) and info["ids_gone"] == [1]
+    assert back.k == 4 and np.isnan(back.centres[1]).all()  # ids 0, 2, 3: 1 stays unused
+
+    # a new habitat (k = 5): the known ones keep their ids, the new one takes id 4
+    Xn, _, _ = _blobs([50], seed=9)
+    five = cluster(np.concatenate([X, Xn]), 5, seed=3)
+    back, info = stable.relabel(prev, five, np.array(ids + [f"n{i}" for i in range(50)],
+                                                     dtype=object), None)
+    assert np.array_equal(back.labels[:len(X)], old.labels)
+    assert set(back.labels[len(X):].tolist()) == {4} and info["ids_new"] == [4]
+
+    # no image in common (all renamed): matched on the centres, same encoder
+    model = stable.fit_model(X, shuffled, 32, 0, "a" * 64)
+    back, info = stable.relabel(prev, shuffled, np.array([f"x{i}" for i in ids], dtype=object),
+                                model)
+    assert "centres" in info["matching"] and np.array_equal(back.labels, old.labels)
+
+
+def test_habitats_previous_keeps_ids_and_colours(manifest, emb_file, tmp_path, capsys):
+    m = load_manifest(manifest)
+    d = read_embeddings(emb_file).X.shape[1]
+    C, _, _ = _blobs([1, 1, 1, 1], dim=d, seed=5)
+    group = np.random.default_rng(3).permutation(np.arange(m.n) % 4)
+    planted = _with_embeddings(emb_file, tmp_path / "planted.parquet",
+                               C[group] + 0.05 * np.random.default_rng(6).normal(size=(m.n, d)))
+    base = ["--embeddings", str(planted), "--n-label", "8", "--sheet-size", "2"]
+    first = tmp_path / "first"
+    assert habitats_cli.main([*base, "--k", "4", "--out", str(first)]) == 0
+    capsys.readouterr()
+    old = pq.read_table(first / "clusters.parquet")
+    # the previous run as if five images had not been there yet
+    cut = old.slice(5)
+    pq.write_table(cut.replace_schema_metadata(old.schema.metadata), first / "clusters.parquet")
+    ids_old = dict(zip(cut.column("image_id").to_pylist(), cut.column("cluster").to_pylist(),
+                       strict=True))
+
+    def clusters(out):
+        t = pq.read_table(out / "clusters.parquet", columns=["image_id", "cluster"])
+        return dict(zip(t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True))
+
+    second = tmp_path / "second"
+    assert habitats_cli.main([*base, "--previous", str(first), "--out", str(second)]) == 0
+    log = capsys.readouterr().out
+    assert "assigned to the existing clusters" in log, log
+    now = clusters(second)
+    assert all(now[i] == j for i, j in ids_old.items())
+    blob_of = dict(zip(m.image_id.tolist(), group.tolist(), strict=True))
+    for i in old.column("image_id").to_pylist()[:5]:  # the new ones join their group's cluster
+        same = [ids_old[o] for o in ids_old if blob_of[o] == blob_of[i]]
+        assert now[i] == same[0]
+    s1 = json.loads((first / "habitats.json").read_text())
+    s2 = json.loads((second / "habitats.json").read_text())
+    assert s2["previous"]["done"] == "assigned to the existing clusters"
+    assert s2["palette"] == s1["palette"]
+
+    third = tmp_path / "third"  # forced re-clustering, another seed: matched back
+    assert habitats_cli.main([*base, "--previous", str(second / "habitats.json"), "--k", "auto",
+                              "--recluster-above", "0", "--seed", "7", "--out",
+                              str(third)]) == 0
+    log = capsys.readouterr().out
+    assert "re-clustered" in log and "matched on the 96 images both runs share" in log, log
+    assert clusters(third) == now
+    s3 = json.loads((third / "habitats.json").read_text())
+    assert s3["palette"] == s1["palette"] and s3["previous"]["ids_kept"] == [0, 1, 2, 3]
+
+    # mistakes: one message, exit status 2
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(first, other)
+    t = pq.read_table(other / "clusters.parquet")
+    meta = dict(t.schema.metadata)
+    meta[b"catalog"] = b"elsewhere"
+    pq.write_table(t.replace_schema_metadata(meta), other / "clusters.parquet")
+    for bad, says in ((tmp_path / "missing", "no such folder"), (other, "another site"),
+                      (tmp_path, "no results of ssl.habitats")):
+        assert habitats_cli.main([*base, "--previous", str(bad), "--out",
+                                  str(tmp_path / "z")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_habitats_k_criterion_flag():
+    from seafloor_ssl.mapping.clusters import CRITERIA, DEFAULT_CRITERION
+
+    p = habitats_cli.build_parser()
+    base = ["--embeddings", "e.parquet", "--out", "o"]
+    assert p.parse_args(base).k_criterion == DEFAULT_CRITERION
+    for name in CRITERIA:
+        assert p.parse_args([*base, "--k-criterion", name]).k_criterion == name
+    with pytest.raises(SystemExit):
+        p.parse_args([*base, "--k-criterion", "elbow"])

@@ -14,8 +14,10 @@ from pipeline.catalog import (
     Catalog,
     CsvColumns,
     DaskSettings,
+    MappingSettings,
     NavChecks,
     NavSource,
+    NotifySettings,
     PairPolicy,
     Schedule,
 )
@@ -29,7 +31,8 @@ def _keys(model) -> list[str]:
             if name not in ("source", "sha256")]
 
 
-@pytest.mark.parametrize("model", [Catalog, NavSource, CsvColumns, PairPolicy, NavChecks, Schedule])
+@pytest.mark.parametrize("model", [Catalog, NavSource, CsvColumns, PairPolicy, NavChecks, Schedule,
+                                   MappingSettings, NotifySettings])
 def test_every_catalog_key_is_in_the_reference(model):
     missing = [k for k in _keys(model) if f"`{k}`" not in REFERENCE and f"  {k}:" not in REFERENCE]
     assert not missing, f"{model.__name__}: {missing} not documented in the catalog reference"

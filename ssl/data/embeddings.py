@@ -3,8 +3,9 @@
 ``python -m ssl.embed`` writes it, ``python -m ssl.habitats`` reads it; geopandas, DuckDB and
 QGIS open it as points in the site CRS. Columns: the locations table's (idx, image_id, dive,
 path, timestamp, lat, lon, easting, northing, depth_m, altitude_m, heading_deg, label), the
-``embedding`` as a fixed-size list of float32, then ``geometry`` (WKB points) and its ``bbox``
-covering column. Rows keep the locations file's order (``idx``, itself along a Hilbert curve).
+``embedding`` as a fixed-size list of float32, ``content_sha256`` (sha256 of the image's stored
+JPEG bytes: the content key ``ssl.embed --reuse`` matches rows by; absent from files written
+before it), then ``geometry`` (WKB points) and its ``bbox`` covering column. Rows keep the locations file's order (``idx``, itself along a Hilbert curve).
 
 Key-value metadata (strings) tie the file to what it was computed from, so a reader can refuse
 to mix it with another survey's labels or pairs:
@@ -15,6 +16,10 @@ to mix it with another survey's labels or pairs:
     pairs               the pairs.parquet it was computed for (absolute path)
     checkpoint, checkpoint_sha256, encoder (JSON: objective, backbone, image size, step)
     embedding_dim, r_loc_m, crs, crs_wkt, catalog, created_utc
+    features            JSON: checkpoint_sha256, image_size, precision (bfloat16 on CUDA,
+                        float32 on the CPU), dim: what must be equal for --reuse to copy a row
+    shards              JSON: each dive's shard content digest (from the manifest's identity)
+    reuse               JSON, with --reuse: the old file, rows reused and embedded, or why none
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import contract as c
-from ..flags import not_a_file
 from ..contract import SiteCRS, site_crs
+from ..flags import not_a_file
 
 EMBEDDINGS_VERSION = "1"
 EMBEDDING_COLUMN = "embedding"
+CONTENT_COLUMN = "content_sha256"  # sha256 (hex) of the image's stored JPEG bytes
 # the locations columns an embeddings file carries (geometry and bbox are rebuilt from xy)
 LOCATION_COLUMNS = ("idx", "image_id", "dive", "path", "timestamp", "lat", "lon", "easting",
                     "northing", "depth_m", "altitude_m", "heading_deg", "label")
@@ -46,6 +52,9 @@ META_CHECKPOINT_SHA256 = "checkpoint_sha256"
 META_ENCODER = "encoder"
 META_DIM = "embedding_dim"
 META_R_LOC = "r_loc_m"
+META_FEATURES = "features"
+META_SHARDS = "shards"
+META_REUSE = "reuse"
 REQUIRED_META = (META_VERSION, META_DATASET, META_PAIRS, META_DIM, META_R_LOC, c.META_CRS)
 
 
