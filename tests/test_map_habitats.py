@@ -12,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from prefect_stack import (
@@ -96,8 +97,14 @@ def served(source, checkpoint, receiver, tmp_path_factory):
     site = site_with(source, base / "site", ["dive01"])
     lost = site_with(source, base / "lost-site", ["dive01"])
     catalogs = base / "catalogs"
+    # labels of the first dive only: the dive added later is predicted, never labelled
+    rows = (source / "labels.csv").read_text().splitlines()
+    labels = base / "labels-dive01.csv"
+    labels.write_text("\n".join([rows[0], *[r for r in rows[1:] if r.startswith("dive01/")]])
+                      + "\n")
     write_catalog(catalogs, "tsite", site, base / "out",
-                  mapping={"checkpoint": str(checkpoint), "k": 2, "device": "cpu"},
+                  mapping={"checkpoint": str(checkpoint), "labels": str(labels), "k": 2,
+                           "device": "cpu"},
                   notify={"webhook": receiver.url})
     write_catalog(catalogs, "lost", lost, base / "lost-out", notify={"webhook": receiver.url})
     with prefect_stack(base / "home") as stack, \
@@ -162,6 +169,17 @@ def test_new_manifests_trigger_a_published_map_that_follows_reindexing(served):
         if offers(module, flag)]
     assert sorted(p.name for p in (out / "maps").iterdir() if p.name.isdigit()) == \
         sorted([rec["map"], rec2["map"]])
+    # the unchanged first dive was not embedded again, the new one was
+    if "embeddings" in rec2["reused"]:
+        meta = pq.read_schema(current / "embeddings.parquet").metadata
+        reuse = json.loads(meta[b"reuse"])
+        assert (reuse["reused"], reuse["embedded"], reuse["why_none"]) == (20, 20, None), reuse
+    # the new dive is in the predicted map without a label of its own
+    pred = pq.read_table(current / "habitats" / "predictions.parquet",
+                         columns=["image_id", "label", "predicted"]).to_pydict()
+    new_dive = [i for i, im in enumerate(pred["image_id"]) if im.startswith("dive02/")]
+    assert len(pred["image_id"]) == 40 and len(new_dive) == 20
+    assert all(pred["label"][i] is None and pred["predicted"][i] for i in new_dive)
     assert len(runs_of(stack, "map-habitats/tsite")) == 2  # none for the build without change
 
     # flows.status: both deployments of the catalog, the map's age
