@@ -187,10 +187,22 @@ def _previous(args: argparse.Namespace, emb: Embeddings):
                                       args.recluster_above)
 
 
+def _output_folder(pairs_path: Path) -> Path:
+    """The builder's output folder of a manifest: the folder of ``pairs.parquet``, or, for the
+    pairs of one generation (``<output>/generations/<n>/pairs.parquet``, as the map-habitats
+    flow passes them), the output folder that holds it (its record and the survey iFDO)."""
+    folder = Path(os.path.abspath(pairs_path)).parent
+    up = folder.parent.parent
+    if folder.parent.name == "generations" and not (folder / BUILDER_MARKER).is_file() \
+            and (up / BUILDER_MARKER).is_file():
+        return up
+    return folder
+
+
 def _image_root(given: str | None, pairs_path: Path) -> Path | None:
     if given:
         return Path(given)
-    marker = Path(os.path.abspath(pairs_path)).parent / BUILDER_MARKER
+    marker = _output_folder(pairs_path) / BUILDER_MARKER
     try:
         root = json.loads(marker.read_text()).get("root")
     except (OSError, ValueError, AttributeError):
@@ -287,7 +299,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.export:
         export_root = _image_root(args.image_root, manifest.pairs_path)
         if export_root is None or not export_root.is_dir():
-            found = ("no catalog root is recorded beside " + str(manifest.pairs_path)
+            found = ("no catalog root is recorded in "
+                     + str(_output_folder(manifest.pairs_path) / BUILDER_MARKER)
                      if export_root is None else f"the recorded catalog root {export_root} is "
                      "not a folder")
             raise HabitatsError(f"--export: {found}; the exports copy the survey's original "
@@ -409,7 +422,7 @@ def run(args: argparse.Namespace) -> dict:
         try:
             exported = export_labelling_list(
                 args.export, listed_images, out, Path(written["labelling_list.png"]),
-                emb.meta.get(c.META_CATALOG) or "survey", Path(manifest.pairs_path).parent,
+                emb.meta.get(c.META_CATALOG) or "survey", _output_folder(manifest.pairs_path),
                 detail, log=_log)
         except ExportError as exc:
             raise HabitatsError(str(exc)) from None

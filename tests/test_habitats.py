@@ -406,14 +406,16 @@ def test_demo_ends_with_cluster_map_and_labelling_list(tmp_path):
     cat = load_catalog(site / "catalog.yaml")
     build(cat, workers=2, log=lambda *_: None)
     pairs = site / "manifests" / "pairs.parquet"
+    published = pairs.resolve()  # the flow maps one generation: generations/<n>/pairs.parquet
+    assert published.parent.parent.name == "generations"
     run = tmp_path / "runs" / "demo"
     train(build_parser().parse_args(["--manifest", str(pairs), "--out", str(run), *SMALL,
                                      "--objective", "geoclr", "--steps", "4"]))
     export = (recipe[-2].replace("$(BIN)/python", shlex.quote(sys.executable))
               .replace("catalogs/seafloor.yaml", str(site / "catalog.yaml")))
     emb, hab = tmp_path / "map" / "embeddings.parquet", tmp_path / "map" / "habitats"
-    for cmd in (shlex.split(export), embed_command(cat, pairs, emb, None, run / "last.pt"),
-                habitats_command(cat, pairs, emb, hab, None)):
+    for cmd in (shlex.split(export), embed_command(cat, published, emb, None, run / "last.pt"),
+                habitats_command(cat, published, emb, hab, None)):
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo)
         assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads((hab / "habitats.json").read_text())
