@@ -380,7 +380,7 @@ def run(args: argparse.Namespace) -> dict:
                     f"{k} habitat clusters of {n} images ({clu.criterion.split(':')[0]}); "
                     f"circled: the {len(chosen)} images to label first", marks=chosen)
     if clu.scores:
-        fig.silhouette_curve(out("k_selection.png"), clu.scores, k)
+        fig.k_curve(out("k_selection.png"), clu.scores, k, clu.k_criterion)
     for j in range(k):
         members = np.flatnonzero(habitat == j)
         if not members.size:

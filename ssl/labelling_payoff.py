@@ -99,15 +99,17 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> floa
 
 
 def compare(X: np.ndarray, xy: np.ndarray, truth: np.ndarray, ns: list[int], seeds: list[int],
-            k: int | None, dims: int, log=print) -> dict:
-    """{n: {"list": [f1 per seed], "random": [...], "covered": [...]}} for one encoder."""
+            k: int | None, dims: int, log=print, graph=None) -> dict:
+    """{n: {"list": [f1 per seed], "random": [...], "covered": [...]}} for one encoder;
+    ``graph``: the neighbour pairs (anchor, positive) the default k criterion of ssl.habitats
+    averages over (without them, --k auto uses its plain form)."""
     has = labelled_mask(truth)
     lab = np.flatnonzero(has)
     classes = sorted({str(v) for v in truth[has]})
     res: dict[int, dict[str, list]] = {n: {"list": [], "random": [], "classes_list": [],
                                            "classes_random": []} for n in ns}
     for seed in seeds:
-        clu = cluster(X, k, dims=dims, seed=seed)
+        clu = cluster(X, k, dims=dims, seed=seed, graph=graph)
         rng = np.random.default_rng(seed)
         for n in ns:
             # the annotator can only label images that have a true label here
@@ -205,6 +207,23 @@ def write_section(report: Path, text: str) -> None:
     report.write_text(new)
 
 
+def _pairs_graph(emb):
+    """The neighbour pairs of the manifest the embeddings were computed for, as ssl.habitats
+    uses them to choose k; None (with a note) when that manifest cannot be read or differs."""
+    from .data.manifest import ManifestError, load_manifest
+
+    try:
+        m = load_manifest(emb.pairs)
+    except ManifestError as exc:
+        print(f"[payoff] note: {exc}; --k auto uses the plain form of its criterion", flush=True)
+        return None
+    if m.n != emb.n or not np.array_equal(m.image_id, emb.image_id):
+        print(f"[payoff] note: {emb.pairs} does not list the embeddings' images in order; "
+              "--k auto uses the plain form of its criterion", flush=True)
+        return None
+    return m.anchor, m.positive
+
+
 def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     k = args.k
@@ -227,10 +246,11 @@ def run(args: argparse.Namespace) -> dict:
             raise PayoffError(f"{path}: {n_lab} labelled images; comparing N up to {max(args.n)} "
                               "needs at least twice as many (pass --labels or smaller --n)")
         print(f"[payoff] {name}: {emb.n} images, {emb.X.shape[1]} dims", flush=True)
+        graph = _pairs_graph(emb) if k is None else None
         try:
             results[name] = compare(emb.X, emb.xy, truth, args.n, args.seeds, k, args.dims,
                                     log=lambda s, name=name: print(f"[payoff] {name} {s}",
-                                                                  flush=True))
+                                                                  flush=True), graph=graph)
         except ClusterError as exc:
             raise PayoffError(f"{path}: {exc}") from None
         results[name]["encoder"] = emb.encoder

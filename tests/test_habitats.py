@@ -15,7 +15,7 @@ from seafloor_ssl import embed as embed_cli
 from seafloor_ssl import habitats as habitats_cli
 from seafloor_ssl.data.embeddings import EMBEDDING_COLUMN, read_embeddings
 from seafloor_ssl.data.manifest import load_manifest
-from seafloor_ssl.mapping.clusters import ClusterError, cluster, smooth
+from seafloor_ssl.mapping.clusters import DEFAULT_CRITERION, ClusterError, cluster, smooth
 from seafloor_ssl.mapping.labelling import labelling_list
 from seafloor_ssl.training.run import build_parser, train
 from surveys import mini_manifest, tool_labels
@@ -267,8 +267,9 @@ def test_habitats_end_to_end_with_labels(manifest, emb_file, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "habitats.json").read_text())
     k = summary["k"]
-    assert k == 3 and summary["state"] == "complete", summary.get("silhouette")
-    assert "silhouette" in summary["criterion"] and len(summary["silhouette"]) >= 2
+    assert k == 3 and summary["state"] == "complete", summary.get("k_scores")
+    assert summary["k_criterion"] == DEFAULT_CRITERION and DEFAULT_CRITERION in summary["criterion"]
+    assert sorted(map(int, summary["k_scores"])) == list(range(2, 13))
     for name in ("cluster_map.png", "k_selection.png", "labelling_list.png", "clusters.parquet",
                  "clusters.gpkg"):
         assert (out / name).stat().st_size > 1000, name
@@ -512,6 +513,22 @@ def test_payoff_compares_list_and_random_and_rewrites_only_its_section(tmp_path)
     new = report.read_text()
     assert new.count(lp.BEGIN) == 1 and "REWRITTEN" in new
     assert new.startswith("# Title\n\nkept before\n") and new.endswith("kept after\n")
+
+
+def test_payoff_chooses_k_on_the_pairs_as_habitats_does(manifest, emb_file, tmp_path, capsys):
+    from seafloor_ssl import labelling_payoff as lp
+
+    m = load_manifest(manifest)
+    emb = read_embeddings(emb_file)
+    anchor, positive = lp._pairs_graph(emb)
+    assert np.array_equal(anchor, m.anchor) and np.array_equal(positive, m.positive)
+    moved = tmp_path / "moved.parquet"  # the manifest it names is gone: the plain criterion
+    t = pq.read_table(emb_file)
+    meta = dict(t.schema.metadata)
+    meta[b"pairs"] = str(tmp_path / "gone" / "pairs.parquet").encode()
+    pq.write_table(t.replace_schema_metadata(meta), moved)
+    assert lp._pairs_graph(read_embeddings(moved)) is None
+    assert "uses the plain form of its criterion" in capsys.readouterr().out
 
 
 def test_an_output_path_the_system_refuses_is_one_message(manifest, ckpt, emb_file, tmp_path,
@@ -817,8 +834,11 @@ def test_habitats_previous_keeps_ids_and_colours(manifest, emb_file, tmp_path, c
     assert s2["previous"]["done"] == "assigned to the existing clusters"
     assert s2["palette"] == s1["palette"]
 
-    third = tmp_path / "third"  # forced re-clustering, another seed: matched back
+    # forced re-clustering, another seed: matched back (the planted groups are spread over the
+    # survey at random, not in patches, so k is chosen on the single images)
+    third = tmp_path / "third"
     assert habitats_cli.main([*base, "--previous", str(second / "habitats.json"), "--k", "auto",
+                              "--k-criterion", "silhouette",
                               "--recluster-above", "0", "--seed", "7", "--out",
                               str(third)]) == 0
     log = capsys.readouterr().out

@@ -260,7 +260,7 @@ CRITERIA = {
     "gap_spatial": spatial(by_gap),
 }
 SPATIAL_CRITERIA = tuple(n for n in CRITERIA if n.endswith("_spatial"))
-DEFAULT_CRITERION = "silhouette"
+DEFAULT_CRITERION = "gap_spatial"  # the best mean ARI in REPRODUCTION.md's k-selection study
 
 
 def choose_k(Z: np.ndarray, ks, criterion: str = DEFAULT_CRITERION, seed: int = 0,

@@ -87,16 +87,31 @@ def prediction_map(path: Path, xy: np.ndarray, predicted: np.ndarray, confidence
     _finish(fig, ax, path)
 
 
-def silhouette_curve(path: Path, scores: dict[int, float], chosen: int) -> None:
-    ks = sorted(scores)
+K_SCORE = {"silhouette": ("mean silhouette", "highest"),
+           "gmm_bic": ("BIC of a diagonal Gaussian mixture", "lowest"),
+           "gap": ("gap statistic", "1-SE rule")}
+
+
+def k_curve(path: Path, scores: dict[int, float], chosen: int, criterion: str) -> None:
+    """The score of every k tried by ``criterion`` (a name of clusters.CRITERIA), the chosen k
+    marked; a k whose score is not finite (a mixture that failed) is left out."""
+    import math
+
+    base = criterion.removesuffix("_spatial")
+    what, rule = K_SCORE.get(base, (base, ""))
+    if criterion.endswith("_spatial"):
+        what += ", neighbour-averaged"
+    ks = [k for k in sorted(scores) if math.isfinite(scores[k])]
     fig, ax = plt.subplots(figsize=(5.0, 3.2), dpi=110)
     ax.plot(ks, [scores[k] for k in ks], "o-", color="0.3")
-    ax.plot([chosen], [scores[chosen]], "o", color="crimson", ms=9, label=f"chosen k = {chosen}")
+    if chosen in ks:
+        ax.plot([chosen], [scores[chosen]], "o", color="crimson", ms=9,
+                label=f"chosen k = {chosen}")
+        ax.legend(fontsize=8)
     ax.set_xlabel("k (clusters)")
-    ax.set_ylabel("mean silhouette")
-    ax.set_xticks(ks)
-    ax.legend(fontsize=8)
-    ax.set_title("--k auto: the k with the highest mean silhouette", fontsize=9)
+    ax.set_ylabel(what, fontsize=8)
+    ax.set_xticks(sorted(scores))
+    ax.set_title(f"--k auto, {criterion}: {rule}".rstrip(": "), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
