@@ -47,6 +47,8 @@ def _sync(device):
 
 def measure(args, device, compiled: bool) -> dict:
     torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     enc = Encoder(args.backbone).to(device)
     if device.type == "cuda":
         enc = enc.to(memory_format=torch.channels_last)
@@ -89,8 +91,10 @@ def measure(args, device, compiled: bool) -> dict:
     _sync(device)
     secs = time.perf_counter() - t0
     e2e = 2 * b * args.steps / secs
+    peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
     return {"mode": "compiled" if compiled else "eager", "ceiling_img_s": ceiling,
-            "end_to_end_img_s": e2e, "ratio": e2e / ceiling, "data_wait_share": wait / secs}
+            "end_to_end_img_s": e2e, "ratio": e2e / ceiling, "data_wait_share": wait / secs,
+            "peak_memory_gib": peak}
 
 
 def main(argv: list[str] | None = None) -> int:
