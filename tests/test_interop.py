@@ -59,8 +59,12 @@ def test_every_golden_file_is_tested_and_the_set_is_small():
     golden = {p.with_name(p.name[: -len(".truth.csv")]) for p in DATA.rglob("*.truth.csv")}
     assert golden == set(GOLDEN) | REFUSED
     assert all(p.exists() for p in golden)
+    # the navigation set (each golden file and its truth) stays small, and so does everything
+    # the tests read from here (with the iFDO schemas and the annotation tools' label exports)
+    nav = sum(p.stat().st_size + p.with_name(p.name + ".truth.csv").stat().st_size
+              for p in golden)
     size = sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file())
-    assert size < 200_000
+    assert nav < 100_000 and size < 300_000, (nav, size)
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN), ids=lambda p: p.relative_to(DATA).as_posix())
