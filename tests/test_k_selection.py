@@ -141,6 +141,14 @@ def test_the_default_is_the_studys_best_and_falls_back_without_pairs(noisy):
     assert plain.k == NOISY[plain.k_criterion]
 
 
+def test_a_k_at_the_top_of_the_range_is_said(separated):
+    X, _, graph = separated
+    res = cluster(X, None, k_range=(2, 4), criterion="silhouette_spatial", graph=graph)
+    assert res.k == 4 and "the largest k tried" in res.criterion, res.criterion
+    inside = cluster(X, None, k_range=K_RANGE, criterion="silhouette_spatial", graph=graph)
+    assert inside.k == 6 and "largest k tried" not in inside.criterion
+
+
 def test_given_k_and_refusals(separated):
     X, _, graph = separated
     res = cluster(X, 4, criterion="gap")  # a given k ignores the criterion

@@ -298,6 +298,9 @@ def cluster(X: np.ndarray, k: int | None, dims: int = 32, seed: int = 0,
                     f"{min(n, SILHOUETTE_SAMPLE)} images): k = {k}, {scores[k]:.3f}")
         else:
             crit = f"{criterion}: {got.rule} for k in {lo}..{hi}: k = {k}, score {scores[k]:.4g}"
+        if k == hi and hi > lo:  # at the edge: the criterion may prefer a k it was not offered
+            crit += ("; the largest k tried, so the criterion may prefer more clusters "
+                     "(widen --k-range, or give --k)")
     else:
         crit = f"k = {k} given"
     labels, centres = kmeans(Z, k, seed)
