@@ -282,20 +282,10 @@ def analyse(args: argparse.Namespace) -> None:
         "(analysis only).",
         END,
     ])
-    write_section(Path(args.report), text)
+    from seafloor_ssl.files import replace_section
+
+    replace_section(Path(args.report), text, BEGIN, END)
     print(text)
-
-
-def write_section(report: Path, text: str) -> None:
-    """Replace the section between the markers in ``report`` (append it when there is none)."""
-    old = report.read_text() if report.exists() else ""
-    if BEGIN in old and END in old[old.index(BEGIN):]:
-        a = old.index(BEGIN)
-        b = old.index(END, a) + len(END)
-        new = old[:a] + text.rstrip("\n") + old[b:]
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + text + "\n"
-    report.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:

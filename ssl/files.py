@@ -68,6 +68,21 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def replace_section(report: str | Path, text: str, begin: str, end: str) -> None:
+    """Put ``text`` (which starts with ``begin`` and ends with ``end``) in place of the section
+    between those markers in the Markdown file ``report``; append it when there is none. The
+    rest of the file is kept as it is (hand-written discussion, other tools' sections)."""
+    report = Path(report)
+    old = report.read_text() if report.exists() else ""
+    if begin in old and end in old[old.index(begin):]:
+        a = old.index(begin)
+        b = old.index(end, a) + len(end)
+        new = old[:a] + text.rstrip("\n") + old[b:]
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + text.rstrip("\n") + "\n"
+    write_text_atomic(report, new)
+
+
 def write_parquet_atomic(path: str | Path, table: pa.Table, row_group_size: int | None = None
                          ) -> None:
     """``table`` as zstd Parquet, written with `write_atomic`."""

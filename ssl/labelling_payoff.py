@@ -29,6 +29,7 @@ import numpy as np
 
 from .data.embeddings import EmbeddingsError, read_embeddings
 from .evaluation.stats import judge, summarize
+from .files import replace_section
 from .flags import k_flag, run_reporting
 from .labels import LabelsError, has_label, labelled_mask, read_labels_csv
 from .mapping.clusters import ClusterError, cluster
@@ -196,15 +197,8 @@ def section(results: dict, ns: list[int], seeds: list[int], meta: dict) -> str:
 
 
 def write_section(report: Path, text: str) -> None:
-    """Replace the section between the markers in ``report`` (append it when there is none)."""
-    old = report.read_text() if report.exists() else ""
-    if BEGIN in old and END in old[old.index(BEGIN):]:
-        a = old.index(BEGIN)
-        b = old.index(END, a) + len(END)
-        new = old[:a] + text.rstrip("\n") + old[b:]
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + text
-    report.write_text(new)
+    """Replace this command's section of ``report`` (append it when there is none)."""
+    replace_section(report, text, BEGIN, END)
 
 
 def _pairs_graph(emb):
