@@ -192,18 +192,12 @@ def _run(args: argparse.Namespace) -> int:
         from . import server
 
         url = PREFECT_API_URL.value()
-        if not url or not server.healthy(url, timeout=5.0):
-            print("error: " + (server.unreachable_message(url) if url else
-                               "PREFECT_API_URL is not set: the automations are created on a "
-                               "server; set it to the server's API URL"), file=sys.stderr)
+        problem = (server.api_problem(url) if url else
+                   "PREFECT_API_URL is not set: the automations are created on a server; set "
+                   "it to the server's API URL")
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             return 2
-        try:
-            server.check_auth(url)
-        except server.AuthError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except OSError:
-            pass  # answered /health; a transient error shows when applying
         names = apply_automations(args.catalogs)
         print("automations: " + (", ".join(names) or "none (no catalog has a notify block)"))
         return 0

@@ -292,16 +292,10 @@ def main(argv: list[str] | None = None) -> int:
               "deployments with; start one with `make server` (python -m flows.server start) "
               f"and set PREFECT_API_URL={server.api_url(server.DEFAULT_PORT)}", file=sys.stderr)
         return 2
-    if not server.healthy(url, timeout=5.0):
-        print(f"error: {server.unreachable_message(url)}", file=sys.stderr)
+    problem = server.api_problem(url)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    try:
-        server.check_auth(url)
-    except server.AuthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError:
-        pass  # answered /health; a transient error here shows again when serving
     say = _sayer()
     sites = Sites(folder, say)
     deployments, _ = sites.changes()

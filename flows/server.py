@@ -243,6 +243,21 @@ def deployment_runs(url: str, name: str, states: list[str], limit: int = 20, *,
         "sort": "EXPECTED_START_TIME_DESC", "limit": limit, "offset": 0}, auth=auth)
 
 
+def api_problem(url: str, timeout: float = 5.0) -> str | None:
+    """What stops a client from using the API at ``url`` (it does not answer, or it refuses the
+    credentials), as one message; None when it is usable. A transient error after /health
+    answered is not a problem here: it shows again where the API is used."""
+    if not healthy(url, timeout=timeout):
+        return unreachable_message(url)
+    try:
+        check_auth(url)
+    except AuthError as exc:
+        return str(exc)
+    except OSError:
+        pass
+    return None
+
+
 def unreachable_message(url: str, exc: BaseException | None = None) -> str:
     """One sentence for a Prefect API that does not answer: which URL, why (from `exc`, e.g. the
     URLError or httpx error a request raised; None: no reason given) and how to get one."""
