@@ -25,14 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+from .data.manifest import ManifestError, load_manifest
 from .evaluation.run import main as evaluate_main
 from .evaluation.stats import combine, diff_rows, judge, paired
+from .files import replace_section
 from .flags import positive_int
 from .training import runfolder
 from .training.frameworks import BASELINE, REGISTRY
@@ -74,7 +78,23 @@ PRESETS = {
     "smoke": {"backbone": "tiny", "image_size": 32, "batch_size": 32, "steps": 60,
               "csp_steps": 60, "train_seeds": [0], "eval_seeds": [0, 1, 2],
               "sweep_seeds": [0], "frameworks": list(FRAMEWORKS)},
+    # one ~8-minute call on one H100/H200 (make reproduce-gpu): the claims' runs only (simclr,
+    # geoclr, geoclr+sp, csp on geoclr), three training seeds, the probe cells the claims read,
+    # SP's spatial tasks where the sp claim reads them, each baseline evaluated once, no
+    # cross-dive column and no r_loc sweep. Evaluations run as 6 processes beside the training
+    # (their probes are CPU work). Sized from CPU timings of each part and the H100 anchors to
+    # about 6 minutes (REPRODUCTION.md's GPU section has the arithmetic); not yet measured
+    "gpu": {"backbone": "resnet18", "image_size": 128, "batch_size": 256, "steps": 500,
+            "csp_steps": 300, "train_seeds": [0, 1, 2], "eval_seeds": [0, 1, 2],
+            "sweep_seeds": [], "frameworks": [], "configs": ["simclr", "geoclr", "geoclr+sp"],
+            "cells": ["--probes", "svm", "--regimes", "10,all", "--dims", "128,full"],
+            "spatial_tasks": ["geoclr", "geoclr+sp"], "cross_dive": False,
+            "baselines": "first seed", "eval_workers": 6, "section": "gpu"},
 }
+# --tiny: the preset's shape (runs, seeds, cells, report) at sizes two CPU cores run in a few
+# minutes; the test suite dry-runs make reproduce-gpu this way
+TINY = {"backbone": "tiny", "image_size": 32, "batch_size": 16, "steps": 4, "csp_steps": 4,
+        "eval_workers": 2}
 IMAGE_CONFIGS = {
     "simclr": ["--objective", "simclr"],
     "simclr+sp": ["--objective", "simclr", "--sp", "0.5"],
@@ -125,8 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the frameworks trained besides simclr/geoclr, each with two views and "
                         f"with location positives ({', '.join(FRAMEWORKS)}, 'all' or 'none'); "
                         "default: the preset's (all for full and smoke, none for cpu)")
+    p.add_argument("--tiny", action="store_true",
+                   help="the preset's runs, seeds and report at tiny sizes (a small CNN at 32 "
+                        "px, 4 steps): a dry run of the whole path on the CPU")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None)
     p.add_argument("--workers", type=int, default=None, help="CPU decode processes")
+    p.add_argument("--eval-workers", type=positive_int, default=None,
+                   help="evaluations run at once, as processes beside the training (default: "
+                        "the preset's; 1 runs each in this process when its run is trained)")
     return p
 
 
@@ -165,11 +191,65 @@ def _sweep(text: str) -> dict[float, str]:
     return out
 
 
-def _run(fn, argv: list[str], what: str) -> None:
+def _run(fn, argv: list[str], what: str, timings: dict | None = None) -> None:
     print(f"[reproduce] {what}", flush=True)
+    t = time.perf_counter()
     code = fn(argv)
     if code != 0:
         raise SystemExit(f"[reproduce] {what} failed with exit code {code}")
+    if timings is not None:  # seconds per part: what the next sizing of a preset starts from
+        timings[what] = round(time.perf_counter() - t, 1)
+
+
+class Evaluations:
+    """The ``ssl.evaluate`` calls of a reproduction. With one worker each runs in this process
+    when it is submitted. With more, each runs as its own process beside the training that goes
+    on (its output in OUT/logs/), so the probes, which run on the CPU, of one encoder overlap the
+    GPU training of the next; a failure ends the reproduction at the next submit or at the end."""
+
+    def __init__(self, workers: int, out: Path, timings: dict):
+        self.out, self.timings = out, timings
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self.futures: list[Future] = []
+
+    def submit(self, argv: list[str], run: Path, what: str, folder: str = "eval") -> Future:
+        for f in self.futures:  # an evaluation that already failed: stop before more work
+            if f.done() and f.exception() is not None:
+                self.close()
+                raise f.exception()
+        if self.pool is None:
+            fut: Future = Future()
+            _run(evaluate_main, argv, what, self.timings)
+            fut.set_result(_metrics(run, folder))
+        else:
+            print(f"[reproduce] {what}: started beside the training", flush=True)
+            fut = self.pool.submit(self._process, argv, run, what, folder)
+        self.futures.append(fut)
+        return fut
+
+    def _process(self, argv: list[str], run: Path, what: str, folder: str) -> dict:
+        log = self.out / "logs" / (what.replace(" ", "-").replace(",", "") + ".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        with open(log, "w") as fh:
+            code = subprocess.call([sys.executable, "-m", f"{__package__}.evaluate", *argv],
+                                   stdout=fh, stderr=subprocess.STDOUT)
+        if code != 0:
+            tail = log.read_text()[-1500:]
+            raise SystemExit(f"[reproduce] {what} failed with exit code {code} ({log}):\n{tail}")
+        self.timings[what] = round(time.perf_counter() - t, 1)
+        print(f"[reproduce] {what}: done in {self.timings[what]:.0f} s", flush=True)
+        return _metrics(run, folder)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _resolve(main: Future, cross: Future | None) -> dict:
+    m = dict(main.result())
+    m["cross_dive_results"] = cross.result()["results"] if cross is not None else None
+    return m
 
 
 def run_names(seeds: list[int]) -> list[str]:
@@ -187,13 +267,22 @@ def previous_reproduction(out: Path, seeds: list[int]) -> list[str]:
 
 def run_all(args) -> dict:
     cfg = dict(PRESETS[args.preset])
+    if getattr(args, "tiny", False):
+        cfg.update(TINY)
     if args.steps:
         cfg["steps"] = cfg["csp_steps"] = args.steps
     if args.train_seeds:
         cfg["train_seeds"] = [int(s) for s in args.train_seeds.split(",")]
     if getattr(args, "frameworks", None) is not None:
         cfg["frameworks"] = args.frameworks
-    configs = {**IMAGE_CONFIGS, **framework_configs(cfg.get("frameworks", []))}
+    images = {n: IMAGE_CONFIGS[n] for n in cfg.get("configs", IMAGE_CONFIGS)}
+    configs = {**images, **framework_configs(cfg.get("frameworks", []))}
+    cells = cfg.get("cells", TABLE_CELLS)
+    spatial_for = set(cfg.get("spatial_tasks", configs))
+    timings: dict[str, float] = {}
+
+    def step(fn, argv: list[str], what: str) -> None:
+        _run(fn, argv, what, timings)
     out = Path(args.out)
     overwrite = getattr(args, "overwrite", False)
     found = previous_reproduction(out, cfg["train_seeds"])
@@ -202,6 +291,10 @@ def run_all(args) -> dict:
         raise TrainingError(f"{out} already holds a reproduction ({', '.join(found[:6])}{more});"
                             " nothing was changed. Use a new --out, or --overwrite to retrain "
                             "those runs.")
+    try:  # before anything is trained: a manifest every run can read
+        manifest = load_manifest(args.manifest)
+    except ManifestError as exc:
+        raise TrainingError(str(exc)) from None
     common = ["--manifest", args.manifest, "--backbone", cfg["backbone"], "--image-size",
               str(cfg["image_size"]), "--batch-size", str(cfg["batch_size"]),
               "--log-every", "50", "--checkpoint-every", "100000"]
@@ -212,100 +305,108 @@ def run_all(args) -> dict:
     if args.workers is not None:
         common += ["--workers", str(args.workers)]
     seeds = ",".join(str(s) for s in cfg["eval_seeds"])
-    evals: dict[str, list[dict]] = {}
+    evals: dict[str, list] = {}
     t0 = time.perf_counter()
+    workers = getattr(args, "eval_workers", None)
+    ev = Evaluations(cfg.get("eval_workers", 1) if workers is None else workers, out, timings)
     dev = (["--device", args.device] if args.device else []) + (
         ["--overwrite"] if overwrite else [])  # evaluations of runs being retrained
-    cross = _dive_count(args.manifest) >= 2
+    # a cross-dive split needs two dives
+    cross = cfg.get("cross_dive", True) and len(set(manifest.dive.tolist())) >= 2
     imagenet = imagenet_available(cfg["backbone"])
     print(f"[reproduce] {imagenet.pop('note')}", flush=True)
 
-    def cross_dive(source: list[str], run: Path, what: str) -> list[dict] | None:
+    def cross_dive(source: list[str], run: Path, what: str) -> Future | None:
         """The same encoder on the cross-dive split (svm, full width, all labels)."""
         if not cross:
             return None
-        _run(evaluate_main, [*source, "--manifest", args.manifest, "--out",
-                             str(run / "eval-dives"), "--seeds", seeds, "--cross-dive",
-                             "--probes", "svm", "--regimes", "all", "--dims", "full",
-                             "--no-spatial-tasks", *dev], f"{what}, cross-dive split")
-        return _metrics(run, "eval-dives")["results"]
+        return ev.submit([*source, "--manifest", args.manifest, "--out",
+                          str(run / "eval-dives"), "--seeds", seeds, "--cross-dive", "--probes",
+                          "svm", "--regimes", "all", "--dims", "full", "--no-spatial-tasks",
+                          *dev], run, f"{what}, cross-dive split", folder="eval-dives")
 
-    for seed in cfg["train_seeds"]:
-        # the baselines, under the same protocol: what an encoder must beat
-        for name, flags in BASELINES.items():
-            run = out / f"{name}-s{seed}"
-            if name == "handcrafted" and seed != cfg["train_seeds"][0]:
-                evals[name].append(evals[name][0])  # deterministic: one evaluation serves
-                continue
-            source = [*flags, "--backbone", cfg["backbone"], "--image-size",
-                      str(cfg["image_size"]), "--init-seed", str(seed)]
-            _run(evaluate_main, [*source, "--manifest", args.manifest, "--out",
-                                 str(run / "eval"), "--seeds", seeds, *TABLE_CELLS,
-                                 "--no-spatial-tasks", *dev], f"evaluate {name} seed {seed}")
-            m = _metrics(run)
-            m["cross_dive_results"] = cross_dive(source, run, f"evaluate {name} seed {seed}")
-            evals.setdefault(name, []).append(m)
-        if imagenet["present"]:  # deterministic: the first seed's evaluation serves them all
-            name = "imagenet"
-            if seed != cfg["train_seeds"][0]:
-                evals[name].append(evals[name][0])
-            else:
+    try:
+        for seed in cfg["train_seeds"]:
+            # the baselines, under the same protocol: what an encoder must beat
+            for name, flags in BASELINES.items():
                 run = out / f"{name}-s{seed}"
-                source = [*OPTIONAL_BASELINES[name], "--backbone", cfg["backbone"],
-                          "--image-size", str(cfg["image_size"])]
-                _run(evaluate_main, [*source, "--manifest", args.manifest, "--out",
-                                     str(run / "eval"), "--seeds", seeds, *TABLE_CELLS,
-                                     "--no-spatial-tasks", *dev], f"evaluate {name}")
-                m = _metrics(run)
-                m["cross_dive_results"] = cross_dive(source, run, f"evaluate {name}")
-                evals[name] = [m]
-        for name, flags in configs.items():
-            run = out / f"{name}-s{seed}"
-            _run(train_main, [*common, *flags, "--steps", str(cfg["steps"]), "--seed", str(seed),
-                              "--out", str(run)], f"train {name} seed {seed}")
-            _run(evaluate_main, ["--checkpoint", str(run / "last.pt"), "--manifest",
-                                 args.manifest, "--out", str(run / "eval"), "--seeds", seeds,
-                                 *TABLE_CELLS, "--spatial-tasks", *dev],
-                 f"evaluate {name} seed {seed}")
-            m = _metrics(run)
-            m["cross_dive_results"] = cross_dive(["--checkpoint", str(run / "last.pt")], run,
-                                                 f"evaluate {name} seed {seed}")
-            evals.setdefault(name, []).append(m)
-        for loss in CSP_LOSSES:
-            name = f"csp-{loss}"
-            run = out / f"{name}-s{seed}"
-            _run(train_main, [*common, "--objective", "csp", "--image-encoder",
-                              str(out / f"geoclr-s{seed}" / "last.pt"), "--csp-loss", loss,
-                              "--steps", str(cfg["csp_steps"]), "--seed", str(seed),
-                              "--out", str(run)], f"train {name} seed {seed}")
-            _run(evaluate_main, ["--checkpoint", str(run / "last.pt"), "--manifest",
-                                 args.manifest, "--out", str(run / "eval"), "--seeds", seeds,
-                                 "--probes", "svm", "--regimes", "all", "--no-spatial-tasks",
-                                 *dev],
-                 f"evaluate {name} seed {seed}")
-            evals.setdefault(name, []).append(_metrics(run))
-    sweep: dict[str, dict] = {}
-    t_sweep = time.perf_counter()
-    for radius, manifest in sorted((getattr(args, "sweep", None) or {}).items()):
-        key = f"{radius:g}"
-        for seed in cfg["sweep_seeds"]:
-            run = out / f"sweep-geoclr-r{key}-s{seed}"
-            _run(train_main, ["--manifest", manifest, *common[2:], *IMAGE_CONFIGS["geoclr"],
-                              "--steps", str(cfg["steps"]), "--seed", str(seed), "--out",
-                              str(run)], f"train geoclr r_loc {key} m seed {seed}")
-            # evaluated on the main manifest: the same images, one protocol for every radius
-            _run(evaluate_main, ["--checkpoint", str(run / "last.pt"), "--manifest",
-                                 args.manifest, "--out", str(run / "eval"), "--seeds", seeds,
-                                 "--probes", "svm", "--regimes", "all", "--dims", "full",
-                                 "--no-spatial-tasks", *dev],
-                 f"evaluate geoclr r_loc {key} m seed {seed}")
-            entry = sweep.setdefault(key, {"manifest": manifest, "seeds": [], "evals": []})
-            entry["seeds"].append(seed)
-            entry["evals"].append(_metrics(run))
+                if seed != cfg["train_seeds"][0] and (name == "handcrafted" or
+                                                      cfg.get("baselines") == "first seed"):
+                    # hand-crafted features are deterministic: one evaluation serves every seed;
+                    # a preset may evaluate the random-init baseline once too (it is no claim's)
+                    evals[name].append(evals[name][0])
+                    continue
+                source = [*flags, "--backbone", cfg["backbone"], "--image-size",
+                          str(cfg["image_size"]), "--init-seed", str(seed)]
+                m = ev.submit([*source, "--manifest", args.manifest, "--out", str(run / "eval"),
+                               "--seeds", seeds, *cells, "--no-spatial-tasks", *dev], run,
+                              f"evaluate {name} seed {seed}")
+                evals.setdefault(name, []).append(
+                    (m, cross_dive(source, run, f"evaluate {name} seed {seed}")))
+            if imagenet["present"]:  # deterministic: the first seed's evaluation serves them all
+                name = "imagenet"
+                if seed != cfg["train_seeds"][0]:
+                    evals[name].append(evals[name][0])
+                else:
+                    run = out / f"{name}-s{seed}"
+                    source = [*OPTIONAL_BASELINES[name], "--backbone", cfg["backbone"],
+                              "--image-size", str(cfg["image_size"])]
+                    m = ev.submit([*source, "--manifest", args.manifest, "--out",
+                                   str(run / "eval"), "--seeds", seeds, *cells,
+                                   "--no-spatial-tasks", *dev], run, f"evaluate {name}")
+                    evals[name] = [(m, cross_dive(source, run, f"evaluate {name}"))]
+            for name, flags in configs.items():
+                run = out / f"{name}-s{seed}"
+                step(train_main, [*common, *flags, "--steps", str(cfg["steps"]), "--seed",
+                                  str(seed), "--out", str(run)], f"train {name} seed {seed}")
+                spatial = "--spatial-tasks" if name in spatial_for else "--no-spatial-tasks"
+                m = ev.submit(["--checkpoint", str(run / "last.pt"), "--manifest", args.manifest,
+                               "--out", str(run / "eval"), "--seeds", seeds, *cells, spatial, *dev],
+                              run, f"evaluate {name} seed {seed}")
+                evals.setdefault(name, []).append(
+                    (m, cross_dive(["--checkpoint", str(run / "last.pt")], run,
+                                   f"evaluate {name} seed {seed}")))
+            for loss in CSP_LOSSES:
+                name = f"csp-{loss}"
+                run = out / f"{name}-s{seed}"
+                step(train_main, [*common, "--objective", "csp", "--image-encoder",
+                                  str(out / f"geoclr-s{seed}" / "last.pt"), "--csp-loss", loss,
+                                  "--steps", str(cfg["csp_steps"]), "--seed", str(seed),
+                                  "--out", str(run)], f"train {name} seed {seed}")
+                m = ev.submit(["--checkpoint", str(run / "last.pt"), "--manifest", args.manifest,
+                               "--out", str(run / "eval"), "--seeds", seeds, "--probes", "svm",
+                               "--regimes", "all", "--no-spatial-tasks", *dev], run,
+                              f"evaluate {name} seed {seed}")
+                evals.setdefault(name, []).append((m, None))
+        sweep: dict[str, dict] = {}
+        t_sweep = time.perf_counter()
+        for radius, manifest in sorted((getattr(args, "sweep", None) or {}).items()):
+            key = f"{radius:g}"
+            for seed in cfg["sweep_seeds"]:
+                run = out / f"sweep-geoclr-r{key}-s{seed}"
+                step(train_main, ["--manifest", manifest, *common[2:], *IMAGE_CONFIGS["geoclr"],
+                                  "--steps", str(cfg["steps"]), "--seed", str(seed), "--out",
+                                  str(run)], f"train geoclr r_loc {key} m seed {seed}")
+                # evaluated on the main manifest: the same images, one protocol for every radius
+                m = ev.submit(["--checkpoint", str(run / "last.pt"), "--manifest", args.manifest,
+                               "--out", str(run / "eval"), "--seeds", seeds, "--probes", "svm",
+                               "--regimes", "all", "--dims", "full", "--no-spatial-tasks", *dev],
+                              run, f"evaluate geoclr r_loc {key} m seed {seed}")
+                entry = sweep.setdefault(key, {"manifest": manifest, "seeds": [], "evals": []})
+                entry["seeds"].append(seed)
+                entry["evals"].append((m, None))
+        # every evaluation finished (in order; the first failure ends the reproduction)
+        evals = {name: [_resolve(*pair) for pair in pairs] for name, pairs in evals.items()}
+        for entry in sweep.values():
+            entry["evals"] = [_resolve(*pair) for pair in entry["evals"]]
+    finally:  # on success every evaluation has finished; on a failure the rest are dropped
+        ev.close()
     device = choose_device(args.device, TrainingError).type
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    return {"preset": args.preset, "config": cfg, "device": name, "imagenet": imagenet,
-            "seconds": round(time.perf_counter() - t0, 1), "evals": evals,
+    return {"preset": args.preset + (" (--tiny)" if getattr(args, "tiny", False) else ""),
+            "config": cfg, "device": name, "imagenet": imagenet,
+            "torch": torch.__version__, "date_utc": time.strftime("%Y-%m-%d", time.gmtime()),
+            "seconds": round(time.perf_counter() - t0, 1), "timings": timings, "evals": evals,
             "manifest": args.manifest, "sweep": sweep,
             "sweep_seconds": round(time.perf_counter() - t_sweep, 1)}
 
@@ -331,16 +432,6 @@ def imagenet_available(backbone: str) -> dict:
 
 def _metrics(run: Path, folder: str = "eval") -> dict:
     return json.loads((run / folder / "metrics.json").read_text())
-
-
-def _dive_count(manifest: str) -> int:
-    """Dives in the manifest's locations table (a cross-dive split needs two)."""
-    from .data.manifest import ManifestError, load_manifest
-
-    try:
-        return len(set(load_manifest(manifest).dive.tolist()))
-    except ManifestError:
-        return 0  # the training step reports the manifest's problem
 
 
 # --- aggregation ----------------------------------------------------------------------------
@@ -407,34 +498,43 @@ def cell(values: list[float], digits: int = 3) -> str:
 def report(res: dict) -> str:
     ev = res["evals"]
     cfg = res["config"]
+    names = [n for n in [*BASELINES, *OPTIONAL_BASELINES, *IMAGE_CONFIGS,
+                         *ALL_FRAMEWORK_CONFIGS] if n in ev]
+    # (heading, cell) per column; a column no run measured (a preset's trimmed probe cells, no
+    # cross-dive split) is left out rather than shown empty
+    columns = [("128 dims", lambda e: _values(e, dims="128")),
+               ("full dims", lambda e: _values(e, dims="full")),
+               ("full dims, 10 labels/class", lambda e: _values(e, dims="full", regime="10")),
+               ("kNN (k=20)", lambda e: _values(e, probe="knn", dims="full")),
+               ("accuracy (full)", lambda e: _values(e, dims="full", metric="accuracy")),
+               ("cross-dive split (full)", lambda e: _values(e, dims="full", split="cross-dive"))]
+    columns = [c for c in columns if any(c[1](ev[n]) for n in names)]
+    where = (f"device: {res['device']}" + (f", torch {res['torch']}" if res.get("torch") else "")
+             + (f", {res['date_utc']}" if res.get("date_utc") else ""))
     lines = ["# Reproduction: does location help?", "",
              f"Preset **{res['preset']}** on `{res['manifest']}`: {cfg['backbone']} at "
              f"{cfg['image_size']} px, batch {cfg['batch_size']}, {cfg['steps']} steps per image "
              f"encoder ({cfg['csp_steps']} for CSP), training seeds {cfg['train_seeds']}, split "
-             f"seeds {cfg['eval_seeds']}; device: {res['device']}; {res['seconds'] / 60:.1f} "
+             f"seeds {cfg['eval_seeds']}; {where}; {res['seconds'] / 60:.1f} "
              "minutes in all. Cells: mean ± std over training seeds × spatially blocked split "
-             "seeds; linear SVM on frozen pooled features, all labels unless noted. The "
-             "cross-dive column tests on whole dives and trains on the others (label some "
-             "dives, map the rest); each split seed draws which dives are tested.", "",
+             "seeds; linear SVM on frozen pooled features, all labels unless noted."
+             + (" The cross-dive column tests on whole dives and trains on the others (label "
+                "some dives, map the rest); each split seed draws which dives are tested."
+                if any(h.startswith("cross-dive") for h, _ in columns) else ""), "",
              "## Habitat classification (macro-F1)", "",
-             "| encoder | 128 dims | full dims | full dims, 10 labels/class | kNN (k=20) |"
-             " accuracy (full) | cross-dive split (full) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for name in [*BASELINES, *(n for n in OPTIONAL_BASELINES if n in ev), *IMAGE_CONFIGS,
-                 *(n for n in ALL_FRAMEWORK_CONFIGS if n in ev)]:
-        e = ev.get(name, [])
-        lines.append(f"| {name} | {cell(_values(e, dims='128'))} | {cell(_values(e, dims='full'))}"
-                     f" | {cell(_values(e, dims='full', regime='10'))} | "
-                     f"{cell(_values(e, probe='knn', dims='full'))} | "
-                     f"{cell(_values(e, dims='full', metric='accuracy'))} | "
-                     f"{cell(_values(e, dims='full', split='cross-dive'))} |")
+             "| encoder | " + " | ".join(h for h, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(cell(f(ev[name])) for _, f in columns) + " |")
     if (res.get("imagenet") or {}).get("why") and "imagenet" not in ev:
         lines += ["", f"No imagenet row: {res['imagenet']['why']}."]
+    spatial = [n for n in [*IMAGE_CONFIGS, *ALL_FRAMEWORK_CONFIGS] if n in ev
+               and _spatial(ev[n], "position_scale", "r2_mean")]
     lines += ["", "## SP's spatial tasks (frozen features)", "",
               "| encoder | position/scale R² (mean of dx, dy, log w, log h) | jigsaw accuracy "
               "(chance 0.01) | habitat F1 after reassembly |", "|---|---:|---:|---:|"]
-    for name in [*IMAGE_CONFIGS, *(n for n in ALL_FRAMEWORK_CONFIGS if n in ev)]:
-        e = ev.get(name, [])
+    for name in spatial:
+        e = ev[name]
         lines.append(f"| {name} | {cell(_spatial(e, 'position_scale', 'r2_mean'))} | "
                      f"{cell(_spatial(e, 'jigsaw', 'accuracy'))} | "
                      f"{cell(_spatial(e, 'jigsaw', 'habitat_macro_f1_reassembled'))} |")
@@ -515,6 +615,8 @@ def claims(ev: dict) -> list[tuple[str, list[tuple[str, object, int, bool]]]]:
                          True)]))
     sp = []
     for base in ("simclr", "geoclr"):
+        if f"{base}+sp" not in ev:  # a preset that does not train it
+            continue
         for task, key, label in (("position_scale", "r2_mean", "position/scale R²"),
                                  ("jigsaw", "accuracy", "jigsaw accuracy")):
             sp.append((f"{base}+sp − {base}, {label}",
@@ -522,6 +624,19 @@ def claims(ev: dict) -> list[tuple[str, list[tuple[str, object, int, bool]]]]:
                        False))
     out.append(("sp", sp))
     return out
+
+
+# the marked sections a preset writes in place of the whole report
+SECTION_MARKS = {"gpu": ("<!-- reproduce-gpu: begin (make reproduce-gpu writes this section) -->",
+                         "<!-- reproduce-gpu: end -->")}
+
+
+def section_text(text: str, res: dict) -> str:
+    """The report as a section of a larger one: its headings one level down, titled by the
+    device it ran on."""
+    lines = ["#" + ln if ln.startswith("#") else ln for ln in text.splitlines()]
+    lines[0] = f"## Measured on {res['device']}: `make reproduce-gpu`"
+    return "\n".join(lines).rstrip("\n")
 
 
 DISCUSSION_MARK = "<!-- written discussion: kept as it is when this file is regenerated -->"
@@ -550,8 +665,14 @@ def main(argv: list[str] | None = None) -> int:
     text = report(res)
     target = Path(args.report)
     target.parent.mkdir(parents=True, exist_ok=True)
-    kept = preserved_discussion(target.read_text()) if target.exists() else ""
-    target.write_text(text + ("\n" + kept if kept else ""))
+    section = res["config"].get("section")
+    if section:  # a section of the report (REPRODUCTION.md's GPU section); the rest is kept
+        begin, end = SECTION_MARKS[section]
+        text = section_text(text, res)
+        replace_section(target, begin + "\n" + text + "\n" + end, begin, end)
+    else:
+        kept = preserved_discussion(target.read_text()) if target.exists() else ""
+        target.write_text(text + ("\n" + kept if kept else ""))
     print(text)
     print(f"[reproduce] wrote {args.report} ({res['seconds'] / 60:.1f} min)")
     return 0

@@ -4,6 +4,10 @@ and the report's claims table computed from the measured numbers."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from seafloor_ssl.evaluation.stats import combine, judge
@@ -12,6 +16,8 @@ from seafloor_ssl.reproduce import (
     CSP_LOSSES,
     DISCUSSION_MARK,
     IMAGE_CONFIGS,
+    PRESETS,
+    SECTION_MARKS,
     claims,
     main,
     preserved_discussion,
@@ -22,21 +28,30 @@ from pipeline.catalog import load_catalog
 from pipeline.synth import SynthConfig, generate
 
 
-@pytest.mark.slow
-def test_smoke_reproduction_writes_the_table(tmp_path):
-    root = tmp_path / "site"
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """A mini-survey of two dives and its pairs at a second radius (r2/), shared by the
+    reproductions below."""
+    top = tmp_path_factory.mktemp("reproduce")
+    root = top / "site"
     generate(SynthConfig(out=root, dives=2, images_per_dive=48, seed=11, faults=False,
                          workers=2))
     build(load_catalog(root / "catalog.yaml"), workers=2, log=lambda *_: None)
     # the r_loc sweep: another radius from the same ingest
-    build(load_catalog(root / "catalog.yaml"), out=tmp_path / "r2", r_loc_m=2.0,
+    build(load_catalog(root / "catalog.yaml"), out=top / "r2", r_loc_m=2.0,
           cache_from=root / "manifests", log=lambda *_: None)
+    return top
+
+
+@pytest.mark.slow
+def test_smoke_reproduction_writes_the_table(site, tmp_path):
+    root = site / "site"
     report = tmp_path / "REPRODUCTION.md"
     report.write_text("# old table\n\n## Discussion\n\nKept words.\n")
     code = main(["--manifest", str(root / "manifests" / "pairs.parquet"), "--preset", "smoke",
                  "--steps", "6", "--out", str(tmp_path / "runs"), "--report", str(report),
                  "--device", "cpu", "--workers", "0", "--frameworks", "byol",
-                 "--sweep", f"2={tmp_path / 'r2' / 'pairs.parquet'}"])
+                 "--sweep", f"2={site / 'r2' / 'pairs.parquet'}"])
     assert code == 0
     text = report.read_text()
     for name in [*IMAGE_CONFIGS, "byol", "byol+location"]:  # --frameworks: the same path
@@ -113,3 +128,49 @@ def test_a_previous_reproduction_is_refused_before_anything_is_trained(tmp_path,
     assert (runs / "geoclr-s0" / "last.pt").read_bytes() == b"a previous run"
     assert sorted(p.name for p in runs.iterdir()) == ["geoclr-s0"]
     assert not (tmp_path / "R.md").exists()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_make_reproduce_gpu_dry_runs_the_gpu_preset_into_its_section(site, tmp_path):
+    """`make reproduce-gpu` as the GPU machine runs it, at --tiny sizes on the CPU: the preset's
+    runs and seeds, the claims it can judge, its evaluations run as processes beside the training,
+    its section of the report written in place of the old one, the rest of the report kept."""
+    report = tmp_path / "REPRODUCTION.md"
+    begin, end = SECTION_MARKS["gpu"]
+    report.write_text(f"# CPU table\n\nKept above.\n\n{begin}\nnot yet measured\n{end}\n\n"
+                      "## Discussion\n\nKept below.\n")
+    manifest = site / "site" / "manifests" / "pairs.parquet"
+
+    def make(out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["make", "--no-print-directory", "reproduce-gpu", f"RUN_PY={sys.executable}",
+             f"GPU_MANIFEST={manifest}", f"GPU_OUT={out}", f"GPU_REPORT={report}",
+             "GPU_ARGS=--tiny --device cpu --workers 0"], cwd=REPO, capture_output=True,
+            text=True, timeout=1200, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    res = make(tmp_path / "runs")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "started beside the training" in res.stdout
+    text = report.read_text()
+    assert text.startswith("# CPU table\n\nKept above.\n") and text.endswith("Kept below.\n")
+    assert "not yet measured" not in text and text.count(begin) == text.count(end) == 1
+    section = text[text.index(begin):text.index(end)]
+    assert "## Measured on CPU: `make reproduce-gpu`" in section and "gpu (--tiny)" in section
+    preset = PRESETS["gpu"]
+    trained = [*preset["configs"], *(f"csp-{loss}" for loss in CSP_LOSSES)]
+    for name in [*BASELINES, *preset["configs"], *CSP_LOSSES]:
+        assert f"| {name} |" in section
+    assert "| simclr+sp |" not in section and "cross-dive" not in section
+    assert "n/a" not in section, section  # every claim the preset trains for is judged
+    assert "geoclr+sp − geoclr, jigsaw accuracy" in section
+    assert "simclr+sp − simclr" not in section
+    res_json = json.loads((tmp_path / "runs" / "reproduce.json").read_text())
+    assert res_json["config"]["train_seeds"] == preset["train_seeds"] == [0, 1, 2]
+    assert set(res_json["evals"]) == set(BASELINES) | set(trained)
+    assert all(len(v) == 3 for v in res_json["evals"].values())
+    timed = res_json["timings"]
+    assert {f"train {n} seed {s}" for n in trained for s in (0, 1, 2)} <= set(timed)
+    assert all(v >= 0 for v in timed.values())
