@@ -13,8 +13,8 @@ Writes DIR/gpu_check.json (every figure and every error) and DIR/gpu_check.md (t
    end-to-end share of the ceiling and the GPU memory peak;
 4. a short training run of every objective and framework (simclr, geoclr + sp, sp, csp on the
    geoclr encoder, simsiam, moco, byol, dino with a ViT), each with its last loss and whether it
-   is finite, and ``torchrun --nproc_per_node 1`` (the launch path; the trainer starts its NCCL
-   or gloo process group only at WORLD_SIZE > 1, so one process does not exercise NCCL yet);
+   is finite, and ``torchrun --nproc_per_node 1`` (the trainer starts its process group under
+   torchrun even with one process: NCCL on CUDA, gloo on the CPU, and trains under DDP);
 5. ``ssl.embed`` and ``ssl.evaluate`` of the geoclr checkpoint on the device.
 
 A failed step is recorded with its error and the check goes on; the exit status is 1 when any
@@ -224,15 +224,15 @@ def ddp(manifest: Path, size: dict, device: str, work: Path) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "1", "-m", "ssl.train", *train_args(manifest, size, device), "--objective", "geoclr",
            "--out", str(run), "--overwrite"]
-    out: dict = {"backend": "nccl" if device == "cuda" else "gloo"}  # at WORLD_SIZE > 1
+    out: dict = {"backend": "nccl" if device == "cuda" else "gloo"}
     t0 = time.perf_counter()
     try:
         text = run_cmd(cmd, work / "logs" / "torchrun.log", 600)
         loss = last_loss(run)
         out.update(loss=loss, finite=loss is not None and math.isfinite(loss),
-                   launched="batch " in text,
-                   note="with WORLD_SIZE 1 the trainer starts no process group, so this runs "
-                        "the torchrun launch path but not NCCL itself")
+                   launched="batch " in text, process_group="process group: " in text)
+        if not out["process_group"]:
+            raise CheckError("the trainer started under torchrun without a process group")
     except (CheckError, OSError, ValueError) as exc:
         out["error"] = str(exc)
     out["seconds"] = round(time.perf_counter() - t0, 1)

@@ -8,6 +8,8 @@ import argparse
 import math
 import sys
 
+from .oserrors import os_error_message
+
 
 def _number(kind, text: str, ok, rule: str):
     try:
@@ -33,15 +35,6 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     return _number(float, text, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
-
-
-def os_error_message(exc: OSError) -> str:
-    """One line for a file the operating system refused (no such folder, permission denied, a
-    full disk): which file, why, and what to do."""
-    where = exc.filename if exc.filename is not None else "a file"
-    why = exc.strerror or str(exc)
-    return (f"{where}: {why}; check that the folder exists, that you may write there and that "
-            "the disk has room, or choose another path")
 
 
 def run_reporting(fn, expected: tuple[type[Exception], ...]):

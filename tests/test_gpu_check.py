@@ -59,6 +59,7 @@ def test_the_tiny_dry_run_passes_every_step(pairs, tmp_path):
     for r in [*got["objectives"], got["ddp"]]:
         assert r["finite"] and math.isfinite(r["loss"]), r
     assert got["ddp"]["launched"] and got["ddp"]["backend"] == "gloo"
+    assert got["ddp"]["process_group"]  # one process under torchrun: a real process group
     assert got["embed_evaluate"]["embed"]["ok"] and got["embed_evaluate"]["evaluate"]["ok"]
     assert (out / "embeddings.parquet").is_file() and (out / "eval" / "metrics.json").is_file()
     md = (out / "gpu_check.md").read_text()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..flags import progress_bar
@@ -127,12 +128,12 @@ class Context:
 
 
 def wrap(module: nn.Module, ctx: Context) -> nn.Module:
-    """To the device (channels-last on CUDA) and, with several ranks, into DDP; BatchNorm
+    """To the device (channels-last on CUDA) and, under a process group, into DDP; BatchNorm
     layers become SyncBatchNorm on CUDA, so that batch statistics are the global batch's."""
     module = module.to(ctx.device)
     if ctx.device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
-    if ctx.world > 1:
+    if ctx.world > 1 or (dist.is_available() and dist.is_initialized()):  # torchrun, even 1
         if ctx.device.type == "cuda":
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         module = nn.parallel.DistributedDataParallel(

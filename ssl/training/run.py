@@ -16,7 +16,14 @@ import torch.distributed as dist
 
 from ..contract import identity_changes
 from ..data.manifest import ManifestError, load_manifest
-from ..flags import non_negative_float, non_negative_int, positive_float, positive_int
+from ..flags import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_reporting,
+)
+from ..oserrors import os_error_message
 from . import runfolder
 from .frameworks import FRAMEWORKS, MOMENTUM_FRAMEWORKS, framework_of, objectives
 from .loop import Context, TrainingError, fit
@@ -129,18 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- distributed ----------------------------------------------------------------------------
 
+def launched_distributed() -> bool:
+    """Started by torchrun (or another launcher that sets the env:// rendezvous): then the
+    process group starts even with one process, so a one-GPU torchrun exercises NCCL."""
+    return {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} <= os.environ.keys()
+
+
 def setup_distributed(device_arg: str | None) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = choose_device(device_arg, TrainingError)
     cuda = device.type == "cuda"
     rank = 0
-    if world > 1:
+    if world > 1 or launched_distributed():
         rank = int(os.environ["RANK"])
         dist.init_process_group("nccl" if cuda else "gloo")
         if cuda:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             device = torch.device("cuda", local)
+        if rank == 0:
+            print(f"[train] process group: {dist.get_backend()}, {world} rank(s)", flush=True)
     return rank, world, device
 
 
@@ -222,8 +237,8 @@ def on_rank0(rank: int, world: int, fn):
             result = fn()
         except TrainingError as exc:
             error = str(exc)
-        except OSError as exc:  # permissions, a full disk, ...
-            error = f"run folder: {exc}"
+        except OSError as exc:  # permissions, a read-only folder, a full disk, ...
+            error = f"run folder: {os_error_message(exc)}"
     if world > 1:
         box = [result, error]
         dist.broadcast_object_list(box, src=0)
@@ -299,7 +314,7 @@ def train(args: argparse.Namespace) -> dict:
         last = str(exc).strip().splitlines()[-1]
         raise TrainingError(re.sub(r"^[\w.]+Error: ", "", last)) from None
     finally:
-        if world > 1:
+        if dist.is_initialized():
             dist.barrier()  # no rank tears the process group down while another still uses it
             dist.destroy_process_group()
 
@@ -334,11 +349,9 @@ def check_resume(state: dict, args, manifest) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        summary = train(args)
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary, code = run_reporting(lambda: train(args), (TrainingError,))
+    if code:
+        return code
     if int(os.environ.get("RANK", "0")) == 0:
         last = summary["last"]
         std = (last or {}).get("feature_std")
