@@ -10,7 +10,7 @@ import sys
 from .build import BuildLocked, NothingLocated, SettingsError, build
 from .catalog import CatalogError, find_catalog, load_catalog
 from .crs import CRSError
-from .output import OutputRefused
+from .output import OutputRefused, os_error_message
 from .summary import summary_markdown
 
 
@@ -81,6 +81,9 @@ def run_export(args: argparse.Namespace) -> int:
     except (CatalogError, BuildLocked, OutputRefused, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder it may not write to, a full disk: one message
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     hashed = ("no files read (--no-hash)" if args.no_hash else
               f"{done['hashed']} files hashed"
               + (f", {done['missing']} not found under the catalog root" if done["missing"]
@@ -99,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init":
         from .scaffold import run_init
 
-        return run_init(args)
+        try:
+            return run_init(args)
+        except OSError as exc:  # a catalog it cannot write (read-only, no space): one message
+            print(f"error: {os_error_message(exc)}", file=sys.stderr)
+            return 2
     if args.command == "export":
         return run_export(args)
     try:
@@ -114,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CatalogError, BuildLocked, NothingLocated, OutputRefused, SettingsError,
             CRSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder it may not write to, a full disk: one message
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     if report.get("no_change"):
         print(f"{cat.name}: no change; manifests in {report['output']} left untouched")

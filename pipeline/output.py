@@ -32,7 +32,6 @@ Guarantees:
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import json
 import os
 import shutil
@@ -87,33 +86,16 @@ class DiskFull(OutputRefused):
         return type(self), (str(self), self.path, self.needed, self.free)
 
 
-NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# the refused-write vocabulary shared with the trainer (ssl/oserrors.py: torch-free)
+_OSERRORS = schema.load_trainer_module("oserrors")
+NO_SPACE_ERRNOS = _OSERRORS.NO_SPACE
 SPACE_MARGIN = 16 * 2**20  # bytes kept free beyond the estimate (filesystem metadata, footers)
 FILE_OVERHEAD = 64 * 1024  # per written file: Parquet footer and schema metadata, JSON records
 TRY_AGAIN = ("free space on that disk, or set 'output' in the catalog (or --out) to a folder on "
              "a disk with more room, and run the build again")
-
-
-def human_bytes(n: int | float) -> str:
-    """``n`` bytes for people: '512 bytes', '3.4 MB', '1.2 GB' (powers of 1000, as df -H)."""
-    if n < 1000:
-        return f"{int(n)} bytes"
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        n /= 1000
-        if n < 999.5 or unit == "PB":
-            return f"{n:.1f} {unit}" if n < 9.95 else f"{n:.0f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def is_no_space(exc: BaseException) -> bool:
-    """Whether ``exc`` is a write that failed for lack of space (disk full, quota exceeded);
-    also the errors of pyarrow, which name the errno in their message."""
-    if not isinstance(exc, OSError):
-        return False
-    if exc.errno in NO_SPACE_ERRNOS:
-        return True
-    text = str(exc).lower()
-    return any(f"[errno {e}]" in text for e in NO_SPACE_ERRNOS)
+human_bytes = _OSERRORS.human_bytes
+is_no_space = _OSERRORS.is_space_error
+os_error_message = _OSERRORS.os_error_message
 
 
 def free_bytes(folder: Path) -> int:
@@ -217,6 +199,8 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         replace_temp(tmp, path)
     except BaseException as exc:
         remove_temp(tmp)
+        if isinstance(exc, OSError) and not is_no_space(exc):  # read-only, permission, ...:
+            raise _OSERRORS.write_failed(exc, path, "the file") from None  # named, not its temp
         if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = str(path)  # the file that failed, for the message
         raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -58,7 +59,10 @@ def is_space_error(exc: BaseException) -> bool:
     the RuntimeError torch.save raises for one (its zip writer reports a short write)."""
     text = str(exc).lower()
     if isinstance(exc, OSError):
-        return exc.errno in NO_SPACE or any(f"[errno {e}]" in text for e in NO_SPACE)
+        if exc.errno in NO_SPACE or any(f"[errno {e}]" in text for e in NO_SPACE):
+            return True
+        # numpy and others report a short write without the errno: "N requested and M written"
+        return exc.errno is None and bool(re.search(r"\d+ requested and \d+ written", text))
     return isinstance(exc, RuntimeError) and ("file write failed" in text
                                               or "inline_container" in text)
 
@@ -87,7 +91,8 @@ def write_failed(exc: BaseException, path: str | Path, what: str,
                "or change its permissions")
     else:
         why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:160]
-        msg = f"{path}: cannot write {what}: {why}; check the folder and the disk, then retry"
+        msg = (f"{path}: cannot write {what}: {why}; check that the folder exists and that you "
+               "may write there, or choose another path")
     return WriteFailed(msg, err, path)
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -80,3 +83,27 @@ def tool_labels(tool: str, names: list[str], truth: list[str], folder: Path) -> 
                    for name, lab in zip(names, truth, strict=True)}}
         path.write_text(json.dumps(doc))
     return path
+
+
+def without_root_permissions() -> list[str] | None:
+    """A command prefix under which chmod 000 stops this process's children reading a file:
+    none needed for a user other than root; for root, setpriv dropping the capabilities that
+    override file permissions; None when neither works here."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+    probe = Path(os.environ.get("TMPDIR", "/tmp")) / f"hostile-probe-{os.getpid()}"
+    probe.write_text("x")
+    probe.chmod(0)
+    try:
+        ok = subprocess.run([*prefix, sys.executable, "-c", f"open({str(probe)!r}).read()"],
+                            capture_output=True).returncode != 0
+    except OSError:
+        ok = False
+    finally:
+        probe.chmod(0o600)
+        probe.unlink()
+    return prefix if ok else None

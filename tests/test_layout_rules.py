@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SSL = REPO / "ssl"
 COMMANDS = {"train", "evaluate", "reproduce", "embed", "habitats", "labelling_payoff", "bench",
             "export"}
-SHARED = {"contract", "palette", "labels", "flags", "files", "ifdo"}  # torch-free, shared
+SHARED = {"contract", "palette", "labels", "flags", "files", "ifdo", "oserrors"}  # torch-free, shared
 ROOMS = {"data", "objectives", "training", "evaluation", "mapping"}
 STOCK_PYTORCH = {"torch", "torchvision", "numpy", "pyarrow", "PIL", "tqdm"}
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}

@@ -5,11 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import numpy as np
 from pyproj import CRS, Transformer
 from tqdm import tqdm
 
-from .. import reasons
+from .. import children, reasons
 from . import navformats as nf
 from .camera import Camera, Renderer
 from .imaging import dive_water, frame_conditions
@@ -307,8 +305,7 @@ def _render_all(cfg: SynthConfig, seabed: Seabed, cam: Camera, jobs: list) -> di
             results.update({r[0]: r[1:] for r in res})
             bar.update(len(res))
     else:
-        ctx = mp.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        with children.pool(workers, "fork") as pool:
             for res in pool.map(_render_chunk, chunks):
                 results.update({r[0]: r[1:] for r in res})
                 bar.update(len(res))

@@ -27,9 +27,21 @@ TENSORBOARD_PREFIX = "events.out.tfevents."  # SummaryWriter's file names
 
 # --- checkpoints ----------------------------------------------------------------------------
 
+def _tensor_bytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic (`files.write_atomic`): readers never see half a checkpoint."""
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    """Atomic (`files.write_atomic`): readers never see half a checkpoint; a full disk is one
+    message naming the file and about how much it needs (its tensors' bytes)."""
+    write_atomic(path, lambda tmp: torch.save(state, tmp), "a checkpoint",
+                 needed=_tensor_bytes(state))
 
 
 class CheckpointError(ValueError):
