@@ -168,7 +168,8 @@ def bench(manifest: Path, size: dict, work: Path) -> list[dict]:
         cmd = [sys.executable, "-m", "ssl.bench", "--manifest", str(manifest), "--backbone",
                backbone, "--image-size", str(px), "--batch-size", str(batch), "--steps",
                str(size["bench_steps"]), "--warmup", str(size["bench_warmup"]), "--json",
-               str(dest)] + (["--compile"] if size["compile"] else [])
+               str(dest), "--overwrite"] + (["--compile"] if size["compile"] else [])
+        # --overwrite: the check owns its work folder; a rerun replaces its own bench records
         row = {"backbone": backbone, "image_size": px, "batch": batch}
         t0 = time.perf_counter()
         try:

@@ -303,10 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "prepare":
         prepare(args)
     else:
+        from seafloor_ssl.files import ReportError, check_report
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=1):  # small k-means fits: threads only contend
-            analyse(args)
+        try:  # a report this study may not write into is refused before the analysis
+            check_report(args.report, BEGIN, END)
+            with threadpool_limits(limits=1):  # small k-means fits: threads only contend
+                analyse(args)
+        except ReportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

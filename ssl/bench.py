@@ -8,6 +8,10 @@
    present, CPU worker processes otherwise), GPU augmentation in batch, then the same step.
 Both count encoder views per second (2 per image per step) after warm-up steps, and the ratio
 end-to-end / ceiling is printed for eager and, with --compile, compiled models.
+
+``--json FILE`` also writes the results as JSON (``"tool": "ssl.bench"`` in it). An existing
+FILE is replaced only with ``--overwrite`` and only when it is such a record (an earlier
+``--json`` of this command); any other file is never replaced. Checked before measuring.
 """
 
 from __future__ import annotations
@@ -17,15 +21,51 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from .data import augment
 from .data.manifest import ManifestError, load_manifest
 from .data.store import BatchSource, ImageStore
+from .files import write_text_atomic
 from .flags import non_negative_int, positive_int
 from .objectives.simclr import nt_xent
 from .training.models import BACKBONES, Encoder, choose_device
+
+TOOL = "ssl.bench"
+
+
+def is_bench_record(path: Path) -> bool:
+    """Whether ``path`` is a JSON file this command wrote with --json (its ``tool`` key, or the
+    shape records had before the key: device, args with a manifest, rows)."""
+    try:
+        if Path(path).stat().st_size > 2**24:  # far larger than any record: not one
+            return False
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    return doc.get("tool") == TOOL or (set(doc) == {"device", "args", "rows"}
+                                        and isinstance(doc["args"], dict)
+                                        and "manifest" in doc["args"])
+
+
+def json_out_error(path: Path, overwrite: bool) -> str | None:
+    """Why --json may not be written at ``path`` (one message), or None."""
+    if path.is_dir():
+        return f"--json {path} is a folder; expected a file name such as {path / 'bench.json'}"
+    if path.is_symlink():
+        return f"--json {path} is a link; it is never replaced: choose another --json file"
+    if path.exists():
+        if not path.is_file() or not is_bench_record(path):
+            return (f"--json {path} exists and is not a record written by ssl.bench --json; it "
+                    "is never replaced: choose another --json file")
+        if not overwrite:
+            return (f"--json {path} holds the record of an earlier ssl.bench run; pass "
+                    "--overwrite to replace it, or choose another --json file")
+    return None
 
 
 def _step(model, opt, views, autocast, temperature=0.1):
@@ -111,8 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=non_negative_int, default=None,
                     help="CPU decode processes (no GPU)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
-    ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--json", default=None, metavar="FILE",
+                    help="also write the results to this file (a new file, or an earlier "
+                         "record of this command with --overwrite)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace the record of an earlier run at --json (any other file is "
+                         "never replaced)")
     args = ap.parse_args(argv)
+    if args.json:  # before loading or measuring anything
+        why = json_out_error(Path(args.json), args.overwrite)
+        if why:
+            print(f"error: {why}", file=sys.stderr)
+            return 2
     try:
         manifest = load_manifest(args.manifest)
     except ManifestError as exc:
@@ -147,9 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['mode']} | {r['ceiling_img_s']:,.0f} | {r['end_to_end_img_s']:,.0f} "
               f"| {100 * r['ratio']:.0f} % | {100 * r['data_wait_share']:.0f} % |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": name, "args": {k: v for k, v in vars(args).items()
-                                                if k != "loaded"}, "rows": rows}, f, indent=1)
+        why = json_out_error(Path(args.json), args.overwrite)  # again: it may have changed
+        if why:
+            print(f"error: {why}", file=sys.stderr)
+            return 2
+        doc = {"tool": TOOL, "device": name, "rows": rows,
+               "args": {k: v for k, v in vars(args).items() if k != "loaded"}}
+        try:
+            write_text_atomic(args.json, json.dumps(doc, indent=1) + "\n")
+        except OSError as exc:  # a full disk, a folder that went away: one line
+            print(f"error: --json {args.json}: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -8,8 +8,9 @@ of the whole frame, float32, as ``ssl.evaluate`` computes them) and point geomet
 CRS, so geopandas, DuckDB and QGIS read it (see ``ssl/embeddings.py`` for the schema). Batched
 on the GPU when there is one. Large surveys are embedded in chunks kept beside the output
 (``.<name>.parts/``): an interrupted run continues where it stopped when the same command runs
-again, and the chunks are removed once the file is written. An existing embeddings file is
-replaced only with ``--overwrite``; any other file at ``--out`` is never replaced.
+again, and the chunks are removed once the file is written (a ``.<name>.parts`` that holds
+anything else is refused). An existing embeddings file is replaced only with ``--overwrite``;
+any other file at ``--out`` is never replaced.
 
 ``--reuse OLD`` copies the rows of images whose content is unchanged from an earlier embeddings
 file instead of embedding them again (matched by the ``content_sha256`` column every file now
@@ -95,6 +96,27 @@ def _check_out(out: Path, overwrite: bool) -> None:
         out.parent.mkdir(parents=True)
 
 
+def _check_parts(folder: Path) -> None:
+    """Refuse (EmbedError) a chunk folder beside --out that is not this command's: anything but
+    a folder, or a folder that holds files but no chunk state of ssl.embed (so a run never
+    writes into, or removes files from, a folder it did not create)."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise EmbedError(f"{folder}: expected the folder of ssl.embed's resumable chunks for "
+                         "--out, found a file or link; it is never replaced: move it away, or "
+                         "choose another --out")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    try:
+        state = json.loads((folder / STATE).read_text())
+    except (OSError, ValueError):
+        state = None
+    if not (isinstance(state, dict) and isinstance(state.get("key"), dict)
+            and isinstance(state.get("parts"), dict)):
+        raise EmbedError(f"{folder}: holds files but no chunk state of ssl.embed ({STATE}); it "
+                         "is where ssl.embed keeps the chunks of --out and is never written "
+                         "to: move it away, or choose another --out")
+
+
 class Chunks:
     """The resumable chunks of one embedding job: ``part-<k>.npy`` files and a state file
     naming the inputs they were computed from. Only files the state lists are ever removed."""
@@ -171,6 +193,7 @@ def embed(args: argparse.Namespace) -> dict:
     except CheckpointError as exc:
         raise EmbedError(f"--checkpoint {exc}") from None
     _check_out(out, args.overwrite)
+    _check_parts(parts_dir(out))
     cargs = ckpt["args"]
     size = int(cargs["image_size"])
     trained_on = ckpt.get("dataset")

@@ -13,14 +13,22 @@ images: every labelled image that neither set contains. A seed moves the k-means
 random draw and the classifier, so list and random are paired by seed; the difference is judged
 with a 95 % Student t interval over seeds ("not shown" when it includes zero).
 
-The report section is written between two markers in --report (after the part of the file that
-``ssl.reproduce`` regenerates), replacing an earlier section; the rest of the file is kept.
+Everything the command writes goes into ``--out``, a folder it owns (``labelling_payoff.json``
+records each file it wrote there): a new or empty folder, or an earlier run's with
+``--overwrite``, which removes only the files that record lists. ``--report`` is a Markdown file
+(``.md``, UTF-8 text) that does not exist yet or into which the section is written between two
+markers (appended at the end the first time, after the part of the file that ``ssl.reproduce``
+regenerates), replacing an earlier section; nothing outside the markers changes. The section
+links to the plot in ``--out`` by a path relative to the report. The inputs, ``--out`` and
+``--report`` are checked before any computing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,14 +37,27 @@ import numpy as np
 
 from .data.embeddings import EmbeddingsError, read_embeddings
 from .evaluation.stats import judge, summarize
-from .files import replace_section
-from .flags import k_flag, run_reporting
+from .files import (
+    FolderError,
+    OwnedFolder,
+    ReportError,
+    check_report,
+    replace_section,
+    write_atomic,
+    write_text_atomic,
+)
+from .flags import k_flag, positive_int, run_reporting
 from .labels import LabelsError, has_label, labelled_mask, read_labels_csv
 from .mapping.clusters import ClusterError, cluster
 from .mapping.labelling import classify, labelling_list
 
 BEGIN = "<!-- labelling payoff: written by python -m ssl.labelling_payoff; replaced when it runs again -->"
 END = "<!-- /labelling payoff -->"
+MARKER = "labelling_payoff.json"  # the record of the --out folder (ssl/files.py OwnedFolder)
+TOOL = "ssl.labelling_payoff"
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's random states
+MAX_VALUES = 10_000  # values one --n or --seeds range may list
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 class PayoffError(RuntimeError):
@@ -46,50 +67,89 @@ class PayoffError(RuntimeError):
 def _named(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected NAME=FILE, got {text!r}")
-    name, path = text.split("=", 1)
-    return name.strip(), path.strip()
+    name, path = (t.strip() for t in text.split("=", 1))
+    if not NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"{text!r}: the encoder's name must be letters, digits "
+                                         "and . _ + - (starting with a letter or digit), e.g. "
+                                         "geoclr=FILE")
+    if not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: no file after '='; expected NAME=FILE")
+    return name, path
 
 
-def _ints(text: str) -> list[int]:
+def _int_list(text: str, lo: int, hi: int, what: str, rule: str) -> list[int]:
+    """'0,1,2' or '0-9' (or both: '0-4,9') -> the integers, each in [lo, hi] (``rule`` says
+    so in words), none twice."""
     out: list[int] = []
     for t in (t.strip() for t in text.split(",")):
         if not t:
             continue
         try:
             if "-" in t[1:]:
-                a, b = t.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
+                a, b = (int(v) for v in t.split("-", 1))
+                if b < a:
+                    raise argparse.ArgumentTypeError(f"{t!r}: a range runs upwards, e.g. "
+                                                     f"{b}-{a}")
+                if b - a >= MAX_VALUES:
+                    raise argparse.ArgumentTypeError(f"{t!r}: more than {MAX_VALUES} values")
+                out.extend(range(a, b + 1))
             else:
                 out.append(int(t))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected integers like 0,1,2 or 0-9, got "
+            raise argparse.ArgumentTypeError(f"expected {what} like 0,1,2 or 0-9, got "
                                              f"{text!r}") from None
     if not out:
-        raise argparse.ArgumentTypeError("expected at least one integer")
+        raise argparse.ArgumentTypeError(f"expected at least one of {what}, got {text!r}")
+    bad = [v for v in out if not lo <= v <= hi]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0]} is out of range: {rule}")
+    twice = sorted({v for v in out if out.count(v) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{twice[0]} is given twice in {text!r}; give each "
+                                         "value once")
     return out
+
+
+def _counts(text: str) -> list[int]:
+    """--n: numbers of images, each at least 1 (the data bound a run checks later)."""
+    return _int_list(text, 1, 10**9, "numbers of images", "each number of images labelled "
+                     "must be at least 1")
+
+
+def _seeds(text: str) -> list[int]:
+    return _int_list(text, 0, MAX_SEED, "seeds", f"a seed is a whole number from 0 to "
+                     f"{MAX_SEED}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ssl.labelling_payoff",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--embeddings", type=_named, nargs="+", required=True, metavar="NAME=FILE",
-                   help="embeddings files of the encoders to compare (python -m ssl.embed)")
+    p.add_argument("--embeddings", type=_named, nargs="+", action="extend", required=True,
+                   metavar="NAME=FILE",
+                   help="embeddings files of the encoders to compare (python -m ssl.embed), "
+                        "each under its own name")
     p.add_argument("--labels", default=None, metavar="CSV",
                    help="CSV image_id,label with the true habitats; None: the embeddings' "
                         "label column")
-    p.add_argument("--n", type=_ints, default="6,30,60,120", help="numbers of images labelled")
-    p.add_argument("--seeds", type=_ints, default="0-9", help="seeds, e.g. 0-9 or 0,1,2")
+    p.add_argument("--n", type=_counts, default="6,30,60,120",
+                   help="numbers of images labelled, each >= 1 and at most half the labelled "
+                        "images")
+    p.add_argument("--seeds", type=_seeds, default="0-9",
+                   help=f"seeds from 0 to {MAX_SEED}, each once, e.g. 0-9 or 0,1,2")
     p.add_argument("--k", type=k_flag, default="auto",
                    help="habitat clusters: an integer >= 2, or auto")
-    p.add_argument("--dims", type=int, default=32, help="PCA components")
+    p.add_argument("--dims", type=positive_int, default=32, help="PCA components (>= 1)")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="folder for payoff.json and payoff.png")
+                   help=f"folder for payoff.json and payoff.png: a new or empty one, or an "
+                        f"earlier run's with --overwrite ({MARKER} records what it wrote)")
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace an earlier run in --out (only the files its {MARKER} lists "
+                        "are removed)")
     p.add_argument("--report", default=None, metavar="MD",
-                   help="markdown file whose labelling-payoff section is (re)written")
-    p.add_argument("--figure", default="benchmarks/figures/labelling_payoff.png", metavar="PNG",
-                   help="--report: where the report's copy of the plot goes, relative to the "
-                        "report's folder")
+                   help="Markdown file (.md, UTF-8) whose labelling-payoff section is written "
+                        "or replaced; new, or one whose text outside the section is kept as it "
+                        "is")
     return p
 
 
@@ -197,8 +257,45 @@ def section(results: dict, ns: list[int], seeds: list[int], meta: dict) -> str:
 
 
 def write_section(report: Path, text: str) -> None:
-    """Replace this command's section of ``report`` (append it when there is none)."""
+    """Replace this command's section of ``report`` (append it when there is none); ReportError
+    for a report `check_inputs` refuses."""
     replace_section(report, text, BEGIN, END)
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """What can be refused before any computing (PayoffError, one message): an encoder name
+    given twice, a --report this command may not write into or that is one of its inputs, an
+    --out folder it may not write to."""
+    seen: dict[str, str] = {}
+    for name, path in args.embeddings:
+        if name in seen:
+            raise PayoffError(f"--embeddings: the name {name!r} is given twice ({seen[name]} "
+                              f"and {path}); give each encoder its own name")
+        seen[name] = path
+    if args.report:
+        try:
+            check_report(args.report, BEGIN, END)
+        except ReportError as exc:
+            raise PayoffError(str(exc)) from None
+        report = Path(os.path.abspath(args.report))
+        inputs = [*(p for _, p in args.embeddings), *([args.labels] if args.labels else [])]
+        for path in inputs:
+            if Path(os.path.abspath(path)) == report:
+                raise PayoffError(f"--report {args.report}: also given as an input; the report "
+                                  "must be another file: choose another .md file")
+    try:
+        OwnedFolder.check(args.out, TOOL, MARKER, args.overwrite)
+    except FolderError as exc:
+        raise PayoffError(str(exc)) from None
+
+
+def figure_link(report: Path, figure: Path) -> str:
+    """``figure`` as the report links to it: relative to the report's folder."""
+    try:
+        rel = os.path.relpath(os.path.abspath(figure), os.path.abspath(report.parent))
+    except ValueError:  # another drive: no relative path exists
+        rel = os.path.abspath(figure)
+    return Path(rel).as_posix()
 
 
 def _pairs_graph(emb):
@@ -220,6 +317,7 @@ def _pairs_graph(emb):
 
 def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
+    check_inputs(args)
     k = args.k
     results, first = {}, None
     for name, path in args.embeddings:
@@ -249,27 +347,32 @@ def run(args: argparse.Namespace) -> dict:
             raise PayoffError(f"{path}: {exc}") from None
         results[name]["encoder"] = emb.encoder
         results[name]["embeddings"] = str(path)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _plot(out / "payoff.png", results, args.n)
+    try:
+        folder = OwnedFolder.claim(args.out, TOOL, MARKER,
+                                   {"embeddings": dict(args.embeddings), "labels": args.labels,
+                                    "report": args.report}, args.overwrite)
+    except FolderError as exc:
+        raise PayoffError(str(exc)) from None
+    png = folder.file("payoff.png")
+    write_atomic(png, lambda tmp: _plot(tmp, results, args.n))
     seconds = time.perf_counter() - t0
     doc = {"n": args.n, "seeds": args.seeds, "k": args.k, "dims": args.dims,
            "results": results, "seconds": round(seconds, 1)}
-    (out / "payoff.json").write_text(json.dumps(doc, indent=1) + "\n")
+    write_text_atomic(folder.file("payoff.json"), json.dumps(doc, indent=1) + "\n")
     if args.report:
         report = Path(args.report)
-        fig_rel = Path(args.figure)
-        if fig_rel.is_absolute() or ".." in fig_rel.parts:
-            raise PayoffError(f"--figure {fig_rel}: expected a path inside the report's folder")
-        (report.parent / fig_rel).parent.mkdir(parents=True, exist_ok=True)
-        (report.parent / fig_rel).write_bytes((out / "payoff.png").read_bytes())
         classes = results[next(iter(results))]["classes"]
         encs = "; ".join(f"{nm} ({r['encoder'].get('backbone')}, {r['encoder'].get('image_size')}"
                          f" px, step {r['encoder'].get('step')})" for nm, r in results.items())
         meta = {"survey": first.meta.get("catalog") and f"survey `{first.meta['catalog']}`"
                 or "survey", "n_images": first.n, "n_classes": len(classes), "encoders": encs,
-                "k": args.k, "seconds": seconds, "figure": fig_rel.as_posix()}
-        write_section(report, section(results, args.n, args.seeds, meta))
+                "k": "auto" if args.k is None else args.k, "seconds": seconds,
+                "figure": figure_link(report, png)}
+        try:
+            write_section(report, section(results, args.n, args.seeds, meta))
+        except ReportError as exc:
+            raise PayoffError(str(exc)) from None
+    folder.finish({"seconds": round(seconds, 1)})
     return doc
 
 

@@ -36,8 +36,14 @@ import torch
 from .data.manifest import ManifestError, load_manifest
 from .evaluation.run import main as evaluate_main
 from .evaluation.stats import combine, diff_rows, judge, paired
-from .files import replace_section
-from .flags import positive_int
+from .files import (
+    ReportError,
+    check_report,
+    check_whole_report,
+    replace_section,
+    write_text_atomic,
+)
+from .flags import non_negative_int, positive_int
 from .training import runfolder
 from .training.frameworks import BASELINE, REGISTRY
 from .training.loop import TrainingError
@@ -132,10 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "unless --overwrite")
     p.add_argument("--overwrite", action="store_true",
                    help="retrain into the run folders of a previous reproduction in --out")
-    p.add_argument("--report", default="REPRODUCTION.md", help="markdown report to write")
+    p.add_argument("--report", default="REPRODUCTION.md",
+                   help="Markdown report (.md) to write: a new file, or one an earlier "
+                        "reproduction wrote (its written discussion is kept); a preset with a "
+                        "section (gpu) writes only between its markers in a .md file")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="override the preset's steps")
-    p.add_argument("--train-seeds", default=None, help="override, e.g. 0,1,2")
+    p.add_argument("--train-seeds", type=_train_seeds, default=None,
+                   help="override, e.g. 0,1,2 (whole numbers >= 0, each once)")
     p.add_argument("--sweep", type=_sweep, default=None, metavar="R=PAIRS,...",
                    help="r_loc sweep for geoclr: pairs manifests of the same survey built with "
                         "other radii (pipeline build --r-loc R --out DIR --cache-from ...), "
@@ -149,11 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the preset's runs, seeds and report at tiny sizes (a small CNN at 32 "
                         "px, 4 steps): a dry run of the whole path on the CPU")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None)
-    p.add_argument("--workers", type=int, default=None, help="CPU decode processes")
+    p.add_argument("--workers", type=non_negative_int, default=None,
+                   help="CPU decode processes")
     p.add_argument("--eval-workers", type=positive_int, default=None,
                    help="evaluations run at once, as processes beside the training (default: "
                         "the preset's; 1 runs each in this process when its run is trained)")
     return p
+
+
+def _train_seeds(text: str) -> str:
+    """--train-seeds: '0,1,2' checked (whole numbers >= 0, none twice), passed on as text."""
+    seeds = [non_negative_int(t.strip()) for t in text.split(",") if t.strip()]
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got {text!r}")
+    twice = sorted({v for v in seeds if seeds.count(v) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"seed {twice[0]} is given twice in {text!r}; give "
+                                         "each seed once")
+    return ",".join(str(v) for v in seeds)
 
 
 def _frameworks(text: str) -> list[str]:
@@ -511,7 +534,7 @@ def report(res: dict) -> str:
     columns = [c for c in columns if any(c[1](ev[n]) for n in names)]
     where = (f"device: {res['device']}" + (f", torch {res['torch']}" if res.get("torch") else "")
              + (f", {res['date_utc']}" if res.get("date_utc") else ""))
-    lines = ["# Reproduction: does location help?", "",
+    lines = [REPORT_HEADING, "",
              f"Preset **{res['preset']}** on `{res['manifest']}`: {cfg['backbone']} at "
              f"{cfg['image_size']} px, batch {cfg['batch_size']}, {cfg['steps']} steps per image "
              f"encoder ({cfg['csp_steps']} for CSP), training seeds {cfg['train_seeds']}, split "
@@ -640,6 +663,8 @@ def section_text(text: str, res: dict) -> str:
 
 
 DISCUSSION_MARK = "<!-- written discussion: kept as it is when this file is regenerated -->"
+# the first line of every report the whole-file mode writes: how it knows a file as its own
+REPORT_HEADING = "# Reproduction: does location help?"
 
 
 def preserved_discussion(old: str) -> str:
@@ -652,27 +677,51 @@ def preserved_discussion(old: str) -> str:
     return ""
 
 
+def check_report_target(report: str | Path, preset: str) -> str | None:
+    """Refuse (ReportError) a --report this reproduction may not write, before any training: a
+    preset with a section writes only between its markers in a Markdown file (the rest is kept
+    byte for byte); the others write the whole file, which may replace only a report a
+    reproduction wrote (it starts with REPORT_HEADING; its discussion is kept). Returns the
+    whole-file mode's old text (None: no file yet, or section mode)."""
+    section = PRESETS[preset].get("section")
+    if section:
+        check_report(report, *SECTION_MARKS[section])
+        return None
+    return check_whole_report(report, REPORT_HEADING)
+
+
+def write_report(report: str | Path, text: str, res: dict, preset: str) -> None:
+    """Write the report (checked again first: the file may have changed during the run)."""
+    target = Path(report)
+    section = PRESETS[preset].get("section")
+    if section:  # a section of the report (REPRODUCTION.md's GPU section); the rest is kept
+        begin, end = SECTION_MARKS[section]
+        replace_section(target, begin + "\n" + section_text(text, res) + "\n" + end, begin, end)
+    else:
+        old = check_report_target(target, preset)
+        kept = preserved_discussion(old) if old else ""
+        write_text_atomic(target, text + ("\n" + kept if kept else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_report_target(args.report, args.preset)  # before anything is trained
         res = run_all(args)
-    except TrainingError as exc:
+    except (TrainingError, ReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "reproduce.json").write_text(json.dumps(res, indent=1, default=str))
     text = report(res)
-    target = Path(args.report)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    section = res["config"].get("section")
-    if section:  # a section of the report (REPRODUCTION.md's GPU section); the rest is kept
-        begin, end = SECTION_MARKS[section]
+    try:
+        write_report(args.report, text, res, args.preset)
+    except (ReportError, OSError) as exc:  # the file changed or went away during the run
+        print(f"error: {exc} (the runs and {out / 'reproduce.json'} are kept)", file=sys.stderr)
+        return 2
+    if res["config"].get("section"):
         text = section_text(text, res)
-        replace_section(target, begin + "\n" + text + "\n" + end, begin, end)
-    else:
-        kept = preserved_discussion(target.read_text()) if target.exists() else ""
-        target.write_text(text + ("\n" + kept if kept else ""))
     print(text)
     print(f"[reproduce] wrote {args.report} ({res['seconds'] / 60:.1f} min)")
     return 0

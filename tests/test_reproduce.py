@@ -47,7 +47,9 @@ def site(tmp_path_factory) -> Path:
 def test_smoke_reproduction_writes_the_table(site, tmp_path):
     root = site / "site"
     report = tmp_path / "REPRODUCTION.md"
-    report.write_text("# old table\n\n## Discussion\n\nKept words.\n")
+    # an earlier reproduction's report (its heading: a file it wrote), discussion written by hand
+    report.write_text("# Reproduction: does location help?\n\nold table\n\n## Discussion\n\n"
+                      "Kept words.\n")
     code = main(["--manifest", str(root / "manifests" / "pairs.parquet"), "--preset", "smoke",
                  "--steps", "6", "--out", str(tmp_path / "runs"), "--report", str(report),
                  "--device", "cpu", "--workers", "0", "--frameworks", "byol",
@@ -68,7 +70,7 @@ def test_smoke_reproduction_writes_the_table(site, tmp_path):
     for name in BASELINES:
         assert f"| {name} |" in text
     assert "## GeoCLR and the positive radius r_loc" in text and "| 2 |" in text
-    assert text.endswith("Kept words.\n") and "# old table" not in text
+    assert text.endswith("Kept words.\n") and "old table" not in text
     assert "cross-dive split (full)" in text
 
 
