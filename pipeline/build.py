@@ -21,15 +21,18 @@ import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from . import crs as crs_policy
-from . import schema
-from .catalog import Catalog, CatalogError
+from . import reasons, schema
+from .catalog import MAX_RADIUS_M, Catalog, CatalogError
 from .dives import (
     discover_dives,
     dive_fingerprint,
     dive_folders,
     dive_images,
     dive_nav_source,
+    dive_rel,
+    dives_outside_root,
     expand,
+    images_in_one_dive,
     nav_choice,
 )
 from .index import hilbert_distance, row_group_rows, to_geoparquet_table
@@ -94,6 +97,11 @@ USER_ERRORS = (CatalogError, BuildLocked, NothingLocated, OutputRefused, DiskFul
 
 def _nothing_located(cat: Catalog, parts: list[DiveResult], quar: pd.DataFrame) -> str:
     where = f"{cat.source or cat.name}"
+    outside = dives_outside_root(cat)
+    if not parts and outside:
+        return "\n".join([f"{where}: key 'dives': {cat.dives!r} matches only folders outside the "
+                          f"catalog root {cat.root}, which are never read:"]
+                         + [f"  dive {d}: {why}" for d, why in outside.items()])
     if not parts:
         return (f"{where}: key 'dives': {cat.dives!r} matches no folder under {cat.root}; expected "
                 "a glob of the dive folders relative to 'root' (e.g. \"dive*\", \"dives/*\", "
@@ -102,6 +110,9 @@ def _nothing_located(cat: Catalog, parts: list[DiveResult], quar: pd.DataFrame) 
     for p in parts[:10]:
         if p.images_found == 0 and cat.images is not None:
             why = f"key 'images': {expand(cat.images, cat, p.dive)!r} matches no file"
+        elif _nav_refused(p):  # a file was found and read, and refused (a wrong column map)
+            first = p.quarantine[p.quarantine["reason"] == reasons.NAV_UNREADABLE].iloc[0]
+            why = f"navigation refused: {first['detail']}"
         elif p.nav_format is None:
             why = "key 'nav': no template matches a file (" + ", ".join(
                 repr(expand(n.path, cat, p.dive)) for n in cat.nav if n.path) + ")"
@@ -118,10 +129,17 @@ def _nothing_located(cat: Catalog, parts: list[DiveResult], quar: pd.DataFrame) 
             first = group.iloc[0]
             lines.append(f"  {reason} x{len(group)}: {first['source']}: {first['detail']}")
     hints = [_HINTS[r] for r in dict.fromkeys(quar["reason"]) if r in _HINTS] if len(quar) else []
-    if any(p.images_found == 0 or p.nav_format is None for p in parts):
+    if any(p.images_found == 0 or (p.nav_format is None and not _nav_refused(p))
+           for p in parts):
         hints.append(_HINTS["templates"])
     lines += [f"hint: {h}" for h in dict.fromkeys(hints)]
     return "\n".join(lines)
+
+
+def _nav_refused(p: DiveResult) -> bool:
+    """The dive's navigation file was found but refused as a whole (not a template problem)."""
+    q = p.quarantine
+    return bool(len(q)) and bool((q["reason"] == reasons.NAV_UNREADABLE).any())
 
 
 # what to do, for the causes a hint fits (the first case above says what was found)
@@ -212,14 +230,21 @@ def check_output(cat: Catalog, out: Path) -> None:
 
 
 def check_settings(cat: Catalog, r_loc_m: float | None = None) -> None:
-    """What can be checked before any ingest: the explicit CRS, the labels file, --r-loc."""
+    """What can be checked before any ingest: the root, the explicit CRS, the labels file,
+    --r-loc."""
+    if not cat.root.is_dir():
+        what = "is not a folder" if cat.root.exists() else "does not exist"
+        raise SettingsError(f"{cat.source}: key 'root': {cat.root} {what}; expected the survey's "
+                            "top folder (the one that holds the dive folders), relative to the "
+                            "catalog file: fix 'root'")
     try:
         crs_policy.check_explicit(cat.crs)
     except crs_policy.CRSError as exc:
         raise SettingsError(f"{cat.source}: key 'crs': {exc}") from None
-    if r_loc_m is not None and not (np.isfinite(r_loc_m) and r_loc_m > cat.pairs.r_min_m):
+    if r_loc_m is not None and not (np.isfinite(r_loc_m) and cat.pairs.r_min_m < r_loc_m
+                                    <= MAX_RADIUS_M):
         raise SettingsError(f"--r-loc {r_loc_m}: expected a distance in metres above "
-                            f"pairs.r_min_m ({cat.pairs.r_min_m})")
+                            f"pairs.r_min_m ({cat.pairs.r_min_m}) and at most {MAX_RADIUS_M:g}")
     _labels(cat)
 
 
@@ -292,6 +317,7 @@ def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bo
     folder = claim(out, cat.name, cat.source, cat.root)
     folder.own(CACHE)
     images = {d: dive_images(cat, d) for d in discover_dives(cat)}  # each dive globbed once
+    images_in_one_dive(cat, images)
     dives = {d: dive_fingerprint(cat, d, rels) for d, rels in images.items()}
     policy = _policy(cat, r_loc_m)
     labels = cat.root / cat.labels if cat.labels else None
@@ -300,6 +326,9 @@ def plan(cat: Catalog, out: Path, r_loc_m: float | None = None, full_rebuild: bo
     state = {"catalog_sha256": cat.sha256, "dives": dives, "pair_policy": policy,
              "labels_sha256": file_sha256(labels) if labels and labels.exists() else None,
              "schema_version": schema.SCHEMA_VERSION}
+    outside = dives_outside_root(cat)
+    if outside:  # reported in the quarantine; a change of them is a change of the set
+        state["dives_outside_root"] = outside
     gen = folder.current()
     repairs = []
     if gen is not None:
@@ -434,6 +463,11 @@ def _labels(cat: Catalog, notes: list | None = None) -> dict[str, str]:
     if not cat.labels:
         return {}
     path = cat.root / cat.labels
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(Path(os.path.realpath(cat.root))):  # checked before it is read
+        raise SettingsError(f"{cat.source}: key 'labels': {path} leads to {real}, outside the "
+                            f"catalog root {cat.root} (through a symlink); the pipeline never "
+                            "reads outside the root: put the labels file itself inside the root")
     if not path.is_file():
         raise SettingsError(f"{cat.source}: key 'labels': {path} does not exist; expected a CSV "
                             "with columns image_id,label or an annotation tool's export; fix "
@@ -464,6 +498,11 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
     parts = [load_cached(bp.output, d, fp) for d, fp in bp.dives.items()]
     locs = pd.concat([p.locations for p in parts], ignore_index=True) if parts else pd.DataFrame()
     quar = pd.concat([p.quarantine for p in parts], ignore_index=True) if parts else pd.DataFrame()
+    outside = bp.state.get("dives_outside_root", {})
+    if outside:  # dive folders that lead out of the root: one quarantine row each
+        rows = pd.DataFrame([{"dive": d, "source": dive_rel(cat, d), "reason": reasons.UNSAFE_PATH,
+                              "detail": why} for d, why in outside.items()])
+        quar = pd.concat([quar, rows], ignore_index=True) if len(quar) else rows
     if len(locs) == 0:
         raise NothingLocated(_nothing_located(cat, parts, quar))
     lon, lat = locs["lon"].to_numpy(), locs["lat"].to_numpy()
@@ -520,6 +559,7 @@ def assemble_site(bp: BuildPlan, r_loc_m: float | None = None) -> Site:
                               "warnings": p.warnings}
                      for p in parts},
         "warnings": [f"dive {p.dive}: {w}" for p in parts for w in p.warnings]
+        + [f"dive {d}: not read: {why}" for d, why in outside.items()]
         + crowded_positions(locs) + [f"labels: {note}" for note in label_notes],
         "per_reason": {str(k): int(v) for k, v in quar["reason"].value_counts().sort_index().items()}
         if len(quar) else {},
@@ -797,6 +837,8 @@ def build(cat: Catalog, out: str | Path | None = None, r_loc_m: float | None = N
         bp = step("plan", plan, cat, out_dir, r_loc_m, full_rebuild, src)
         for problem in bp.repairs:
             log(f"{cat.name}: damaged output, repairing: {problem}")
+        for dive, why in bp.state.get("dives_outside_root", {}).items():
+            log(f"{cat.name}: dive {dive} not read: {why}")
         if bp.no_change:
             tidy(cat, out_dir)
             log(f"{cat.name}: no change ({len(bp.dives)} dives cached); manifests left untouched")

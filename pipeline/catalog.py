@@ -6,12 +6,21 @@ Every error names the file, the key, what was found and what was expected.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAV_FORMATS = ("oplab-camera-csv", "oplab-nav-csv", "acfr-stereo-pose", "ifdo", "csv",
                "biigle-csv", "qgc-csv", "exif")
@@ -19,6 +28,129 @@ NAV_FORMATS = ("oplab-camera-csv", "oplab-nav-csv", "acfr-stereo-pose", "ifdo", 
 
 class CatalogError(ValueError):
     """A catalog that cannot be used; the message says where and what to do."""
+
+
+# --- YAML read from users: bounded in size, aliases, expansion and depth ---------------------
+
+CATALOG_MAX_BYTES = 1 << 20  # a catalog is a page of keys; 1 MiB is far beyond any real one
+CATALOG_MAX_ALIASES = 100
+
+
+class YamlRefused(ValueError):
+    """A YAML document refused before it is built: too large, too deep, or alias-expanding."""
+
+
+def load_yaml_bounded(text: str | bytes, *, max_bytes: int, max_aliases: int | None = None,
+                      max_nodes: int = 100_000, max_ratio: float = 1.0,
+                      max_depth: int = 100) -> Any:
+    """``yaml.safe_load`` with bounds, for every YAML the pipeline reads from users.
+
+    Before anything is built, one pass over the parser's events refuses a document larger than
+    ``max_bytes``, with more than ``max_aliases`` aliases (None: no count), nested deeper than
+    ``max_depth``, with an alias inside its own anchor (a structure that holds itself), or whose
+    node count with every alias expanded exceeds both ``max_nodes`` and ``max_ratio`` times the
+    nodes written (a "billion laughs" document of a few lines expands to 10**9 nodes; the pass
+    only adds up counts, so it costs what the text costs). Raises YamlRefused (what was found,
+    without the file name) or yaml.YAMLError (not valid YAML)."""
+    size = len(text.encode() if isinstance(text, str) else text)
+    if size > max_bytes:
+        raise YamlRefused(f"{size} bytes, more than the {max_bytes} allowed")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    sizes: dict[str, int] = {}  # anchor -> its node count with aliases expanded
+    stack: list[list] = []  # open collections: [anchor, expanded node count so far]
+    aliases = written = expanded = 0
+    ceiling = max(max_nodes, max_ratio * size)  # a node takes a byte at least
+
+    def too_many() -> YamlRefused:
+        return YamlRefused(f"{expanded if expanded < 10**12 else 'over 10**12'} values once "
+                           f"its {aliases} aliases (*name) are expanded, from {written} written "
+                           "(a document that multiplies itself through aliases)")
+
+    for ev in yaml.parse(text, Loader=loader):
+        if isinstance(ev, yaml.AliasEvent):
+            aliases += 1
+            if max_aliases is not None and aliases > max_aliases:
+                raise YamlRefused(f"more than {max_aliases} aliases (*name)")
+            if any(a == ev.anchor for a, _ in stack):
+                raise YamlRefused(f"alias *{ev.anchor} inside its own anchor &{ev.anchor} (a "
+                                  "structure that contains itself)")
+            n = sizes.get(ev.anchor, 1)
+        elif isinstance(ev, yaml.ScalarEvent):
+            n = 1
+            if ev.anchor:
+                sizes[ev.anchor] = 1
+        elif isinstance(ev, yaml.CollectionStartEvent):
+            written += 1
+            stack.append([ev.anchor, 1])
+            if len(stack) > max_depth:
+                raise YamlRefused(f"values nested more than {max_depth} levels deep")
+            continue
+        elif isinstance(ev, yaml.CollectionEndEvent):
+            anchor, n = stack.pop()
+            if anchor:
+                sizes[anchor] = n
+            if stack:
+                stack[-1][1] += n
+            continue
+        else:
+            continue
+        written += 1
+        expanded += n
+        if stack:
+            stack[-1][1] += n
+        if expanded > ceiling:
+            raise too_many()
+    if expanded > max(max_nodes, max_ratio * written):
+        raise too_many()
+    return yaml.load(text, Loader=loader)
+
+
+# --- numbers: finite, in a physical range, said in the message ------------------------------
+
+def _number(lo: float, hi: float, unit: str = "", *, lo_open: bool = False,
+            whole: bool = False, optional: bool = False, note: str = "") -> BeforeValidator:
+    """A check of a catalog number: a real number (not text, not true/false), finite, within
+    [lo, hi] (above lo when ``lo_open``), a whole number when ``whole``. Its message says the
+    range, e.g. "a number of metres greater than 0 and at most 1000"."""
+    def text(v: float) -> str:
+        return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+    low = f"greater than {text(lo)}" if lo_open else f"at least {text(lo)}"
+    span = f"{'a whole number' if whole else 'a number'}{' of ' + unit if unit else ''} " \
+           f"{low} and at most {text(hi)}{note}"
+
+    def check(v: Any) -> Any:
+        if v is None and optional:
+            return v
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"a valid number: {span}")
+        if whole and not isinstance(v, int):
+            if not (math.isfinite(v) and float(v).is_integer()):
+                raise ValueError(span)
+            v = int(v)
+        if not math.isfinite(v):
+            raise ValueError(f"a finite number: {span}")
+        if v < lo or (lo_open and v == lo) or v > hi:
+            raise ValueError(span)
+        return v
+
+    return BeforeValidator(check)
+
+
+_DAY = 86400.0
+_YEAR = 365.25 * _DAY
+
+
+def _check_path_template(v: str, hint: str) -> None:
+    """A path the catalog names is relative to the root and stays inside it: no absolute path,
+    no drive letter, no '..' part (the pipeline never reads outside the root)."""
+    parts = v.replace("\\", "/").split("/")
+    if v.startswith(("/", "\\")) or ":" in v[:3]:
+        raise ValueError(f"a path inside the root, relative to it; {v!r} is absolute, which "
+                         f"leads outside it (the pipeline never reads outside the root): {hint}")
+    if ".." in parts:
+        raise ValueError(f"a path inside the root, relative to it; {v!r} leads outside it "
+                         f"through '..' (the pipeline never reads outside the root): {hint}")
 
 
 def _check_template(v: str, what: str, shared_ok: bool = False) -> None:
@@ -63,6 +195,18 @@ class CsvColumns(_Strict):
     heading_unit: Literal["deg", "rad"] = "deg"
     delimiter: str = ","
 
+    @field_validator("xy_crs")
+    @classmethod
+    def _xy_crs(cls, v: str | None) -> str | None:
+        if v is not None:
+            from .crs import CRSError, check_declared
+
+            try:
+                check_declared(v, "xy_crs")
+            except CRSError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
     @model_validator(mode="after")
     def _describes_a_file(self) -> CsvColumns:
         from .readers.generic_csv import column_map  # the reader's own rules, one place
@@ -92,11 +236,8 @@ class NavSource(_Strict):
     def _has_dive(cls, v: str | None) -> str | None:
         if v is not None:
             _check_template(v, "path", shared_ok=True)
-            parts = v.replace("\\", "/").split("/")
-            if v.startswith(("/", "\\")) or ":" in v[:3] or ".." in parts:
-                raise ValueError(f"a path inside the root, relative to it; {v!r} leads outside "
-                                 "it (the pipeline never reads outside the root): set 'root' to "
-                                 "a folder that holds the navigation file")
+            _check_path_template(v, "set 'root' to a folder that holds the navigation file, "
+                                 "and the path relative to it")
         return v
 
     @field_validator("cameras")
@@ -151,14 +292,19 @@ class NavSource(_Strict):
         return self
 
 
+# the largest pair radius: location positives farther apart than this show different seafloor
+MAX_RADIUS_M = 1000.0
+
+
 class PairPolicy(_Strict):
-    r_loc_m: Annotated[float, Field(gt=0)] = 5.0
-    r_min_m: Annotated[float, Field(ge=0)] = 0.0
+    r_loc_m: Annotated[float, _number(0, MAX_RADIUS_M, "metres", lo_open=True)] = 5.0
+    r_min_m: Annotated[float, _number(0, MAX_RADIUS_M, "metres")] = 0.0
     cross_dive: bool = True
     use_depth: bool = False
-    min_time_gap_s: Annotated[float, Field(ge=0)] = 0.0
-    max_neighbours: Annotated[int, Field(gt=0)] | None = None
-    seed: int = 0
+    min_time_gap_s: Annotated[float, _number(0, 100 * _YEAR, "seconds",
+                                             note=" (100 years)")] = 0.0
+    max_neighbours: Annotated[int | None, _number(1, 100_000, whole=True, optional=True)] = None
+    seed: Annotated[int, _number(0, 2**32 - 1, whole=True)] = 0
 
     @model_validator(mode="after")
     def _radii(self) -> PairPolicy:
@@ -168,7 +314,8 @@ class PairPolicy(_Strict):
 
 
 class Schedule(_Strict):
-    interval_s: Annotated[float, Field(gt=0)] | None = None
+    interval_s: Annotated[float | None, _number(1, 366 * _DAY, "seconds", optional=True,
+                                                note=" (a year)")] = None
     cron: str | None = None
 
     @model_validator(mode="after")
@@ -182,16 +329,19 @@ class NavChecks(_Strict):
     """How navigation is judged (pipeline.track): what the vehicle can do, how noisy its fixes
     are, and what to do with a dive whose navigation is degenerate."""
 
-    max_speed_m_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 3.0
-    max_accel_m_s2: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
-    position_noise_m: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 2.0
+    # the fastest camera platform (an aerial drone) and 10 g; fix noise of the worst USBL
+    max_speed_m_s: Annotated[float, _number(0, 100, "m/s", lo_open=True)] = 3.0
+    max_accel_m_s2: Annotated[float, _number(0, 100, "m/s^2", lo_open=True)] = 1.0
+    position_noise_m: Annotated[float, _number(0, 1000, "metres")] = 2.0
     # degenerate navigation (a track that does not move, a frozen fix, depths above the
     # surface, altitudes out of range): warn in the summary, or quarantine the dive
     degenerate: Literal["warn", "quarantine"] = "warn"
 
 
-# a number of seconds (or seconds per image): a finite positive number, not a string or a bool
-_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+def _seconds(hi: float, note: str = "") -> Any:
+    """A number of seconds (or seconds per image): finite, above 0 and at most ``hi``; not a
+    string or a bool."""
+    return Annotated[float, _number(0, hi, "seconds", lo_open=True, note=note)]
 
 
 class DaskSettings(_Strict):
@@ -206,11 +356,16 @@ class DaskSettings(_Strict):
     """
 
     address: str | None = None  # an existing scheduler, e.g. tcp://10.0.0.5:8786
-    n_workers: Annotated[int, Field(gt=0)] | None = None  # local cluster only
-    connect_timeout_s: _Seconds = 30.0  # connect + handshake + first answer of the scheduler
-    worker_wait_s: _Seconds = 60.0  # the longest the cluster may have no worker
-    seconds_per_image: _Seconds = 0.5  # assumed ingest cost, for each dive's bound
-    min_dive_timeout_s: _Seconds = 120.0  # the floor of each dive's bound
+    # local cluster only
+    n_workers: Annotated[int | None, _number(1, 1024, whole=True, optional=True)] = None
+    # connect + handshake + first answer of the scheduler
+    connect_timeout_s: _seconds(3600, " (an hour)") = 30.0
+    worker_wait_s: _seconds(7 * _DAY, " (a week)") = 60.0  # the longest with no worker
+    seconds_per_image: _seconds(3600, " (an hour)") = 0.5  # assumed ingest cost, per dive bound
+    min_dive_timeout_s: _seconds(7 * _DAY, " (a week)") = 120.0  # the floor of each dive's bound
+
+
+MAX_CLUSTERS = 1000  # habitat classes of one site: far fewer in any real survey
 
 
 class MappingSettings(_Strict):
@@ -221,7 +376,7 @@ class MappingSettings(_Strict):
     # yet; a map run then says so and maps nothing (a run may name one: `checkpoint` parameter)
     checkpoint: Path | None = None
     labels: Path | None = None  # labels (CSV or an annotation export); relative to the catalog file
-    k: Literal["auto"] | Annotated[int, Field(ge=2, strict=True)] = "auto"
+    k: Literal["auto"] | Annotated[int, Field(ge=2, le=MAX_CLUSTERS, strict=True)] = "auto"
     device: Literal["cpu", "cuda", "auto"] | None = None  # None/auto: cuda when available
     # the labelling list also exported for these annotation tools (ssl.habitats --export)
     export: list[Literal["biigle", "coralnet", "ifdo"]] = Field(default_factory=list)
@@ -229,16 +384,18 @@ class MappingSettings(_Strict):
     @field_validator("k", mode="before")
     @classmethod
     def _k(cls, v: Any) -> Any:
-        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 2):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool)
+                           and 2 <= v <= MAX_CLUSTERS):
             return v
-        raise ValueError("'auto' or a whole number of clusters, 2 or more (e.g. 6)")
+        raise ValueError(f"'auto' or a whole number of clusters, at least 2 and at most "
+                         f"{MAX_CLUSTERS} (e.g. 6)")
 
 
 class NotifySettings(_Strict):
     """Where failed, crashed and stuck runs of the site's deployments are reported."""
 
     webhook: str  # an http(s) URL that receives a JSON POST {"subject", "body"}
-    running_limit_s: _Seconds = 6 * 3600.0  # a run Running longer than this is 'stuck'
+    running_limit_s: _seconds(30 * _DAY, " (30 days)") = 6 * 3600.0  # longer: 'stuck'
 
     @field_validator("webhook")
     @classmethod
@@ -252,6 +409,9 @@ class NotifySettings(_Strict):
         return v
 
 
+TRAIN_SIDE = (16, 4096)  # pixels of a side of the training shards
+
+
 class Catalog(_Strict):
     name: str
     root: Path
@@ -263,12 +423,16 @@ class Catalog(_Strict):
     # strftime-style ("%Y_%m_%d_%H-%M-%S") or a regex with named groups (?P<year>...)
     image_time: str | None = None
     validate_images: Literal["header", "decode"] = Field("decode", alias="validate")
-    max_interp_gap_s: Annotated[float, Field(gt=0)] = 2.0
+    max_interp_gap_s: Annotated[float, _number(0, 3600, "seconds", lo_open=True,
+                                               note=" (an hour)")] = 2.0
     nav_checks: NavChecks = NavChecks()
     crs: str = "auto"
-    crs_force: bool = False  # use an explicit crs even far from the site (refused otherwise)
+    # use an explicit crs even far from the site, and a csv source's xy_crs even where the
+    # coordinates do not fit it (both refused otherwise)
+    crs_force: bool = False
     pairs: PairPolicy = PairPolicy()
-    train_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = (192, 256)
+    train_size: tuple[Annotated[int, _number(*TRAIN_SIDE, "pixels", whole=True)],
+                      Annotated[int, _number(*TRAIN_SIDE, "pixels", whole=True)]] = (192, 256)
     output: Path
     schedule: Schedule | None = None
     dask: DaskSettings | None = None
@@ -300,6 +464,24 @@ class Catalog(_Strict):
     def _images(cls, v: str | None) -> str | None:
         if v is not None:
             _check_template(v, "images")
+            _check_path_template(v, "write the template from the dive folder down, e.g. "
+                                 "'{dive}/images/*.jpg', and set 'root' to a folder that holds "
+                                 "every dive")
+        return v
+
+    @field_validator("dives")
+    @classmethod
+    def _dives(cls, v: str) -> str:
+        _check_path_template(v, "set 'root' to a folder that holds every dive folder, and "
+                             "'dives' to a glob of them relative to it (e.g. \"dives/*\")")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_path_template(v, "put the labels file inside the root and name it "
+                                 "relative to the root")
         return v
 
     @field_validator("image_time")
@@ -335,12 +517,22 @@ def load_catalog(path: str | Path) -> Catalog:
         raise CatalogError(f"{path} is a folder; expected a catalog file (YAML){hint}")
     if not path.is_file():
         raise CatalogError(f"{path}: catalog file not found")
+    size = path.stat().st_size
+    if size > CATALOG_MAX_BYTES:
+        raise CatalogError(f"{path}: {size} bytes; expected a catalog file (YAML) of at most "
+                           f"{CATALOG_MAX_BYTES} bytes (a catalog is a page of keys): pass the "
+                           "site's catalog.yaml, not a data file")
     raw_bytes = path.read_bytes()
     if b"\x00" in raw_bytes[:4096]:
         raise CatalogError(f"{path}: binary content (not text); expected a catalog file (YAML), "
                            "e.g. the catalog.yaml of a site folder")
     try:
-        raw = yaml.safe_load(raw_bytes) or {}
+        raw = load_yaml_bounded(raw_bytes, max_bytes=CATALOG_MAX_BYTES,
+                                max_aliases=CATALOG_MAX_ALIASES, max_depth=32) or {}
+    except YamlRefused as exc:
+        raise CatalogError(f"{path}: refused before reading its keys: found {exc}; expected a "
+                           "catalog of plain keys and values (an alias or two for a repeated "
+                           "value at most): write each value out") from None
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -26,7 +26,8 @@ UPS_SOUTH = 5042  # WGS 84 / UPS South (E,N)
 _METRE = {"metre", "meter", "metres", "meters"}
 
 __all__ = [
-    "UPS_NORTH", "UPS_SOUTH", "choose_crs", "crs_epsg_string", "crs_projjson", "crs_wkt",
+    "UPS_NORTH", "UPS_SOUTH", "check_declared", "check_declared_positions", "choose_crs",
+    "crs_epsg_string", "crs_projjson", "crs_wkt",
     "normalise_lon", "project", "scale_factor", "site_centre", "unproject", "utm_epsg",
 ]
 
@@ -149,6 +150,75 @@ def _check_projected(crs: pyproj.CRS, name: str) -> pyproj.CRS:
             "metres, so the CRS must be in metres too"
         )
     return crs
+
+
+def check_declared(name: str, key: str) -> pyproj.CRS:
+    """A CRS the catalog declares for a file's coordinates (``xy_crs`` of a csv column map):
+    one pyproj knows, projected, in metres. CRSError says what is expected (the catalog puts
+    it after "expected")."""
+    try:
+        crs = pyproj.CRS.from_user_input(str(name).strip())
+    except pyproj.exceptions.CRSError as e:
+        raise CRSError(f"a CRS pyproj knows, such as 'EPSG:32755' (a UTM zone); {name!r} is "
+                       f"not one ({e})") from None
+    if not crs.is_projected:
+        kind = "geographic (degrees)" if crs.is_geographic else "not projected"
+        raise CRSError(f"a projected CRS in metres for the easting/northing columns, such as a "
+                       f"UTM zone (EPSG:32755); {name!r} ({crs.name}) is {kind}: for longitude "
+                       f"and latitude columns set the keys 'lat' and 'lon' instead of "
+                       f"'easting', 'northing' and '{key}'")
+    units = {(a.unit_name or "").lower() for a in crs.axis_info[:2]}
+    if not units <= _METRE:
+        raise CRSError(f"a projected CRS in metres, such as a UTM zone (EPSG:32755); {name!r} "
+                       f"({crs.name}) has axis units {sorted(units)}, while easting and "
+                       "northing are read as metres")
+    return crs
+
+
+LOCAL_M = 100_000.0  # coordinates within this of (0, 0): metres from a local origin
+
+
+def check_declared_positions(name: str, x, y) -> str | None:
+    """Why the easting/northing ``x``, ``y`` cannot be coordinates in the declared CRS ``name``,
+    or None when they can: the same plausibility rule as the site's ``crs`` (the positions'
+    centre more than FAR_DEG outside the CRS's area of use), and local metres (coordinates
+    near (0, 0) that lie outside the CRS's area: metres from an origin of the survey's own,
+    which read as a UTM zone land thousands of kilometres away)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return None
+    crs = pyproj.CRS.from_user_input(str(name).strip())
+    xm, ym = float(np.median(x[ok])), float(np.median(y[ok]))
+    lon, lat = (float(v) for v in unproject(xm, ym, crs))
+    at = (f"read as {name} ({crs.name}) they put the positions at lon {lon:.4f}, lat "
+          f"{lat:.4f}" if np.isfinite(lon) and np.isfinite(lat) else
+          f"{name} ({crs.name}) cannot place them on the Earth")
+    area = crs.area_of_use
+    inside = True
+    if area is not None:
+        to_crs = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        try:
+            x0, y0, x1, y1 = to_crs.transform_bounds(*area.bounds, densify_pts=21)
+            inside = x0 <= xm <= x1 and y0 <= ym <= y1
+            span = f"E {x0:.0f}..{x1:.0f}, N {y0:.0f}..{y1:.0f}"
+        except pyproj.exceptions.ProjError:
+            span = "its area of use"
+    if not inside and abs(xm) <= LOCAL_M and abs(ym) <= LOCAL_M:
+        return (f"the easting/northing (median E {xm:.1f}, N {ym:.1f}) look like metres from a "
+                f"local origin of the survey's own, not {name} coordinates (over its area "
+                f"those run {span}); {at}. Expected coordinates in the declared CRS: convert "
+                "the file's local metres to it (or give the file 'lat'/'lon' columns), or set "
+                "the CRS the coordinates really are in")
+    off = (_degrees_outside(crs, lon, lat) if np.isfinite(lon) and np.isfinite(lat)
+           else float("inf"))
+    if off is not None and off > FAR_DEG:
+        return (f"the easting/northing (median E {xm:.1f}, N {ym:.1f}) lie "
+                f"{'far' if not np.isfinite(off) else f'{off:.0f} degrees'} outside the area "
+                f"{name} ({crs.name}) is meant for; {at}. Expected the CRS the coordinates "
+                "were written in (the survey's own UTM zone, hemisphere included)")
+    return None
 
 
 def choose_crs(lon: np.ndarray, lat: np.ndarray, explicit: str = "auto",

@@ -11,7 +11,7 @@ import posixpath
 import re
 from pathlib import Path
 
-from .catalog import Catalog, NavSource
+from .catalog import Catalog, CatalogError, NavSource
 from .output import MARKER as OUTPUT_MARKER
 
 _WILDCARD = re.compile(r"[*?\[]")
@@ -54,12 +54,48 @@ def dive_rel(cat: Catalog, dive: str) -> str:
     return "/".join(out)
 
 
+def _inside_root(cat: Catalog, path: Path) -> bool:
+    """Whether ``path`` lies inside the root once every symlink on its way is followed."""
+    return Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(cat.root)))
+
+
 def discover_dives(cat: Catalog) -> list[str]:
-    """Dive ids (see dive_id_of), in the sorted order of their folders."""
-    root = Path(os.path.realpath(cat.root))
+    """Dive ids (see dive_id_of), in the sorted order of their folders.
+
+    A dive folder that resolves outside the root (a symlink, or a symlinked folder above it) is
+    never read; :func:`dives_outside_root` names those, for the build to report."""
     return [dive_id_of(cat, folder.relative_to(cat.root).as_posix()) for folder in dive_folders(cat)
-            # a dive folder that resolves outside the root (a symlink) is never read
-            if Path(os.path.realpath(folder)).is_relative_to(root)]
+            if _inside_root(cat, folder)]
+
+
+def dives_outside_root(cat: Catalog) -> dict[str, str]:
+    """The dive folders the ``dives`` glob matches that resolve outside the root (their
+    files are never read) -> why, one line each naming the folder and where it leads."""
+    out = {}
+    for folder in dive_folders(cat):
+        if not _inside_root(cat, folder):
+            rel = folder.relative_to(cat.root).as_posix()
+            how = "a symlink" if folder.is_symlink() else "under a symlinked folder"
+            out[dive_id_of(cat, rel)] = (
+                f"dive folder {rel} is {how} that leads to {os.path.realpath(folder)}, outside "
+                f"the catalog root {cat.root}; none of its files is read. Move the dive into "
+                "the root (or set 'root' to a folder that holds every dive)")
+    return out
+
+
+def images_in_one_dive(cat: Catalog, images: dict[str, list[str]]) -> None:
+    """CatalogError when the images template matches one file for two dives (a file belongs
+    to one dive: its position comes from that dive's navigation)."""
+    owner: dict[str, str] = {}
+    for dive, rels in images.items():
+        for rel in rels:
+            first = owner.setdefault(rel, dive)
+            if first != dive:
+                raise CatalogError(
+                    f"{cat.source or cat.name}: key 'images': {cat.images!r} matches {rel} for "
+                    f"dive {first} and for dive {dive}; expected each image file to belong to "
+                    "one dive: write the template from the dive's own folder ({dive}/...), or "
+                    "use {dive_id} so that it names one dive's files only")
 
 
 def expand(template: str, cat: Catalog, dive: str) -> str:
@@ -157,7 +193,7 @@ def dive_fingerprint(cat: Catalog, dive: str, rels: list[str] | None = None) -> 
     h = hashlib.sha256()
     nav = dive_nav_source(cat, dive)
     settings = {
-        "builder": "ingest-2", "images": cat.images, "validate": cat.validate_images,
+        "builder": "ingest-3", "images": cat.images, "validate": cat.validate_images,
         "max_interp_gap_s": cat.max_interp_gap_s, "train_size": list(cat.train_size),
         "nav_checks": cat.nav_checks.model_dump(),
         "nav": nav[0].model_dump() if nav else None,
@@ -169,7 +205,9 @@ def dive_fingerprint(cat: Catalog, dive: str, rels: list[str] | None = None) -> 
     if nav and nav[0].shared:  # which dive reports the shared file's unusable rows
         settings["reports_shared_rows"] = dive == first_dive(cat)
     h.update(json.dumps(settings, sort_keys=True).encode())
-    if nav and nav[1].is_file():  # (exif: the images, below, are the navigation)
+    if nav and not _inside_root(cat, nav[1]):  # never read: the ingest quarantines the dive
+        h.update(f"outside the root: {os.path.realpath(nav[1])}\n".encode())
+    elif nav and nav[1].is_file():  # (exif: the images, below, are the navigation)
         h.update(hashlib.sha256(nav[1].read_bytes()).digest())
     for rel in dive_images(cat, dive) if rels is None else rels:
         try:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import reasons
+from . import children, reasons
 
 SHARD_JPEG_QUALITY = 90
 
@@ -70,13 +69,26 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
+def outside_root(root: Path, rel: str) -> str | None:
+    """Why the file at ``rel`` (from the root) is outside the root once every symlink on its
+    way is followed (the file itself, or a folder above it), or None when it is inside."""
+    path = root / rel
+    real = Path(os.path.realpath(path))
+    if real.is_relative_to(Path(os.path.realpath(root))):
+        return None
+    if path.is_symlink():
+        return f"a symlink to {real}, outside the catalog root; the pipeline never reads it"
+    return (f"resolves to {real} (through a symlinked folder on its way), outside the catalog "
+            "root; the pipeline never reads it")
+
+
 def check_image(root: Path, rel: str, train_hw: tuple[int, int], decode: bool) -> ImageCheck:
     path = root / rel
-    if path.is_symlink():
-        real = Path(os.path.realpath(path))
-        if not real.is_relative_to(Path(os.path.realpath(root))):
-            return ImageCheck(rel, reasons.UNSAFE_PATH, f"a symlink to {real}, outside the "
-                              "catalog root", None, None, None)
+    # resolved before anything is opened: a symlink to a file, or a symlinked folder on the
+    # way, that leads out of the root is quarantined, never read
+    why = outside_root(root, rel)
+    if why is not None:
+        return ImageCheck(rel, reasons.UNSAFE_PATH, why, None, None, None)
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -134,7 +146,7 @@ def check_images(
             if progress:
                 progress(len(j[1]))
         return out
-    with ProcessPoolExecutor(workers) as pool:
+    with children.pool(workers) as pool:
         for res in pool.map(_check_chunk, jobs):
             out.extend(res)
             if progress:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import crs as crs_policy
 from . import reasons
 from .catalog import Catalog, NavSource
 from .dive_checks import (
@@ -37,7 +38,7 @@ from .dives import (
     first_dive,
     nav_candidates,
 )
-from .images import ImageCheck, check_images
+from .images import ImageCheck, check_images, outside_root
 from .readers import NavData, NavFormatError, image_time_from_name, read_nav
 from .readers.imagetime import patterns_tried
 
@@ -71,9 +72,10 @@ def no_time_detail(cat: Catalog, nav_rel: str) -> str:
 
 
 def _reader_options(cat: Catalog, src: NavSource, dive: str, folder_rel: str,
-                    good: list[ImageCheck]) -> dict:
+                    good: list[ImageCheck], reject=None) -> dict:
     """What the format's reader needs besides the file: where image paths are taken from,
-    the catalog's per-source options."""
+    the catalog's per-source options. ``reject(source, reason, detail)`` gets the files an
+    exif path names that resolve outside the root (never read)."""
     if src.format == "ifdo":
         # a shared iFDO names images from the root (or its own folder); a dive's from the dive
         return {"dive_dir": cat.root if src.shared else cat.root / folder_rel, "root": cat.root}
@@ -83,6 +85,15 @@ def _reader_options(cat: Catalog, src: NavSource, dive: str, folder_rel: str,
     if src.format == "exif":
         files = ([p.relative_to(cat.root).as_posix() for p in nav_candidates(cat, src, dive)]
                  if src.path is not None else [c.path for c in good])
+        if src.path is not None:  # (the images of `good` were resolved by check_image)
+            inside = []
+            for f in files:
+                why = outside_root(cat.root, f)
+                if why is None:
+                    inside.append(f)
+                elif reject is not None:
+                    reject(f, reasons.UNSAFE_PATH, f"key 'nav' (exif path): {why}")
+            files = inside
         return {"images": [posixpath.relpath(f, folder_rel) for f in files],
                 "timezone": src.timezone or "UTC"}
     if src.format in ("qgc-csv", "biigle-csv"):
@@ -241,6 +252,29 @@ def _interpolate(nav: pd.DataFrame, t: np.ndarray, max_gap_s: float):
     }, reason, detail
 
 
+def _check_xy_crs(cat: Catalog, src: NavSource, nav_rel: str, table: pd.DataFrame) -> None:
+    """The CRS the catalog declares for a csv file's easting/northing (``columns.xy_crs``)
+    must fit the coordinates, as the site's ``crs`` must fit the site (crs.choose_crs): local
+    metres declared as a UTM zone, or coordinates far outside the CRS's area of use, are
+    refused with one message (CRSError), unless ``crs_force``. The reader has turned them into
+    latitude and longitude; projecting those back gives the file's coordinates again."""
+    cols = src.columns
+    if cols is None or cols.xy_crs is None or cols.lat is not None or cat.crs_force:
+        return
+    lat = table["lat"].to_numpy(np.float64)
+    lon = table["lon"].to_numpy(np.float64)
+    ok = np.isfinite(lat) & np.isfinite(lon)
+    if not ok.any():
+        return
+    x, y = crs_policy.project(lon[ok], lat[ok], cols.xy_crs)
+    why = crs_policy.check_declared_positions(cols.xy_crs, x, y)
+    if why is not None:
+        key = f"nav.{cat.nav.index(src)}.columns.xy_crs"
+        raise crs_policy.CRSError(
+            f"{cat.source or cat.name}: key '{key}': found {cols.xy_crs!r} for {nav_rel}: {why}; "
+            "if the coordinates really are in this CRS, set crs_force: true in the catalog")
+
+
 def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=None,
                 rels: list[str] | None = None) -> DiveResult:
     """Read one dive's navigation and images; returns located rows, quarantine and shards."""
@@ -273,7 +307,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
     folder_rel = dive_rel(cat, dive)
     if src.format == "exif":  # the dive's images carry the navigation
         nav_path = cat.root / folder_rel
-    options = _reader_options(cat, src, dive, folder_rel, good)
+    options = _reader_options(cat, src, dive, folder_rel, good, reject)
     if src.format in ("oplab-nav-csv", "csv", "qgc-csv"):  # vehicle series: cleaned as read
         options.update(max_speed_m_s=cat.nav_checks.max_speed_m_s,
                        min_jump_m=cat.nav_checks.position_noise_m,
@@ -305,6 +339,7 @@ def ingest_dive(cat: Catalog, dive: str, workers: int | None = None, progress=No
         if not good:
             reject(nav_rel, reasons.NAV_UNREADABLE, detail)
         return _result(dive, src.format, good, located, pose, quarantine, len(rels))
+    _check_xy_crs(cat, src, nav_rel, table)
     if bad_time.any():
         table = table.copy()
         table.loc[bad_time, ["lat", "lon"]] = np.nan  # those rows locate nothing (nav_invalid)

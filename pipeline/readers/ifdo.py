@@ -207,7 +207,7 @@ def _load(path: Path) -> tuple[Any, dict[str, int]]:
             return json.loads(text), {}
         except json.JSONDecodeError as exc:
             # ifdo 1.2.x writes YAML into files named .json
-            doc = _yaml_or_none(text)
+            doc = _yaml_or_none(text, path)
             if isinstance(doc, dict) and ITEMS in doc:
                 return doc, {"ifdo_yaml_in_json": 1}
             raise NavFormatError(
@@ -218,7 +218,7 @@ def _load(path: Path) -> tuple[Any, dict[str, int]]:
         import yaml
 
         try:
-            return yaml.load(text, Loader=_yaml_loader()), {}
+            return _load_yaml(text, path), {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else 1
@@ -233,17 +233,32 @@ def _load(path: Path) -> tuple[Any, dict[str, int]]:
     )
 
 
-def _yaml_loader():
-    import yaml
+# YAML iFDO files: bounded like every YAML the pipeline reads (pipeline.catalog.load_yaml_bounded);
+# an iFDO repeats its fields per image, never through aliases that multiply the document
+IFDO_YAML_MAX_BYTES = 256 << 20
+IFDO_YAML_MAX_RATIO = 50  # values with aliases expanded, per value written
 
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """The YAML document, bounded in size, depth and alias expansion (NavFormatError when
+    refused; yaml.YAMLError when it is not YAML)."""
+    from ..catalog import YamlRefused, load_yaml_bounded
+
+    try:
+        return load_yaml_bounded(text, max_bytes=IFDO_YAML_MAX_BYTES, max_nodes=1_000_000,
+                                 max_ratio=IFDO_YAML_MAX_RATIO, max_depth=64)
+    except YamlRefused as exc:
+        raise NavFormatError(
+            f"{path}: line 1, content: refused before reading: found {exc}; expected an iFDO "
+            "YAML document that writes its values out"
+        ) from None
 
 
-def _yaml_or_none(text: str) -> Any:
+def _yaml_or_none(text: str, path: Path) -> Any:
     import yaml
 
     try:
-        return yaml.load(text, Loader=_yaml_loader())
+        return _load_yaml(text, path)
     except yaml.YAMLError:
         return None
 

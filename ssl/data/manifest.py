@@ -124,6 +124,34 @@ def _json_meta(meta: dict[str, str], key: str, path: Path) -> object:
                             f"{REBUILD}") from exc
 
 
+def _inside_folder(folder: Path, rel: str, what: str, pairs_path: Path) -> Path:
+    """The file at ``rel``, a path the pairs metadata names relative to the manifest folder
+    (the folder that really holds pairs.parquet), checked BEFORE it is opened: an absolute
+    path, a '..' part, or a path that resolves (through symlinks) outside that folder is
+    refused with ManifestError. A pipeline writes only plain names inside the folder."""
+    text = str(rel)
+    parts = text.replace("\\", "/").split("/")
+    where = f"the manifest folder {folder}"
+    problem = None
+    if not text.strip():
+        problem = "an empty path"
+    elif text.startswith(("/", "\\")) or ":" in text[:3] or Path(text).is_absolute():
+        problem = f"an absolute path, outside {where}"
+    elif ".." in parts:
+        problem = f"a path with '..', which leads outside {where}"
+    else:
+        real = Path(os.path.realpath(folder / text))
+        if not real.is_relative_to(Path(os.path.realpath(folder))):
+            problem = f"a path that resolves to {real} through a symlink, outside {where}"
+    if problem is not None:
+        example = c.LOCATIONS_FILE if what == "locations file" else c.store_name("<dive>")
+        raise ManifestError(
+            f"{pairs_path}: its metadata names the {what} {text!r}: {problem}; the trainer "
+            f"opens only files inside the manifest folder, so it was not opened. Expected a "
+            f"path relative to that folder, such as {example!r}; {REBUILD}")
+    return folder / text
+
+
 def _check_pairs_metadata(pairs_path: Path, meta: dict[str, str]) -> tuple[dict, dict]:
     problem = c.schema_problem(meta, pairs_path)
     if problem:
@@ -173,7 +201,8 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
     policy, identity = _check_pairs_metadata(pairs_path, meta)
 
     folder = real.parent
-    loc_path = folder / meta[c.META_LOCATIONS_PATH]
+    # every file the metadata names lies in this folder: checked before it is opened or hashed
+    loc_path = _inside_folder(folder, meta[c.META_LOCATIONS_PATH], "locations file", pairs_path)
     if not loc_path.is_file():
         raise ManifestError(f"{pairs_path} names the locations file {loc_path}, which does not "
                             f"exist; copy the whole manifest folder, or {REBUILD}")
@@ -233,7 +262,7 @@ def load_manifest(pairs_path: str | Path) -> Manifest:
     stores: dict[str, Path] = {}
     absent = []
     for d in sorted(set(dive.tolist())):
-        p = folder / c.store_name(d)
+        p = _inside_folder(folder, c.store_name(str(d)), f"image file of dive {d!r}", pairs_path)
         if p.is_file():
             stores[d] = p
         else:
