@@ -27,8 +27,13 @@ def local_frame(lat: np.ndarray, lon: np.ndarray) -> tuple[Transformer, Transfor
 
 
 # rows a reader or its cleaner removes
-_DROPPED = ("rows_wrong_field_count", "nan_rows", "implausible_time_rows", "duplicate_timestamps",
-            "position_jumps")
+_DROPPED = ("rows_wrong_field_count", "bad_value_rows", "out_of_range_rows", "cut_last_line_rows",
+            "nan_rows", "implausible_time_rows", "duplicate_timestamps", "position_jumps")
+# of those, the rows a reader left out one by one (each also in the quarantine table)
+_ROW_FAULTS = ("rows_wrong_field_count", "bad_value_rows", "out_of_range_rows",
+               "cut_last_line_rows")
+
+NAV_ROW_INVALID = reasons.NAV_ROW_INVALID  # source "<navigation file>:<line>"
 
 
 def limits_of(cat: Catalog) -> MotionLimits:
@@ -96,12 +101,85 @@ def blame_dropped_fixes(t, reason, detail, raw_span, notes: dict, nav_rel: str) 
                          "see nav_rows_dropped in report.json)")
 
 
+def _nav_rel(cat: Catalog, path) -> str:
+    from pathlib import Path
+
+    try:
+        return Path(path).relative_to(cat.root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _shared_file(cat: Catalog, dive: str) -> tuple[bool, bool]:
+    """(whether the dive's navigation file is one shared by every dive, whether this dive
+    reports that file's bad rows): each row is reported once, by the first dive."""
+    from .dives import dive_nav_source, first_dive
+
+    found = dive_nav_source(cat, dive)
+    shared = found is not None and found[0].shared
+    return shared, not shared or dive == first_dive(cat)
+
+
+def quarantine_bad_rows(cat: Catalog, res: DiveResult, data) -> None:
+    """The rows the reader left out one by one (``data.row_faults``) in the quarantine table.
+
+    A per-image row that still names its image was kept without a position, so ingest
+    quarantined that image as nav_invalid: its detail becomes the row's fault. Every other bad
+    row is an entry of its own, source "<file>:<line>", reason NAV_ROW_INVALID (a file shared by
+    every dive: reported by the first dive only). A warning says how many rows were left out
+    and why."""
+    faults = getattr(data, "row_faults", None) or []
+    if not faults:
+        return
+    nav_rel = _nav_rel(cat, data.path)
+    shared, reports = _shared_file(cat, res.dive)
+    q = res.quarantine
+    rows = []
+    for f in faults:
+        said = f"{nav_rel}: {f.detail} (only this row is left out)"
+        if f.kept:
+            hit = ((q["reason"] == reasons.NAV_INVALID)
+                   & q["detail"].astype(str).str.startswith(f"{nav_rel}:{f.line}: "))
+            if hit.any():
+                q.loc[hit, "detail"] = said
+                continue
+            if shared:
+                continue  # a shared file's row naming another dive's image
+        elif not reports:
+            continue
+        rows.append({"dive": res.dive, "source": f"{nav_rel}:{f.line}",
+                     "reason": NAV_ROW_INVALID, "detail": said})
+    unnamed = [f.line for f in faults if not f.kept]
+    if data.per_image and unnamed:
+        # an image the file does not list may be the one a row left out would have named
+        hit = (q["reason"] == reasons.NO_NAV) & (q["detail"] == f"no entry in {nav_rel}")
+        shown = ", ".join(map(str, unnamed[:5])) + (" ..." if len(unnamed) > 5 else "")
+        q.loc[hit, "detail"] = (f"no entry in {nav_rel}; the file has bad row(s) that name no "
+                                f"image, left out (line(s) {shown}, see their own entries): "
+                                "one of them may be this image's")
+    if rows:
+        q = pd.concat([q, pd.DataFrame(rows, columns=list(q.columns))], ignore_index=True)
+    res.quarantine = q
+    if reports:
+        kinds: dict[str, int] = {}
+        for f in faults:
+            kinds[f.kind] = kinds.get(f.kind, 0) + 1
+        first = faults[0]
+        res.warnings.append(
+            f"{len(faults)} row(s) of {nav_rel} left out, the rest of the file used ("
+            + ", ".join(f"{n} {k}" for k, n in kinds.items())
+            + f"; first: {first.detail}): each is in quarantine.parquet")
+
+
 def judge_dive(cat: Catalog, res: DiveResult, data) -> DiveResult:  # data: readers.NavData
     """What the dive's navigation lost and how fit it is: dropped rows, the reader's notes,
     degenerate navigation (a warning, or the dive quarantined: catalog nav_checks)."""
     notes = dict(data.notes)
     if not data.per_image:
         res.nav_rows_dropped = {k: int(notes[k]) for k in _DROPPED if notes.get(k)}
+    else:  # a per-image file's bad rows (their images are quarantined naming the row)
+        res.nav_rows_dropped = {k: int(notes[k]) for k in _ROW_FAULTS if notes.get(k)}
+    quarantine_bad_rows(cat, res, data)
     res.nav_notes = {k: int(v) for k, v in notes.items()
                      if k not in _DROPPED and isinstance(v, int | np.integer) and v}
     if notes.get("position_steps"):

@@ -24,5 +24,9 @@ TIME_ORDER = "time_order"  # the pose's time is wrong (out of the file's order, 
 NAV_DEGENERATE = "nav_degenerate"  # the dive's navigation is degenerate and the catalog says
 #                                   to quarantine such a dive (nav_checks.degenerate)
 
+NAV_ROW_INVALID = "nav_row_invalid"  # one navigation row is bad (a value out of range, not a
+#                                    number, a wrong field count, a last line cut short): that
+#                                    row alone is left out, named by file and line
+
 ALL = (*ALL, NO_TIME, UNSAFE_PATH, UNREADABLE, IMAGE_REFUSED, NAV_UNREADABLE, DIVE_EMPTY,
-       TIME_ORDER, NAV_DEGENERATE)
+       TIME_ORDER, NAV_DEGENERATE, NAV_ROW_INVALID)

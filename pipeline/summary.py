@@ -29,12 +29,14 @@ def summary_markdown(report: dict) -> str:
     lines.append(f"| **all** | | {report['images_found']} | {report['images_located']} "
                  f"| {report['quarantined']} |")
     if report["per_reason"]:
-        lines += ["", "| quarantine reason | images |", "|---|---:|"]
+        lines += ["", "| quarantine reason | entries (images; navigation rows for nav_row_invalid) |",
+                  "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in report["per_reason"].items()]
     dropped = {d: v.get("nav_rows_dropped") for d, v in report["per_dive"].items()
                if v.get("nav_rows_dropped")}
     if dropped:
-        lines += ["", "| dive | navigation rows dropped by the cleaner |", "|---|---|"]
+        lines += ["", "| dive | navigation rows dropped (bad rows the reader left out, each in "
+                  "the quarantine table; rows the cleaner dropped) |", "|---|---|"]
         lines += [f"| {d} | " + ", ".join(f"{n} {k}" for k, n in v.items()) + " |"
                   for d, v in dropped.items()]
     noted = {d: v.get("nav_notes") for d, v in report["per_dive"].items() if v.get("nav_notes")}

@@ -10,7 +10,9 @@ position fixes (GPS, USBL), which no step shorter than it ever exceeds.
   or a short burst off the track), and longer bursts that leave the track and come back. A step
   after which the track simply continues from the new place (a USBL re-lock, a GPS correction)
   is not a jump: both sides are kept, and :func:`position_steps` counts such steps for the
-  report. Poses logged at the same time (the cameras of a stereo rig) are judged together.
+  report; but a lone first or last pose beyond such a step is a jump, as nothing after it
+  confirms the new place. Poses logged at the same time (the cameras of a stereo rig) are
+  judged together.
 * :func:`time_faults` finds poses whose *time* is wrong rather than their position: items
   whose time breaks the order of the file while the file's order is the smooth track, and
   poses that share one time but lie apart.
@@ -98,7 +100,11 @@ def pose_jumps(t: np.ndarray, x: np.ndarray, y: np.ndarray,
     2. a pose is a jump when more than half of its up to ``2 * NEIGHBOURS`` neighbours in time
        could not have reached it (:meth:`MotionLimits.reach`, at the local speed);
     3. of the rest, a run of poses between two impossible steps is a burst when the track
-       before it and after it join up without it and it is shorter than both sides.
+       before it and after it join up without it and it is shorter than both sides;
+    4. the first or last pose is a jump when the step to it is impossible and the track goes on
+       smoothly without it (:func:`_lone_ends`): judged by the step between consecutive fixes
+       (distance over the time between them against what the vehicle reaches), not by a fixed
+       distance.
     """
     t, x, y = (np.asarray(a, dtype=np.float64) for a in (t, x, y))
     n_all = len(t)
@@ -119,8 +125,28 @@ def pose_jumps(t: np.ndarray, x: np.ndarray, y: np.ndarray,
         far = dist > limits.reach(times[w] - times[i, None], speed[i, None])
         bad[i] = far.sum(axis=1) * 2 > w.shape[1]
     bad |= _bursts(times, rx, ry, speed, ~bad, limits)
+    bad |= _lone_ends(times, rx, ry, speed, ~bad, limits)
     out[order] = bad[inverse]
     return out
+
+
+def _lone_ends(t, x, y, speed, keep, limits: MotionLimits) -> np.ndarray:
+    """The first or last kept pose when the step between it and the rest of the track is one
+    the vehicle could not have made (speed and acceleration bounds plus fix noise) while the
+    track goes on smoothly from its neighbour: nothing after it confirms the new place, so it
+    is no re-lock but a jump (a last line cut mid-number moves the last fix a few metres, too
+    few for most of its neighbours in time to rule it out)."""
+    drop = np.zeros(len(t), dtype=bool)
+    k = np.flatnonzero(keep)
+    if len(k) < 4:
+        return drop
+    for edge, near, next_ in ((k[0], k[1], k[2]), (k[-1], k[-2], k[-3])):
+        step = np.hypot(x[edge] - x[near], y[edge] - y[near])
+        onward = np.hypot(x[next_] - x[near], y[next_] - y[near])
+        if (step > limits.reach(np.array(t[edge] - t[near]), speed[near])
+                and onward <= limits.reach(np.array(t[next_] - t[near]), speed[near])):
+            drop[edge] = True
+    return drop
 
 
 def _bursts(t, x, y, speed, keep, limits: MotionLimits) -> np.ndarray:

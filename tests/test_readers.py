@@ -374,14 +374,21 @@ def test_acfr_wrong_field_count_names_the_line(survey, tmp_path):
     assert "expected 15 whitespace-separated fields" in msg
 
 
-def test_oplab_non_numeric_latitude_names_line_and_column(survey, tmp_path):
+def test_oplab_non_numeric_latitude_costs_only_its_row(survey, tmp_path):
+    """A bad value is that row's fault, named by line and column: its image stays without a
+    pose (quarantined by the build), every other row is read."""
     root, _, _ = survey
-    path = _edit_line(root / "dive03" / PER_IMAGE["dive03"][1], tmp_path / "cam.csv", 16,
+    src = root / "dive03" / PER_IMAGE["dive03"][1]
+    path = _edit_line(src, tmp_path / "cam.csv", 16,
                       lambda line: ",".join(v if i != 9 else "abc" for i, v in enumerate(line.split(","))))
-    with pytest.raises(NavFormatError) as info:
-        read_nav("oplab-camera-csv", path)
-    assert str(info.value) == (f"{path}: line 17, column 'latitude [deg]': found 'abc'; "
-                               "expected a number in degrees")
+    nav = read_nav("oplab-camera-csv", path)
+    (fault,) = nav.row_faults
+    assert fault.line == 17 and fault.kept, fault
+    assert fault.detail.startswith("line 17, column 'latitude [deg]': found 'abc'"), fault.detail
+    assert "expected a number in degrees" in fault.detail
+    t = nav.table
+    assert len(t) == len(read_nav("oplab-camera-csv", src).table)
+    assert t.loc[t["line"] == 17, "lat"].isna().all() and t["lat"].notna().sum() == len(t) - 1
 
 
 def test_oplab_header_ignores_case_and_spaces(tmp_path):
@@ -401,11 +408,22 @@ def test_oplab_header_ignores_case_and_spaces(tmp_path):
 NAV_HEADER = "timestamp [s],depth [m],latitude [deg],longitude [deg]\n"
 
 
+def test_oplab_nav_bad_row_costs_only_itself(tmp_path):
+    path = tmp_path / "nav.csv"
+    path.write_text(NAV_HEADER + "1,2,3,4\n2,2,3,4,9\n3,2,3.00001,4\n4,2,forty,4\n5,2,3.00002,4\n")
+    nav = read_nav("oplab-nav-csv", path)
+    assert [f.line for f in nav.row_faults] == [3, 5]
+    assert nav.table["line"].tolist() == [2, 4, 6]
+    assert "column 'latitude [deg]': found 'forty'" in nav.row_faults[1].detail
+
+
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        (NAV_HEADER + "1,2,3,4\n\n1,2,3,4,5,6\n", r"line 4, fields: found 6 fields; expected 4 "),
-        (NAV_HEADER + "1,2,3,4,5\n1,2,3,4\n", r"line 2, fields: found more .*expected 4 ','-sep"),
+        # one bad row of two leaves one: too few to interpolate, so the file is refused
+        (NAV_HEADER + "1,2,3,4\n\n1,2,3,4,5,6\n",
+         r"line 4, fields: found 6 field\(s\); expected 4 .*needs at least 2"),
+        (NAV_HEADER + "1,2,3,4,5\n1,2,3,4\n", r"line 2, fields: found 5 field\(s\); expected 4 ','-sep"),
         ("timestamp [s],depth [m],latitude [deg]\n1,2,3\n",
          r"line 1, column 'longitude \[deg\]': found no such column .*columns found"),
         (NAV_HEADER + "1,2,300,4\n", r"line 2, column 'latitude \[deg\]': found 300.0; expected"),

@@ -22,7 +22,11 @@ with a reason. Vehicle time series (oplab-nav-csv, csv without an image column) 
 cleaned: no NaN positions, strictly increasing timestamps, position jumps removed.
 
 A file that cannot be read raises :class:`NavFormatError`, whose message names the file, the
-line, the column or key, what was found and what was expected.
+line, the column or key, what was found and what was expected. The column-mapped CSV reader
+(``csv``, and ``qgc-csv`` through it) leaves a bad row out instead (a value that is not what its
+column holds, a position off the globe, a row with the wrong number of fields, a last line cut
+short): each such row comes back in :attr:`NavData.row_faults`, and only a file with more than
+half of its rows bad (or a vehicle time series left with fewer than 2 good rows) is refused.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
     "NAV_COLUMNS",
     "NavData",
     "NavFormatError",
+    "RowFault",
     "Sniff",
     "image_time_from_name",
     "read_nav",
@@ -54,6 +59,31 @@ class NavFormatError(ValueError):
 NAV_COLUMNS = [
     "timestamp", "lat", "lon", "depth_m", "altitude_m", "heading_deg", "image", "line",
 ]
+
+
+@dataclass(frozen=True)
+class RowFault:
+    """One row of a navigation file left out, and why (the rest of the file is used).
+
+    ``detail`` names the line, the column, what was found and what was expected, without the
+    file's path (the caller prefixes the path it reports). ``kind`` is the count it adds to
+    (``notes[kind]``, reported per dive as rows dropped). ``kept``: the row stays in a
+    per-image table without time or position, so the image it names is quarantined with this
+    detail; otherwise the row is not in the table at all.
+    """
+
+    line: int
+    kind: str
+    detail: str
+    kept: bool = False
+
+
+# kinds of row faults (the notes they are counted in)
+BAD_VALUE_ROWS = "bad_value_rows"  # a value that is not what its column holds
+OUT_OF_RANGE_ROWS = "out_of_range_rows"  # a number outside what its column can hold
+WRONG_FIELD_COUNT_ROWS = "rows_wrong_field_count"  # more or fewer fields than the header
+CUT_LAST_LINE_ROWS = "cut_last_line_rows"  # the file's last line, cut short
+ROW_FAULT_KINDS = (BAD_VALUE_ROWS, OUT_OF_RANGE_ROWS, WRONG_FIELD_COUNT_ROWS, CUT_LAST_LINE_ROWS)
 
 
 @dataclass
@@ -73,6 +103,8 @@ class NavData:
     # images the file lists that this source was told not to locate (an ACFR stereo file's
     # camera left out by ``cameras``) -> why, so the caller quarantines them with that reason
     not_located: dict[str, str] = field(default_factory=dict)
+    # rows left out of the table (or kept without a position), one each, in line order
+    row_faults: list[RowFault] = field(default_factory=list)
 
 
 # format name -> (module, reader function)

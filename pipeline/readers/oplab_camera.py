@@ -34,9 +34,12 @@ from ._common import (
     DEGREES,
     METRES,
     UNIX_S,
+    RowFaults,
     check_latlon,
+    count_kinds,
     find_column,
     image_values,
+    leave_out_bad_rows,
     nav_table,
     numbers,
     read_header,
@@ -56,14 +59,19 @@ COLUMNS = {
 
 
 def read_oplab_camera(path: Path) -> NavData:
-    """Read an oplab camera CSV; rows with missing latitude/longitude are kept (NaN)."""
+    """Read an oplab camera CSV; rows with missing latitude/longitude are kept (NaN); a bad row
+    (a value that is no number, a position off the globe, a wrong field count) costs only
+    itself: its image stays without a pose, named by file and line."""
     path = Path(path)
-    table = read_oplab_columns(path, COLUMNS)
-    return NavData(table=table, per_image=True, path=path, format="oplab-camera-csv")
+    table, faults = read_oplab_columns(path, COLUMNS)
+    table, row_faults = leave_out_bad_rows(path, table, faults, True, "oplab-camera-csv")
+    return NavData(table=table, per_image=True, path=path, format="oplab-camera-csv",
+                   notes=count_kinds(row_faults), row_faults=row_faults)
 
 
-def read_oplab_columns(path: Path, spec: dict) -> pd.DataFrame:
-    """Read the columns of ``spec`` from an oplab CSV into the normalised table."""
+def read_oplab_columns(path: Path, spec: dict) -> tuple[pd.DataFrame, RowFaults]:
+    """Read the columns of ``spec`` from an oplab CSV into the normalised table, and its bad
+    rows (left in the table; `leave_out_bad_rows` applies the rule)."""
     header = read_header(path, ",")
     positions, names = {}, {}
     for key, (aliases, required, _) in spec.items():
@@ -71,17 +79,21 @@ def read_oplab_columns(path: Path, spec: dict) -> pd.DataFrame:
         if pos is not None:
             positions[key], names[key] = pos, header[pos].strip()
     text = ["image"] if "image" in positions else []
-    rows, lines = read_rows(path, len(header), positions, text=text)
+    faults = RowFaults()
+    rows, lines = read_rows(path, len(header), positions, text=text, faults=faults)
     values = {
-        key: numbers(path, rows[key], lines, names[key], spec[key][2])
+        key: numbers(path, rows[key], lines, names[key], spec[key][2], faults=faults)
         for key in positions if key != "image"
     }
-    check_latlon(path, values["lat"], values["lon"], lines, names["lat"], names["lon"])
-    image = image_values(path, rows["image"].to_numpy(), lines, names["image"]) if text else None
-    return nav_table(
+    check_latlon(path, values["lat"], values["lon"], lines, names["lat"], names["lon"],
+                 faults=faults)
+    image = (image_values(path, rows["image"].to_numpy(), lines, names["image"], faults=faults)
+             if text else None)
+    table = nav_table(
         len(rows), values["timestamp"], values["lat"], values["lon"], values["depth_m"], lines,
         altitude_m=values.get("altitude_m"), heading_deg=values.get("heading_deg"), image=image,
     )
+    return table, faults
 
 
 def sniff(head):

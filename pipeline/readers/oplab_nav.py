@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..track import MotionLimits, pose_jumps, position_steps
 from . import NavData
-from ._common import DEGREES, METRES, UNIX_S
+from ._common import DEGREES, METRES, UNIX_S, count_kinds, leave_out_bad_rows
 from .oplab_camera import read_oplab_columns
 
 COLUMNS = {
@@ -49,10 +49,12 @@ def read_oplab_nav(
 ) -> NavData:
     """Read and clean an oplab vehicle navigation CSV (see :func:`clean_track`)."""
     path = Path(path)
-    raw = read_oplab_columns(path, COLUMNS)
+    raw, faults = read_oplab_columns(path, COLUMNS)
+    raw, row_faults = leave_out_bad_rows(path, raw, faults, False, "oplab-nav-csv")
     table, notes = clean_track(raw, max_speed_m_s=max_speed_m_s, min_jump_m=min_jump_m,
                                max_accel_m_s2=max_accel_m_s2)
-    return NavData(table=table, per_image=False, path=path, format="oplab-nav-csv", notes=notes)
+    return NavData(table=table, per_image=False, path=path, format="oplab-nav-csv",
+                   notes={**count_kinds(row_faults), **notes}, row_faults=row_faults)
 
 
 def local_xy(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from ..catalog import Catalog
+from ..dives import dive_rel
 from ..output import write_atomic
 from .navsources import FORMAT_NOTE
 from .proposal import Proposal, ScaffoldError, propose
@@ -103,10 +104,12 @@ def catalog_yaml(p: Proposal) -> str:
 def report(p: Proposal) -> str:
     """What was found, per dive, and what could not be placed (for a person to read)."""
     total = sum(row[1] for row in p.per_dive)
+    unread = [d for d, n, *_ in p.per_dive if not n and _unreadable_in(p, d)]
     lines = [
         f"survey   {p.root}",
         f"dives    {p.dives}  ({p.with_images} folders"
-        + (f", and {len(p.dive_ids) - p.with_images} without images)"
+        + (f", and {len(p.dive_ids) - p.with_images} without images"
+           + (f", {len(unread)} of them with a folder init cannot read" if unread else "") + ")"
            if len(p.dive_ids) > p.with_images else ")"),
         f"images   {p.images}  ({total} files)",
         f"nav      formats found: {', '.join(p.formats_found)}",
@@ -124,13 +127,29 @@ def report(p: Proposal) -> str:
     iw = max([6] + [len(str(row[1])) for row in p.per_dive])
     fw = max([10] + [len(row[2]) for row in p.per_dive])
     lines.append(f"{'dive':<{w}}  {'images':>{iw}}  {'navigation':<{fw}}  file")
+    blocked = False
     for d, n, fmt, path, _ in p.per_dive:
-        lines.append(f"{d:<{w}}  {n:>{iw}}  {fmt:<{fw}}  {path}")
+        hidden = _unreadable_in(p, d)
+        shown = f"{n}?" if hidden else str(n)
+        blocked = blocked or hidden
+        if path in p.unreadable:
+            path = f"{path} (cannot read: {p.unreadable[path]})"
+        lines.append(f"{d:<{w}}  {shown:>{iw}}  {fmt:<{fw}}  {path}")
+    if blocked:
+        lines.append("(?: a folder of the dive cannot be read, so its images may be more; see "
+                     "'could not place')")
     if p.unplaced:
         lines += ["", "could not place"] + [f"  {u}" for u in p.unplaced]
     if p.notes:
         lines += ["", "notes"] + [f"  {n}" for n in p.notes]
     return "\n".join(lines)
+
+
+def _unreadable_in(p: Proposal, dive: str) -> bool:
+    """Whether init could not read the dive's folder or a folder inside it."""
+    folder = dive_rel(p.catalog, dive)
+    return any(why.startswith("folder: ") and (r == folder or r.startswith(folder + "/"))
+               for r, why in p.unreadable.items())
 
 
 def write_catalog(p: Proposal, text: str, force: bool) -> Path:

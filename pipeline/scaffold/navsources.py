@@ -282,5 +282,34 @@ def check_units(root: Path, chosen: list[SourceGroup]) -> list[str]:
                     notes.append(f"nav: {rel}: yaws outside +-2 pi, so in degrees (as "
                                  "oplab-pipeline writes them): yaw_unit: deg")
                     continue
+            if g.format == "csv" and _unit_fix(root / rel, g, why):
+                key, value = _UNIT_FIX.search(why).groups()
+                said = why.removeprefix(f"{root / rel}: ")
+                notes.append(f"nav: {rel}: the values contradict the guessed {key}, so "
+                             f"{key}: {value} (the reader said: {said})")
+                continue
             notes.append(f"nav: {rel} as {g.format}: the reader refuses it: {why}")
     return notes
+
+
+# a csv reader's refusal of a declared unit ends naming the unit to set: "set heading_unit: rad"
+_UNIT_FIX = re.compile(r"set (heading_unit|time_unit): (\w+)")
+
+
+def _unit_fix(path: Path, g: SourceGroup, why: str) -> bool:
+    """Whether the unit a refusal names reads the file: if so the group's column map takes it."""
+    from ..readers import NavFormatError, read_nav
+
+    m = _UNIT_FIX.search(why)
+    if m is None or not g.columns:
+        return False
+    key, value = m.groups()
+    columns = dict(g.columns, **{key: value})
+    try:
+        read_nav("csv", path, columns=columns)
+    except (NavFormatError, ValueError):
+        return False
+    g.columns[key] = value
+    for nav in g.navs:  # the sniff's "if it is in radians, set ..." is answered now
+        nav.note = "; ".join(part for part in nav.note.split("; ") if f"set {key}:" not in part)
+    return True

@@ -10,7 +10,7 @@ import os
 import posixpath
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog import Catalog, NavSource
@@ -63,6 +63,7 @@ class Proposal:
     per_dive: list[tuple]  # dive, images, format, nav file, index of the source used
     unplaced: list[str]
     notes: list[str]
+    unreadable: dict[str, str] = field(default_factory=dict)  # rel -> why (scan.Scan)
 
 
 def more(items: list[str], limit: int = LIST_MAX) -> str:
@@ -109,8 +110,13 @@ def _dives(root: Path, s: Scan, placed: dict) -> tuple[list[str], str, list[str]
             raise ScaffoldError(f"{root}: the images ({where}) belong to the folder itself, so it "
                                 "looks like one dive; run init on the folder above it, which holds "
                                 "the dive folders")
+        unread = s.unreadable_lines()
+        also = ("; " + "; ".join(unread[:LIST_MAX])
+                + (f" ... and {len(unread) - LIST_MAX} more" if len(unread) > LIST_MAX else "")
+                if unread else "")
         raise ScaffoldError(f"{root}: no image files ({', '.join(IMAGE_EXTS)}, any case) in this "
-                            "folder tree; give the survey's top folder")
+                            f"folder tree{also}; give the survey's top folder"
+                            + (" and make its folders readable" if unread else ""))
     by_depth: dict[int, list[str]] = defaultdict(list)
     for dive in dive_counts:
         by_depth[dive.count("/") + 1].append(dive)
@@ -136,8 +142,14 @@ def _dives(root: Path, s: Scan, placed: dict) -> tuple[list[str], str, list[str]
     if outside:
         unplaced.append("images outside any dive folder: " + more(
             [_folder_files(root, f, c) for f, c in outside]))
-    if extra:
-        unplaced.append(f"folders matched by dives {pattern!r} that hold no images: " + more(extra))
+    blocked = [e for e in extra if s.unreadable_under(e)]
+    empty = [e for e in extra if e not in blocked]
+    if empty:
+        unplaced.append(f"folders matched by dives {pattern!r} that hold no images: " + more(empty))
+    for e in blocked:
+        unplaced.append(f"dive folder {e} (matched by dives {pattern!r}): its images cannot be "
+                        "seen: " + "; ".join(f"cannot read folder {r}: {s.unreadable[r].removeprefix('folder: ')}"
+                                             for r in s.unreadable_under(e)[:4]))
     return dive_rels, pattern, notes, unplaced, dive_counts
 
 
@@ -150,6 +162,10 @@ def propose(survey_dir: str | Path, name: str | None = None, output: str | None 
         raise ScaffoldError(f"{root}: cannot read the folder tree ({exc})") from None
     placed = place_image_folders(s.images)
     dive_rels, pattern, notes, unplaced, _ = _dives(root, s, placed)
+    # what init could not read, said once each (a dive folder's unreadable image folders above)
+    said = {r for line in unplaced for r in s.unreadable if f"folder {r}:" in line}
+    unplaced += [line for r, line in zip(sorted(s.unreadable), s.unreadable_lines(), strict=True)
+                 if r not in said]
     images, image_notes = images_template(dive_rels, s.images, placed)
     notes += image_notes
     probe = Catalog(name=name, root=root, dives=pattern, images=images, output=root / "manifests",
@@ -270,7 +286,7 @@ def _finish(root, name, pattern, images, chosen, output, s, placed, dive_rels, n
                      "the extension in any case")
     formats = sorted({g.source().format for g in chosen}, key=lambda f: FORMAT_RANK.get(f, 9))
     return Proposal(root, name, pattern, images, chosen, out_rel, cat, dive_ids, formats,
-                    len(dive_rels), per_dive, unplaced, notes)
+                    len(dive_rels), per_dive, unplaced, notes, dict(s.unreadable))
 
 
 def _used_source(cat: Catalog, d: str) -> tuple[int, str] | None:
