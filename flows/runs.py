@@ -33,8 +33,9 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from uuid import UUID
+
+import psutil
 
 from .server import pid_alive
 
@@ -65,25 +66,12 @@ class Action:
 
 # -- processes ---------------------------------------------------------------------------
 
-def _boot_time() -> float | None:
-    try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def process_start(pid: int) -> float | None:
-    """Unix time a process started (Linux /proc), or None where that cannot be read."""
+    """Unix time a process started (psutil), or None where that cannot be read."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = float(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
         return None
-    boot = _boot_time()
-    return None if boot is None else boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def parse_pid(infrastructure_pid: str | None) -> tuple[str, int] | None:
@@ -117,22 +105,11 @@ def run_process(run) -> str:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (children first found, then theirs), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+    """Every process below `pid` (psutil: children, then theirs)."""
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except (psutil.Error, OSError):
+        return []
 
 
 def kill_tree(pid: int, include_self: bool = True, wait_s: float = 5.0) -> None:

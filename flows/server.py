@@ -48,6 +48,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO / ".prefect"
 DEFAULT_PORT = 4200
@@ -286,7 +288,7 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-# --- which process is which (Linux /proc; elsewhere `ps` for the command line only) ---------
+# --- which process is which (psutil) ---------------------------------------------------------
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -323,8 +325,8 @@ def process_info(pid: int) -> ProcessInfo | None:
         home = Path(raw).expanduser()
         if not home.is_absolute():
             try:
-                home = Path(os.readlink(f"/proc/{pid}/cwd")) / home
-            except OSError:
+                home = Path(psutil.Process(pid).cwd()) / home
+            except (psutil.Error, OSError):
                 pass
         home = _resolve(home)
     return ProcessInfo(pid, argv, home, _served_port(argv, env))
@@ -352,34 +354,19 @@ def verify_server(pid: int, home: Path, port: int) -> tuple[bool, str]:
 
 
 def _argv(pid: int) -> tuple[str, ...]:
+    """The command line of `pid` (psutil), empty when it cannot be read."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        return tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return ()
-    if Path("/proc/self").exists():
-        return ()
-    try:  # no /proc (macOS, BSD): `ps` prints the command line, split at blanks
-        out = subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True,
-                             text=True, timeout=5).stdout
-        return tuple(out.split())
-    except (OSError, subprocess.SubprocessError):
+        return tuple(psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
         return ()
 
 
 def _environ(pid: int) -> dict[str, str] | None:
+    """The environment of `pid` (psutil), None when it cannot be read (another user's)."""
     try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
+        return dict(psutil.Process(pid).environ())
+    except (psutil.Error, OSError):
         return None
-    env = {}
-    for item in raw.split(b"\0"):
-        key, sep, value = item.decode(errors="replace").partition("=")
-        if sep:
-            env[key] = value
-    return env
 
 
 def _served_port(argv: tuple[str, ...], env: dict[str, str] | None) -> int | None:
@@ -407,36 +394,19 @@ def _served_port(argv: tuple[str, ...], env: dict[str, str] | None) -> int | Non
 
 
 def port_holder(port: int) -> int | None:
-    """The pid listening on TCP `port` (Linux, processes of this user), else the pid of a process
-    whose command line is a Prefect server on that port, else None."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{f[9]}]")
-    pids = sorted(int(p.name) for p in Path("/proc").glob("[0-9]*")) \
-        if Path("/proc/self").exists() else []
-    if inodes:
-        for pid in pids:
-            try:
-                fds = os.scandir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            with fds:
-                for fd in fds:
-                    try:
-                        if os.readlink(fd.path) in inodes:
-                            return pid
-                    except OSError:
-                        continue
-    for pid in pids:
-        if pid != os.getpid() and _served_port(_argv(pid), None) == port:
-            return pid
+    """The pid listening on TCP `port` (psutil; processes this user may inspect), else the pid of
+    a process whose command line is a Prefect server on that port, else None."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        conns = []
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            return c.pid
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = tuple(proc.info.get("cmdline") or ())
+        if proc.info["pid"] != os.getpid() and _served_port(cmd, None) == port:
+            return proc.info["pid"]
     return None
 
 
@@ -613,26 +583,16 @@ def _stop_pid(pid: int, timeout: float = 20.0) -> None:
 
 def pid_alive(pid: int) -> bool:
     """Whether a process runs under that pid (a zombie, reaped here if it is ours, is gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie of ours counts as gone
+    try:  # a zombie of ours is reaped, and so gone
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
+    except (ChildProcessError, OSError):
         pass
-    if not Path("/proc/self").exists():
-        return True
-    return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
-
-
-def _proc_state(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
-    except (OSError, IndexError):
-        return ""
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.Error, OSError):  # someone else's process that we may not inspect
+        return psutil.pid_exists(pid)
 
 
 def _tail(path: Path, n: int = 40) -> str:
