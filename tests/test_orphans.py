@@ -50,6 +50,13 @@ def _gone(procs: list[psutil.Process], timeout: float = 20.0) -> list[psutil.Pro
     return alive
 
 
+def _kill_9_leaves_none(proc: subprocess.Popen, workers: list[psutil.Process]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    alive = _gone(workers)
+    assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux")
 def test_kill_9_of_the_parent_leaves_no_worker(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO,
@@ -57,10 +64,7 @@ def test_kill_9_of_the_parent_leaves_no_worker(tmp_path):
     try:
         assert proc.stdout.readline().strip() == "started"
         workers = _workers(proc.pid, 2)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        alive = _gone(workers)
-        assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
+        _kill_9_leaves_none(proc, workers)
     finally:
         for p in psutil.Process().children(recursive=True):
             p.kill()
@@ -84,10 +88,7 @@ def test_a_real_build_killed_with_sigkill_leaves_no_worker(tmp_path):
             if proc.poll() is not None:
                 pytest.fail("the build ended before its workers could be seen")
             raise
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        alive = _gone(workers)
-        assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
+        _kill_9_leaves_none(proc, workers)
     finally:
         for p in psutil.Process().children(recursive=True):
             p.kill()

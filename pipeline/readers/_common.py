@@ -132,6 +132,17 @@ def find_column(
     )
 
 
+def _parser_refused(path: Path, ncols: int, delimiter: str, exc: Exception) -> NavFormatError:
+    return NavFormatError(
+        f"{path}: line ?, fields: found text the CSV parser rejects ({exc}); "
+        f"expected {ncols} {delimiter!r}-separated fields per line, as in the header")
+
+
+def _not_text(path: Path, exc: UnicodeDecodeError) -> NavFormatError:
+    return NavFormatError(f"{path}: line ?, content: found bytes that are not UTF-8 text "
+                          f"({exc.reason}); expected a text file")
+
+
 def read_rows(
     path: Path, ncols: int, positions: dict[str, int], text: Sequence[str] = (), delimiter: str = ",",
     dropped: list[int] | None = None, faults: RowFaults | None = None,
@@ -180,15 +191,9 @@ def read_rows(
         m = re.search(r"line (\d+), saw (\d+)", str(exc))
         if m:
             _too_many_fields(path, ncols, delimiter, int(m.group(1)), int(m.group(2)))
-        raise NavFormatError(
-            f"{path}: line ?, fields: found text the CSV parser rejects ({exc}); "
-            f"expected {ncols} {delimiter!r}-separated fields per line, as in the header"
-        ) from None
+        raise _parser_refused(path, ncols, delimiter, exc) from None
     except UnicodeDecodeError as exc:
-        raise NavFormatError(
-            f"{path}: line ?, content: found bytes that are not UTF-8 text ({exc.reason}); "
-            "expected a text file"
-        ) from None
+        raise _not_text(path, exc) from None
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=used)
     lines = np.arange(len(df), dtype=np.int64) + 2
     if len(skip) > 1:  # the numbers of the lines read, the left-out ones skipped
@@ -266,15 +271,9 @@ def _parse_collecting(path: Path, ncols: int, used: list[int], text_pos: set[int
             ) as reader:
                 parts = [chunk[used] for chunk in reader]
     except pd.errors.ParserError as exc:
-        raise NavFormatError(
-            f"{path}: line ?, fields: found text the CSV parser rejects ({exc}); "
-            f"expected {ncols} {delimiter!r}-separated fields per line, as in the header"
-        ) from None
+        raise _parser_refused(path, ncols, delimiter, exc) from None
     except UnicodeDecodeError as exc:
-        raise NavFormatError(
-            f"{path}: line ?, content: found bytes that are not UTF-8 text ({exc.reason}); "
-            "expected a text file"
-        ) from None
+        raise _not_text(path, exc) from None
     for w in caught:
         if not issubclass(w.category, pd.errors.ParserWarning):
             continue
