@@ -61,13 +61,8 @@ def slot_taken(url: str, deployment: str, since: float) -> bool:
 
 def finished_since(url: str, deployment: str, since: float) -> bool:
     """Did another run of the deployment complete after `since` (unix seconds)?"""
-    from datetime import datetime
-
-    for r in server.deployment_runs(url, deployment, ["COMPLETED"], limit=5):
-        end = r.get("end_time")
-        if end and datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp() >= since:
-            return True
-    return False
+    return any(r.end_time is not None and r.end_time.timestamp() >= since
+               for r in server.deployment_runs(url, deployment, ["COMPLETED"], limit=5))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             holder = server.deployment_runs(url, deployment, ["RUNNING", "PENDING"])
             if holder:
                 print(f"[demo] a scheduled run of {deployment} was already running, so this "
-                      f"one was cancelled (one run at a time); watching {holder[0]['name']}",
+                      f"one was cancelled (one run at a time); watching {holder[0].name}",
                       flush=True)
                 run = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "watch",
-                                      holder[0]["id"]], env=env)
+                                      str(holder[0].id)], env=env)
             elif finished_since(url, deployment, t_run):
                 run = subprocess.CompletedProcess(run.args, 0)
         if run.returncode != 0:

@@ -1,15 +1,21 @@
 """A deployment run's lifeline to the process that started it (serve or a worker).
 
-Started at the top of the build-pairs flow when the run belongs to a deployment:
+Started at the top of the build-pairs and map-habitats flows when the run belongs to a
+deployment. Each part is for a fault Prefect 3.8.8 leaves as it is:
 
 - it records where the run executes (``infrastructure_pid`` = ``host:pid``), so that the run
-  sweep (flows.runs) can tell a live run from an orphan;
-- it watches the parent: when the serve or worker process that started the run dies (killed,
-  crashed, restarted), the run stops at once and is marked CRASHED with that cause, instead of
-  running on unsupervised (no cancellation possible, output to a closed pipe) and ending in a
-  misleading error. Its own worker processes (a local Dask cluster) are stopped with it;
-- it honours cancellation by itself: a run left in CANCELLING for `SELF_CANCEL_S` (its runner's
-  cancellation watcher lost, e.g. after a server restart) stops and is marked CANCELLED.
+  sweep (flows.runs) can tell a live run from an orphan; Prefect's runner (serve) records none
+  (a process worker does, and that record is kept);
+- it watches the parent. Fault: the serve or worker process that started the run dies (killed,
+  crashed, restarted); Prefect's runner took the run's cancellation and its final report with
+  it, so the run goes on unsupervised and its output goes to a closed pipe. The run stops at once
+  and is marked CRASHED with that cause, its own worker processes (a local Dask cluster) with it
+  (tests/test_schedule_faults.py, step 1: CRASHED "ended while the run was in progress" within
+  60 s of serve's SIGKILL, and the run's process gone);
+- it honours cancellation by itself. Fault: a cancel request, then a server restart; the
+  runner's cancellation watcher does not survive the restart, so the run stays CANCELLING,
+  running, and holds the deployment's only slot for good. A run left CANCELLING for
+  `SELF_CANCEL_S` stops and is marked CANCELLED (test_schedule_faults.py, step 4).
 
 Stopping mid-publish is safe: the manifests switch atomically (pipeline.output) and the output
 folder's lock is released with the process.

@@ -1,37 +1,42 @@
 """Run hygiene: no deployment slot is held by a run that is not running, and late runs do not
-pile up. One mechanism, used by ``python -m flows.serve`` (at start and on a heartbeat), by
+pile up. Used by ``python -m flows.serve`` (at start and on a heartbeat), by
 ``python -m flows.worker`` (the work-pool path) and by ``make demo``.
 
-A build-pairs run records where it runs (``infrastructure_pid`` = ``host:pid``, see
-flows.lifeline) as soon as its flow code starts. The sweep looks at every run of the given
-deployments that is PENDING, RUNNING or CANCELLING:
+A run records where it runs (``infrastructure_pid`` = ``host:pid``, see flows.lifeline) as
+soon as its flow code starts. Each piece here exists for a fault Prefect 3.8.8 leaves as it is,
+with a real server:
 
-    its process is alive               nothing (a CANCELLING one is stopped after `cancel_grace_s`:
-                                       the runner that should have stopped it did not)
-    its process is gone                RUNNING/PENDING -> CRASHED with the cause;
-                                       CANCELLING -> CANCELLED
-    no process recorded, older than    same as gone: the process that should have started it ended
-    `grace_s` in that state            before the flow's code ran
-    recorded on another host           left alone (this host cannot see that process)
+- sweep(): a PENDING/RUNNING run whose process is gone becomes CRASHED (a CANCELLING one
+  CANCELLED), and so does one that recorded no process within `grace_s`. Fault: serve or the
+  worker killed together with its runs (kill -9 of the process group, out of memory, a reboot):
+  nobody reports, the run stays RUNNING and holds the deployment's only slot for good
+  (tests/test_schedule_faults.py, step 2 asserts the run still RUNNING after its process died;
+  tests/test_flows.py, the worker path). Prefect's own remedy, flow-run heartbeats with the
+  "crash zombie flows" automation of Prefect's guide "How to detect and respond to zombie
+  flows", does not replace it: heartbeats come at most every 30 s
+  (PREFECT_FLOWS_HEARTBEAT_FREQUENCY has a floor of 30, default 180) and the automation waits
+  for its window of missed ones, while the sweep frees the slot the moment serve is back; a run
+  that never reached its flow code sends no heartbeat at all; and it leaves the run's subflows
+  and task runs RUNNING.
+- settle_children(): a stopped run's live subflows and task runs get the run's ending; Prefect
+  changes only the run named (test_schedule_faults.py::children_end, and
+  test_settling_a_stopped_run_reaches_every_live_task_past_the_servers_page_limit).
+- collapse_late(): a schedule keeps creating runs while nothing serves; when serve comes back
+  every one falls due at once, and with one run at a time all but one would be cancelled in
+  turn ("Deployment concurrency limit reached"). Each poll submits one run per deployment: the
+  newest due run is the catch-up run, the older scheduled ones are deleted, runs started by
+  hand are never deleted (test_runs_that_fell_due_while_nothing_served_collapse_to_one_catch_up_run).
 
-Leaving those states releases the deployment's concurrency slot (Prefect releases it on every
-transition out of PENDING/RUNNING/CANCELLING, forced ones included).
-
-Late runs: a schedule keeps creating runs while no serve (or no server) is up; when it comes
-back, every one of them falls due at once, and with one run at a time all but one would be
-cancelled in turn ("Deployment concurrency limit reached"). `collapse_late` lets each poll submit
-one run per deployment: the newest due run is the catch-up run, the older due ones that the
-scheduler created are deleted (runs someone started by hand are never deleted; they go first);
-each collapse is logged.
+A run recorded on another host is left alone (this host cannot see its process). A run stuck
+CANCELLING while its process lives is stopped by the run itself (flows.lifeline). Leaving a live
+state releases the deployment's concurrency slot (Prefect releases it on every transition out of
+PENDING/RUNNING/CANCELLING, forced ones included).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import socket
-import time
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -41,7 +46,6 @@ from .server import pid_alive
 
 LIVE = ("PENDING", "RUNNING", "CANCELLING")
 GRACE_S = 90.0  # a run with no recorded process for this long in a live state has none
-CANCEL_GRACE_S = 60.0  # a CANCELLING run whose process still lives after this is stopped here
 LATE_S = 30.0  # a scheduled run this far past its start time is late
 SETTLE_WINDOW_S = 600.0  # runs that ended this recently get their live children settled
 PAGE = 200  # rows per read: the Prefect server's default API limit, the most it accepts
@@ -110,24 +114,6 @@ def descendants(pid: int) -> list[int]:
         return [c.pid for c in psutil.Process(pid).children(recursive=True)]
     except (psutil.Error, OSError):
         return []
-
-
-def kill_tree(pid: int, include_self: bool = True, wait_s: float = 5.0) -> None:
-    """SIGTERM a process and its descendants, then SIGKILL whatever is left after `wait_s`."""
-    targets = descendants(pid) + ([pid] if include_self else [])
-    for p in targets:
-        try:
-            os.kill(p, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and any(pid_alive(p) for p in targets):
-        time.sleep(0.1)
-    for p in targets:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 # -- a run's own subflows and tasks ---------------------------------------------------------
@@ -286,11 +272,10 @@ async def _runs(client, dep_ids, states) -> list:
         sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
 
 
-async def sweep(client, names: list[str], *, grace_s: float = GRACE_S,
-                cancel_grace_s: float = CANCEL_GRACE_S, own: set | None = None,
+async def sweep(client, names: list[str], *, grace_s: float = GRACE_S, own: set | None = None,
                 log=print) -> list[Action]:
-    """Release every slot held by a run of `names` ('flow/deployment') that is not running;
-    stop CANCELLING runs that their runner did not stop. Returns what was done.
+    """Release every slot held by a run of `names` ('flow/deployment') that is not running
+    (module docstring). Returns what was done.
 
     `own`: ids of the runs the calling runner is starting or running right now (left alone
     whatever their record says); serve passes them with a shorter `grace_s`, since any other
@@ -306,29 +291,19 @@ async def sweep(client, names: list[str], *, grace_s: float = GRACE_S,
         age = _age_s(run.state)
         where = run_process(run)
         dep = deps.get(run.deployment_id, "?")
-        if where == "alive":
-            if kind != "CANCELLING" or age < cancel_grace_s:
-                continue
-            host, pid = parse_pid(run.infrastructure_pid)
-            kill_tree(pid)
-            new, why = Cancelled(message=(
-                f"cancelled: its process (pid {pid}) was still running {age:.0f} s after the "
-                "cancel request, so it was stopped here")), "process stopped after cancel"
-        elif where == "elsewhere" or (where == "none" and age < grace_s):
+        if where in ("alive", "elsewhere") or (where == "none" and age < grace_s):
             continue
+        why = ("its process ended" if where == "gone" else
+               f"no process took it up within {grace_s:.0f} s")
+        if kind == "CANCELLING":
+            new = Cancelled(message=f"cancelled; {why} (pid record: "
+                                    f"{run.infrastructure_pid or 'none'})")
         else:
-            cause = ("its process ended" if where == "gone" else
-                     f"no process took it up within {grace_s:.0f} s")
-            if kind == "CANCELLING":
-                new = Cancelled(message=f"cancelled; {cause} (pid record: "
-                                        f"{run.infrastructure_pid or 'none'})")
-            else:
-                new = Crashed(message=(
-                    f"{cause} while the run was {kind} (pid record: "
-                    f"{run.infrastructure_pid or 'none'}): the serve or worker process that ran "
-                    "it stopped or was killed. The deployment's slot is released; the next "
-                    "scheduled run starts afresh"))
-            why = cause
+            new = Crashed(message=(
+                f"{why} while the run was {kind} (pid record: "
+                f"{run.infrastructure_pid or 'none'}): the serve or worker process that ran "
+                "it stopped or was killed. The deployment's slot is released; the next "
+                "scheduled run starts afresh"))
         await client.set_flow_run_state(run.id, new, force=True)
         await _settle_or_say(client, run, lambda n=new, name=run.name: type(n)(
             message=f"its flow run {name} ended {n.type.value}: {n.message}"), log)

@@ -14,8 +14,9 @@ Left alone for weeks, it keeps the schedule going through faults:
   served; the folder is read again on every heartbeat, so a fixed or new catalog is served
   without a restart (a removed one has its schedule paused);
 - on start and on every heartbeat (``--heartbeat``, default 30 s) the run sweep (flows.runs)
-  marks runs whose process is gone CRASHED and stops CANCELLING runs nobody stopped, so no
-  deployment slot stays held by a run that is not running;
+  marks runs whose process is gone CRASHED (a CANCELLING one CANCELLED), so no deployment slot
+  stays held by a run that is not running; a CANCELLING run that still runs stops itself
+  (flows.lifeline);
 - a server outage is waited out (one line when it starts, one when it ends) instead of ending
   the process, and the runs that fell due meanwhile collapse to one catch-up run.
 """

@@ -6,23 +6,27 @@ use to start, probe and stop one.
 
 The embedded default keeps its SQLite database and logs in the repository's ignored
 ``.prefect/`` folder. Give ``--database-url postgresql+asyncpg://...`` (or set
-PREFECT_SERVER_DATABASE_CONNECTION_URL) for a PostgreSQL-backed server.
+PREFECT_SERVER_DATABASE_CONNECTION_URL) for a PostgreSQL-backed server. With
+PREFECT_SERVER_API_AUTH_STRING (or ``--auth-string user:password``) the server wants basic auth
+on every request but ``/api/health``; clients send PREFECT_API_AUTH_STRING.
 
-Basic auth: with PREFECT_SERVER_API_AUTH_STRING set (or ``--auth-string user:password``) the
-server answers every API request but ``GET /api/health`` and ``/api/ready`` with 401 unless it
-carries ``Authorization: Basic base64(user:password)``. Clients (the ``prefect`` CLI, serve,
-workers, flow runs) send it when PREFECT_API_AUTH_STRING holds the same string; the helpers here
-send it too, taking the string from PREFECT_API_AUTH_STRING, else PREFECT_SERVER_API_AUTH_STRING.
+Prefect does the work: the server is Prefect's own ``prefect server start``, and every API call
+goes through Prefect's client (``get_client``, see api_client()), which sends the auth string.
+Two small pieces stay here, each for a fault of Prefect's own commands:
 
-The pid file. ``start`` records the server it started in HOME/seafloor-server.json as JSON
-(``{"pid", "port", "home", "started_utc"}``; a plain integer, as older versions wrote, is read
-too). Before ``stop`` signals anything, and before ``start`` calls a server "already running",
-the recorded pid must still be that server: a process running ``prefect server start`` (or
-Prefect's own ``uvicorn ... prefect.server.api.server:create_app``) with that ``--port`` and,
-where its environment is readable, that PREFECT_HOME. A pid file naming anything else (a dead
-pid, a reused pid, another home's server) is stale: it is removed and nothing is signalled.
-(Prefect's own ``prefect server stop`` reads only a plain integer from that file: stop servers
-started here with ``python -m flows.server stop``.)
+- ``start --background`` runs ``prefect server start`` in its own session with its output in
+  HOME/server.log, and waits until /health answers, instead of Prefect's ``--background``: that
+  mode pipes the server's output to the CLI process, which exits at once, so a server that fails
+  to start leaves no log, a pid file naming a dead process, and exit code 0
+  (tests/test_server_helper.py::test_prefects_background_start_leaves_no_log_of_a_failed_start).
+- ``stop`` signals only a process that is still this home's server: ``start`` records it in
+  HOME/seafloor-server.json (``{"pid", "port", "home", "started_utc"}``; a plain integer is read
+  too), and before signalling the pid must be a process running ``prefect server start`` (or
+  Prefect's ``uvicorn ... prefect.server.api.server:create_app``) on that port with, where its
+  environment is readable, that PREFECT_HOME. Anything else (a dead or reused pid, another home's
+  server) makes the file stale: it is removed and nothing is signalled. Prefect's
+  ``prefect server stop`` signals whatever pid its file names
+  (test_server_helper.py::test_prefects_own_stop_signals_whatever_its_pid_file_names).
 
 Exit codes: 0 done (for ``start``: also "already running"); 1 nothing to do (``stop``: no server
 of this home was running; ``status``: none answers); 2 refused (the port is taken by another
@@ -32,7 +36,7 @@ home's Prefect server or by something else, the server failed to start, or wrong
 from __future__ import annotations
 
 import argparse
-import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -42,13 +46,16 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import httpx
 import psutil
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO / ".prefect"
@@ -128,37 +135,6 @@ def auth_from_env(env: dict[str, str] | None = None) -> str | None:
     return env.get(CLIENT_AUTH_ENV) or env.get(SERVER_AUTH_ENV) or None
 
 
-def auth_headers(auth: str | None = None) -> dict[str, str]:
-    """`Authorization: Basic base64(auth)`, as Prefect's own client sends it. `auth` None: from
-    the environment (auth_from_env()); an empty string: no header."""
-    auth = auth_from_env() if auth is None else auth
-    if not auth:
-        return {}
-    return {"Authorization": "Basic " + base64.b64encode(auth.encode("utf-8")).decode("ascii")}
-
-
-def _open(url: str, *, auth: str | None = None, data: bytes | None = None,
-          method: str | None = None, timeout: float = 10.0):
-    """urlopen with the auth header; a 401 becomes an AuthError with a one-line message."""
-    headers = {**auth_headers(auth)}
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        return urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 401:
-            exc.close()
-            sent = "Authorization" in headers
-            raise AuthError(
-                f"{url.split('/api', 1)[0]}/api", "rejected "
-                + ("the credentials sent: PREFECT_API_AUTH_STRING must equal the server's "
-                   "PREFECT_SERVER_API_AUTH_STRING" if sent else
-                   "a request without credentials: set PREFECT_API_AUTH_STRING to the "
-                   "server's user:password")) from None
-        raise
-
-
 def api_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/api"
 
@@ -192,20 +168,58 @@ def prefect_env(home: Path, port: int, database_url: str | None = None,
     return env
 
 
-def healthy(url: str, timeout: float = 2.0, *, auth: str | None = None) -> bool:
-    """Whether GET /health answers 200 (Prefect leaves it open when auth is on; the header is
-    sent anyway, for a proxy in front that checks it)."""
+# --- the API, through Prefect's own client ---------------------------------------------------
+
+@contextlib.contextmanager
+def api_client(url: str, auth: str | None = None, timeout: float = 10.0,
+               retries: int | None = 0) -> Iterator[SyncPrefectClient]:
+    """Prefect's synchronous client (``get_client``) for the API at `url`, sending the basic-auth
+    string `auth` as Prefect does (None: auth_from_env(); "": none). `retries` replaces
+    PREFECT_CLIENT_MAX_RETRIES (0 by default: a probe says at once that a server is down; None
+    keeps Prefect's). A 401 anywhere in the block becomes an AuthError with one line."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        PREFECT_CLIENT_MAX_RETRIES,
+        temporary_settings,
+    )
+
+    auth = auth_from_env() if auth is None else auth
+    updates: dict = {PREFECT_API_URL: url}
+    if auth:
+        updates[PREFECT_API_AUTH_STRING] = auth
+    if retries is not None:
+        updates[PREFECT_CLIENT_MAX_RETRIES] = retries
     try:
-        with _open(f"{url}/health", auth=auth, timeout=timeout) as r:
-            return r.status == 200
-    except (AuthError, urllib.error.URLError, OSError):
+        with temporary_settings(updates, restore_defaults=[] if auth else
+                                [PREFECT_API_AUTH_STRING]), \
+                get_client(sync_client=True, httpx_settings={"timeout": timeout}) as client:
+            yield client
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code != 401:
+            raise
+        raise AuthError(url, "rejected " + (
+            "the credentials sent: PREFECT_API_AUTH_STRING must equal the server's "
+            "PREFECT_SERVER_API_AUTH_STRING" if auth else
+            "a request without credentials: set PREFECT_API_AUTH_STRING to the server's "
+            "user:password")) from None
+
+
+def healthy(url: str, timeout: float = 2.0, *, auth: str | None = None) -> bool:
+    """Whether GET /health answers (Prefect leaves it open when auth is on)."""
+    try:
+        with api_client(url, auth, timeout) as client:
+            return client.api_healthcheck() is None
+    except (AuthError, httpx.HTTPError, OSError):
         return False
 
 
 def check_auth(url: str, auth: str | None = None, timeout: float = 5.0) -> None:
-    """Raise AuthError unless an authenticated request (GET /admin/version) gets through."""
-    with _open(f"{url}/admin/version", auth=auth, timeout=timeout):
-        pass
+    """Raise AuthError unless an authenticated request (GET /admin/version) gets through;
+    httpx's error when the server does not answer."""
+    with api_client(url, auth, timeout) as client:
+        client.api_version()
 
 
 def wait_for_deployment(url: str, name: str, timeout: float = 120.0,
@@ -213,36 +227,42 @@ def wait_for_deployment(url: str, name: str, timeout: float = 120.0,
                         auth: str | None = None) -> None:
     """Wait until deployment `flow/deployment` is registered (e.g. by a starting serve).
     A 401 raises AuthError at once: waiting would not fix the credentials."""
-    target = f"{url}/deployments/name/{urllib.parse.quote(name, safe='/')}"
+    from prefect.exceptions import ObjectNotFound
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the process serving {name} exited with {proc.returncode}")
         try:
-            with _open(target, auth=auth, timeout=2.0) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
+            with api_client(url, auth, timeout=2.0) as client:
+                client.read_deployment_by_name(name)
+                return
+        except (ObjectNotFound, httpx.TransportError):
             pass
         time.sleep(0.5)
     raise RuntimeError(f"deployment {name} not registered at {url} after {timeout:.0f} s")
 
 
-def _api(url: str, path: str, body: dict | None = None, *, auth: str | None = None):
-    data = None if body is None else json.dumps(body).encode()
-    with _open(f"{url}{path}", auth=auth, data=data,
-               method="GET" if body is None else "POST", timeout=10) as r:
-        return json.loads(r.read())
-
-
 def deployment_runs(url: str, name: str, states: list[str], limit: int = 20, *,
-                    auth: str | None = None) -> list[dict]:
-    """Flow runs of deployment `flow/deployment` in the given state types, newest first."""
-    dep = _api(url, f"/deployments/name/{urllib.parse.quote(name, safe='/')}", auth=auth)
-    return _api(url, "/flow_runs/filter", {
-        "deployments": {"id": {"any_": [dep["id"]]}},
-        "flow_runs": {"state": {"type": {"any_": states}}},
-        "sort": "EXPECTED_START_TIME_DESC", "limit": limit, "offset": 0}, auth=auth)
+                    auth: str | None = None) -> list:
+    """Flow runs (Prefect's FlowRun) of deployment `flow/deployment` in the given state types,
+    newest first."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with api_client(url, auth) as client:
+        dep = client.read_deployment_by_name(name)
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=states))),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
 
 
 def api_problem(url: str, timeout: float = 5.0) -> str | None:
@@ -255,14 +275,14 @@ def api_problem(url: str, timeout: float = 5.0) -> str | None:
         check_auth(url)
     except AuthError as exc:
         return str(exc)
-    except OSError:
+    except (httpx.HTTPError, OSError):
         pass
     return None
 
 
 def unreachable_message(url: str, exc: BaseException | None = None) -> str:
     """One sentence for a Prefect API that does not answer: which URL, why (from `exc`, e.g. the
-    URLError or httpx error a request raised; None: no reason given) and how to get one."""
+    httpx error a request raised; None: no reason given) and how to get one."""
     why = "" if exc is None else f": {_reason(exc)}"
     return (f"the Prefect API at {url} does not answer{why}; start one with "
             "`make server` (python -m flows.server start) or set PREFECT_API_URL to a running "
@@ -270,21 +290,24 @@ def unreachable_message(url: str, exc: BaseException | None = None) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    """A short, one-line reason for a failed request."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}".strip()
-    if isinstance(exc, urllib.error.URLError):
-        inner = exc.reason
-        return _reason(inner) if isinstance(inner, BaseException) else " ".join(str(inner).split())
+    """A short, one-line reason for a failed request (the innermost system error where httpx
+    wraps one)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} {exc.response.reason_phrase}".strip()
+    if isinstance(exc, (TimeoutError, socket.timeout, httpx.TimeoutException)):
+        return "timed out"
+    inner = exc.__cause__ or exc.__context__
+    if isinstance(exc, httpx.HTTPError) and inner is not None:
+        return _reason(inner)
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timed out"
     if isinstance(exc, socket.gaierror):
         return f"unknown host ({exc.strerror or exc})"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror[:1].lower() + exc.strerror[1:]
     text = " ".join(str(exc).split())
+    if "connection refused" in text.lower():
+        return "connection refused"
     return text or type(exc).__name__
 
 
@@ -754,8 +777,9 @@ def main(argv: list[str] | None = None) -> int:
         except AuthError as exc:
             print(f"prefect server at {url}: running, but {exc.reason}", file=sys.stderr)
             return 2
-        except (urllib.error.URLError, OSError) as exc:
-            print(f"prefect server at {url}: running, but GET /admin/version failed: {exc}",
+        except (httpx.HTTPError, OSError) as exc:
+            print(f"prefect server at {url}: running, but GET /admin/version failed: "
+                  f"{_reason(exc)}",
                   file=sys.stderr)
             return 1
         print(f"prefect server at {url}: healthy" + (" (authenticated)" if auth else ""))

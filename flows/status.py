@@ -45,7 +45,6 @@ import datetime as dt
 import json
 import sys
 import time
-import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -384,30 +383,17 @@ def collect(folder: Path, name: str | None, stuck_after_s: float) -> dict:
     """Everything the command prints, as one JSON-able dict. Raises Unreachable when the
     server does not answer or refuses the credentials, CatalogError when nothing to check."""
     import httpx
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     paths = select_catalogs(folder, name)
     url, auth = api_settings()
+    now = dt.datetime.now(dt.UTC)
     try:
         server.check_auth(url, auth=auth or "")
+        with server.api_client(url, auth or "", retries=None) as client:
+            blocks = [b for p in paths for b in catalog_views(client, p, now, stuck_after_s)]
     except server.AuthError as exc:
         raise Unreachable(str(exc)) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise Unreachable(server.unreachable_message(url, exc)) from None
-    now = dt.datetime.now(dt.UTC)
-    updates: dict = {PREFECT_API_URL: url}
-    if auth:
-        updates[PREFECT_API_AUTH_STRING] = auth
-    try:
-        with temporary_settings(updates), get_client(sync_client=True) as client:
-            blocks = [b for p in paths for b in catalog_views(client, p, now, stuck_after_s)]
-    except httpx.HTTPStatusError as exc:
-        if exc.response.status_code == 401:
-            raise Unreachable(f"the Prefect API at {url} rejected the credentials: set "
-                              "PREFECT_API_AUTH_STRING to the server's user:password") from None
-        raise
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, OSError) as exc:
         raise Unreachable(server.unreachable_message(url, exc)) from None
     with_problems = sum(1 for b in blocks if b["problems"])
     return {"api_url": url, "checked_utc": iso(now), "catalogs": str(folder),

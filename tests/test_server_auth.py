@@ -86,7 +86,8 @@ def test_requests_without_or_with_wrong_credentials_get_401(stack):
 def test_project_helpers_authenticate(stack, deployment, monkeypatch):
     assert server.healthy(stack.url, auth=AUTH)
     server.check_auth(stack.url, auth=AUTH)
-    assert server._api(stack.url, "/flows/filter", {}, auth=AUTH)[0]["name"] == "build-pairs"
+    with server.api_client(stack.url, AUTH) as client:
+        assert [f.name for f in client.read_flows()] == ["build-pairs"]
     # from the environment, as the demo and the CLI use them
     for var in AUTH_VARS:
         monkeypatch.delenv(var, raising=False)

@@ -11,10 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from flows import server
@@ -84,6 +84,47 @@ def test_stop_leaves_an_unrelated_process_a_stale_pid_file_names(tmp_path):
     assert f"pid {sleeper.pid}" in line and "sleep 60" in line, line
     assert "nothing was signalled" in line, line
     assert not pid_file.exists(), "the stale pid file is left behind"
+
+
+def test_prefects_own_stop_signals_whatever_its_pid_file_names(tmp_path):
+    """Why `stop` verifies before it signals: Prefect's `prefect server stop` sends SIGTERM to
+    the pid in HOME/server.pid, whatever process now has it. If this ever fails, Prefect checks
+    for itself and flows.server's check can go."""
+    env = {**cli_env(tmp_path, server.free_port()), "PREFECT_HOME": str(tmp_path)}
+    with spawned(["sleep", "60"]) as stranger:
+        (tmp_path / "server.pid").write_text(str(stranger.pid))
+        res = subprocess.run([sys.executable, "-m", "prefect", "server", "stop"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res
+        assert stranger.wait(timeout=10) == -signal.SIGTERM, "Prefect checks its pid file now"
+
+
+def test_prefects_background_start_leaves_no_log_of_a_failed_start(tmp_path):
+    """Why `start --background` runs `prefect server start` itself: Prefect's own background
+    mode pipes the server's output to the CLI process, which exits at once, so a server that
+    fails to start (here: no database at the URL) leaves no log, a pid file naming a dead
+    process and exit code 0. flows.server says why, with the log's tail, and exits 2."""
+    port, dead_db = server.free_port(), "postgresql+asyncpg://nobody@127.0.0.1:9/none"
+    home = tmp_path / "prefect"
+    home.mkdir()
+    env = {**cli_env(home, port), "PREFECT_SERVER_DATABASE_CONNECTION_URL": dead_db}
+    res = subprocess.run([sys.executable, "-m", "prefect", "server", "start", "--background",
+                          "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res
+    pid = int((home / "server.pid").read_text())
+    deadline = time.monotonic() + 60
+    while server.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not server.pid_alive(pid), "Prefect's background server came up without a database"
+    assert not server.healthy(server.api_url(port))
+    assert "Connect call failed" not in res.stdout + res.stderr
+    assert sorted(p.name for p in home.iterdir()) == ["server.pid"], "Prefect keeps a log now"
+
+    ours = cli("start", tmp_path / "ours", port, "--background", "--database-url", dead_db)
+    assert ours.returncode == 2, ours
+    assert "prefect server exited" in ours.stderr and "server.log" in ours.stderr, ours.stderr
+    assert "Connect call failed ('127.0.0.1', 9)" in ours.stderr  # the log's tail: the cause
 
 
 def test_stop_with_a_dead_pid_in_an_old_plain_pid_file(tmp_path):
@@ -227,8 +268,8 @@ def test_background_start_then_stop(tmp_path):
 
 def test_unreachable_message_names_the_url_and_the_reason():
     url = server.api_url(server.free_port())  # nothing listens there
-    with pytest.raises(urllib.error.URLError) as caught:
-        urllib.request.urlopen(f"{url}/health", timeout=5)
+    with pytest.raises(httpx.ConnectError) as caught, server.api_client(url) as client:
+        client.api_version()
     text = server.unreachable_message(url, caught.value)
     assert text.startswith(f"the Prefect API at {url} does not answer: connection refused;"), text
     assert "python -m flows.server start" in text and "PREFECT_API_URL" in text, text
