@@ -14,15 +14,21 @@ lock, so it never races a `python -m pipeline build` on the same folder.
 
 Waiting on Dask is bounded (the catalog's `dask:` keys, see pipeline.catalog.DaskSettings), so
 a lost or hung cluster fails the run with one message (a ClusterError) instead of leaving it
-running in silence:
+running in silence. Each bound, and what enforces it:
 
-    existing scheduler answers (connect + handshake + reply)   within connect_timeout_s
-    the cluster has a worker (at the start, and whenever all are lost)   within worker_wait_s
-    each attempt at a dive's ingest, from when it starts running:
-        bound = max(min_dive_timeout_s, images in the dive x per-image cost)
-        per-image cost = seconds_per_image, raised to twice the slowest finished dive's
-                         measured seconds per image when that is more
-    the whole ingest: the sum of the dives' bounds + worker_wait_s (for queued dives)
+    an existing scheduler answers (connect + handshake + reply)    within connect_timeout_s
+        check_cluster: distributed.Client(timeout=...), in an asyncio deadline for the
+        handshake, which the Client's timeout does not cover
+    it has a worker before any dive is sent                        within worker_wait_s
+        check_cluster: Client.wait_for_workers
+    while dives are pending, the project's watch (_DiveWatch), every POLL_S:
+        the scheduler answers the task runner's client             within connect_timeout_s
+        (distributed's callback_timeout), and has a worker again   within worker_wait_s
+        each attempt at a dive's ingest, from when it starts running:
+            bound = max(min_dive_timeout_s, images in the dive x per-image cost)
+            per-image cost = seconds_per_image, raised to twice the slowest finished dive's
+                             measured seconds per image when that is more
+        the whole ingest: the sum of the dives' bounds + worker_wait_s (for queued dives)
 
 While dives are pending the run logs a progress line every PROGRESS_EVERY_S seconds (dives
 running and queued, workers, seconds used of the bound), and a line whenever the worker count
@@ -33,17 +39,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import dask
 import distributed
-from distributed.core import rpc
+from distributed.exceptions import WorkerStartTimeoutError
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -189,43 +195,6 @@ def dask_runner(cat: Catalog, n_dives: int) -> tuple[DaskTaskRunner, int | None]
 
 # --- bounded waits on the Dask cluster ------------------------------------------------------
 
-def _within(seconds: float, fn: Callable):
-    """fn() in a daemon thread, given up after `seconds` (TimeoutError): for calls into Dask
-    that have no timeout of their own and would hang on a scheduler that never answers."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="dask-bounded-call", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"no answer within {seconds:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
-def scheduler_identity(address: str, timeout: float) -> dict:
-    """The scheduler's identity (its `n_workers` among others), on a fresh connection whose
-    connect, handshake and reply all happen within `timeout` seconds.
-
-    TimeoutError: it accepted the connection (or the connect hung) but did not answer;
-    OSError: nothing listens there (connection refused or unreachable until the timeout)."""
-    async def ask():
-        async with rpc(address, timeout=0.8 * timeout) as scheduler:
-            return await scheduler.identity(n_workers=0)
-
-    async def bounded():
-        return await asyncio.wait_for(ask(), timeout)
-
-    return _within(timeout + 5.0, lambda: asyncio.run(bounded()))
-
-
 @dataclass
 class _Cluster:
     """What the messages say about the cluster the ingest runs on."""
@@ -260,49 +229,57 @@ class _Cluster:
                 f"the Dask scheduler at {self.address} did not answer within {limit:g} s "
                 f"(dask.connect_timeout_s) {while_}; it accepts connections but does not "
                 f"respond (hung, or not a Dask scheduler); {fix}")
-        root = exc  # distributed's "Timed out trying to connect" wraps the reason
-        while root.__cause__ is not None:
+        root = exc  # distributed's "Timed out trying to connect" wraps the reason, if it has one
+        while root.__cause__ is not None and str(root.__cause__):
             root = root.__cause__
         return ClusterError(
             f"could not reach the Dask scheduler at {self.address} within {limit:g} s "
             f"(dask.connect_timeout_s) {while_} ({type(root).__name__}: {root}); {fix}")
 
-    def workers(self, while_: str) -> int:
-        """The number of workers, or a ClusterError when the scheduler does not answer."""
-        try:
-            return int(scheduler_identity(self.address, self.settings.connect_timeout_s)
-                       .get("n_workers", 0))
-        except (OSError, TimeoutError) as exc:
-            raise self.unreachable(exc, while_) from None
-        except Exception as exc:  # an answer that is not a scheduler's identity
-            raise ClusterError(f"{self.address} did not answer as a Dask scheduler {while_} "
-                               f"({type(exc).__name__}: {exc}); check {self.source or 'it'}"
-                               ) from None
 
+async def check_cluster(cluster: _Cluster, logger) -> None:
+    """Before any dive is sent to an existing scheduler: the Client connects within
+    connect_timeout_s, then Client.wait_for_workers waits up to worker_wait_s for a worker, in
+    slices of PROGRESS_EVERY_S with a progress line each; else ClusterError.
 
-def check_cluster(address: str, source: str, settings: DaskSettings, logger) -> None:
-    """Before any dive is sent: the scheduler at `address` answers within connect_timeout_s,
-    and has a worker within worker_wait_s (progress logged while waiting); else ClusterError."""
-    cluster = _Cluster(address, source, settings)
-    logger.info("connecting to the Dask cluster at %s (from %s; up to %g s)", address, source,
-                settings.connect_timeout_s)
-    t0 = time.monotonic()
-    n = cluster.workers("when the run connected")
-    noted = None
-    while n == 0:
-        waited = time.monotonic() - t0
-        if waited >= settings.worker_wait_s:
-            raise ClusterError(
-                f"{cluster.what} has had no worker for {waited:.0f} s (dask.worker_wait_s: "
-                f"{settings.worker_wait_s:g} s) before any dive could start; "
-                f"{cluster.no_worker_advice()}")
-        if noted is None or time.monotonic() - noted >= PROGRESS_EVERY_S:
+    The asyncio deadlines are for a scheduler that accepts connections and never answers (or
+    hangs during the wait): the Client's timeout bounds the TCP connect, not the handshake
+    (test_distributed_client_timeout_alone_does_not_bound_the_handshake)."""
+    s = cluster.settings
+    logger.info("connecting to the Dask cluster at %s (from %s; up to %g s)", cluster.address,
+                cluster.source, s.connect_timeout_s)
+    # the Client's own timeout a little shorter, so that a refused connection says so
+    client = distributed.Client(cluster.address, timeout=round(0.8 * s.connect_timeout_s, 2),
+                                asynchronous=True, set_as_default=False)
+    while_ = "when the run connected"
+    try:
+        async with asyncio.timeout(s.connect_timeout_s):
+            await client
+        while_ = "while the run waited for a worker"
+        t0 = time.monotonic()
+        while (n := client.scheduler_info()["n_workers"]) == 0:  # as of the last answer
+            if (waited := time.monotonic() - t0) >= s.worker_wait_s:
+                raise ClusterError(
+                    f"{cluster.what} has had no worker for {waited:.0f} s (dask.worker_wait_s: "
+                    f"{s.worker_wait_s:g} s) before any dive could start; "
+                    f"{cluster.no_worker_advice()}")
             logger.warning("%s has no worker yet; waiting for one, %.0f s of %g s",
-                           cluster.what, waited, settings.worker_wait_s)
-            noted = time.monotonic()
-        time.sleep(min(POLL_S, max(0.1, settings.worker_wait_s - waited)))
-        n = cluster.workers("while the run waited for a worker")
-    logger.info("the Dask cluster at %s answered: %d worker(s)", address, n)
+                           cluster.what, waited, s.worker_wait_s)
+            wait = min(s.worker_wait_s - waited, PROGRESS_EVERY_S)
+            with contextlib.suppress(WorkerStartTimeoutError):
+                async with asyncio.timeout(wait + s.connect_timeout_s):
+                    await client.wait_for_workers(1, timeout=wait)
+    except ClusterError:
+        raise
+    except (OSError, TimeoutError) as exc:
+        raise cluster.unreachable(exc, while_) from None
+    except Exception as exc:  # an answer that is not a scheduler's
+        raise ClusterError(f"{cluster.address} did not answer as a Dask scheduler {while_} "
+                           f"({type(exc).__name__}: {exc}); check {cluster.source or 'it'}"
+                           ) from None
+    finally:
+        await client.close()
+    logger.info("the Dask cluster at %s answered: %d worker(s)", cluster.address, n)
 
 
 def _list(names, limit: int = 6) -> str:
@@ -313,10 +290,21 @@ def _list(names, limit: int = 6) -> str:
 
 class _DiveWatch:
     """Waits on the dives' futures with the bounds of the module docstring; every breach
-    becomes one ClusterError, every POLL_S it checks the workers and the dives' task runs."""
+    becomes one ClusterError. Every POLL_S it counts the workers on the task runner's client
+    and reads the dives' task runs from the Prefect API.
 
-    def __init__(self, futures: dict, images: dict[str, int], cluster: _Cluster, logger):
+    Faults it handles, which Prefect and distributed leave running: a dive whose worker is
+    alive but hung (test_a_hung_dive_fails_the_run_within_its_bound), as a task's
+    timeout_seconds takes effect on a Dask worker only after the blocking call returns
+    (test_prefect_task_timeout_does_not_stop_a_hung_task_on_a_dask_worker); and an external
+    scheduler with no worker, where tasks wait forever unless that scheduler sets
+    distributed.scheduler.no-workers-timeout (default: none)
+    (test_losing_every_worker_fails_the_run_within_worker_wait)."""
+
+    def __init__(self, futures: dict, images: dict[str, int], cluster: _Cluster, client,
+                 logger):
         self.futures, self.images, self.cluster, self.logger = futures, images, cluster, logger
+        self.client = client  # the task runner's
         s = cluster.settings
         self.per_image = s.seconds_per_image
         self.t0 = time.monotonic()
@@ -334,6 +322,17 @@ class _DiveWatch:
         return (f"{self.bound(dive):.0f} s: {self.images.get(dive, 0)} images x "
                 f"{self.per_image:g} s per image (dask.seconds_per_image), at least "
                 f"{self.cluster.settings.min_dive_timeout_s:g} s (dask.min_dive_timeout_s)")
+
+    def count_workers(self, while_: str) -> int:
+        """The scheduler's number of workers, asked within connect_timeout_s (distributed's
+        callback_timeout: a hung scheduler); a lost one closes the client, an error here too."""
+        client = self.client
+        try:
+            return client.sync(client.scheduler.identity, n_workers=0,
+                               callback_timeout=self.cluster.settings.connect_timeout_s
+                               )["n_workers"]
+        except Exception as exc:
+            raise self.cluster.unreachable(exc, while_) from None
 
     def run(self) -> dict[str, dict]:
         done = threading.Event()
@@ -358,7 +357,7 @@ class _DiveWatch:
                 f"dive {dive}: the Dask workers of {self.cluster.what} that ran it died each "
                 f"time ({exc}); see the workers' logs (out of memory?)") from None
         except distributed.client.FutureCancelledError:
-            self.cluster.workers(f"while dive {dive} was waiting")  # a lost scheduler says so
+            self.count_workers(f"while dive {dive} was waiting")  # a lost scheduler says so
             raise ClusterError(f"dive {dive}: its task was cancelled on {self.cluster.what}; "
                                "see the scheduler's log") from None
         images = self.images.get(dive, 0)
@@ -369,7 +368,7 @@ class _DiveWatch:
     def check(self, pending: dict, api) -> None:
         now = time.monotonic()
         names = _list(pending)
-        n = self.cluster.workers(f"while dive(s) {names} were waiting")
+        n = self.count_workers(f"while dive(s) {names} were waiting")
         s = self.cluster.settings
         if n == 0:
             if self.no_worker_since is None:
@@ -430,26 +429,16 @@ class _DiveWatch:
         self.noted = now
 
     def abandon(self, pending_ids: list, message: str) -> None:
-        """After a ClusterError: cancel the dives' Dask futures and mark their unfinished task
-        runs Crashed, so that none stays Running in the UI (each bounded, best effort)."""
-        futures = [f.wrapped_future for f in self.futures.values() if not f.wrapped_future.done()]
-        if futures:
-            try:
-                client = futures[0].client
-                _within(5.0, lambda: client.cancel(futures, force=True))
-            except Exception as exc:
-                self.logger.debug("could not cancel the dives' Dask tasks: %s", exc)
-
-        def crash():
+        """After a ClusterError: mark the dives' unfinished task runs Crashed, so that none stays
+        Running in the UI (best effort). Their Dask tasks are released when the task runner
+        closes its client, at the end of the ingest subflow."""
+        try:
             with get_client(sync_client=True) as api:
                 for r in task_runs_by_id(api, pending_ids):
                     if r.state and not r.state.is_final():
                         api.set_task_run_state(r.id, Crashed(message=message), force=True)
-        if pending_ids:
-            try:
-                _within(10.0, crash)
-            except Exception as exc:
-                self.logger.debug("could not mark the dives' task runs crashed: %s", exc)
+        except Exception as exc:
+            self.logger.debug("could not mark the dives' task runs crashed: %s", exc)
 
 
 @flow(name="ingest-dives")
@@ -472,9 +461,10 @@ def ingest_dives(cat: Catalog, out: Path, dives: dict[str, str], workers: int | 
             raise
         error = _Cluster(address, source, settings).unreachable(exc, "when the ingest started")
         return Failed(name=CLUSTER_FAILED, message=str(error))
-    cluster = _Cluster(address or FlowRunContext.get().task_runner.client.scheduler.address,
-                       source, settings)
-    watch = _DiveWatch(dict(zip(names, futures, strict=True)), images or {}, cluster, logger)
+    client = FlowRunContext.get().task_runner.client
+    cluster = _Cluster(address or client.scheduler.address, source, settings)
+    watch = _DiveWatch(dict(zip(names, futures, strict=True)), images or {}, cluster, client,
+                       logger)
     logger.info("%d dive(s) sent to %s; each may take max(%g s, images x %g s), %.0f s in all",
                 len(names), cluster.what, settings.min_dive_timeout_s,
                 settings.seconds_per_image, watch.overall)
@@ -528,7 +518,8 @@ def _dask_ingest(bp: pb.BuildPlan) -> None:
     checked first (it answers, it has a worker). ClusterError when the cluster fails."""
     address, source = cluster_address(bp.catalog)
     if address:
-        check_cluster(address, source, bp.catalog.dask or DaskSettings(), get_run_logger())
+        cluster = _Cluster(address, source, bp.catalog.dask or DaskSettings())
+        asyncio.run(check_cluster(cluster, get_run_logger()))
     runner, per_dive = dask_runner(bp.catalog, len(bp.changed))
     images = {d: len(bp.images.get(d, ())) for d in bp.changed}
     # local worker processes must not be daemonic: a dive's ingest decodes its images in a

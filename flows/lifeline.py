@@ -23,6 +23,7 @@ folder's lock is released with the process.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
@@ -111,11 +112,14 @@ def _set_state(run_id, state) -> bool:
     """The run's ending, given to it and to its live subflows and task runs."""
     from prefect.client.orchestration import get_client
 
-    try:
-        with get_client(sync_client=True) as client:
-            client.set_flow_run_state(run_id, state, force=True)
-            runs.settle_children(client, run_id, lambda: type(state)(
+    async def go() -> None:
+        async with get_client() as client:
+            await client.set_flow_run_state(run_id, state, force=True)
+            await runs.settle_children(client, run_id, lambda: type(state)(
                 message=f"its flow run ended {state.type.value}: {state.message}"))
+
+    try:
+        asyncio.run(go())
         return True
     except Exception:  # noqa: BLE001 - server unreachable: the sweep finishes the job
         return False

@@ -152,9 +152,11 @@ def _is_live(run) -> bool:
     return run.state is not None and run.state.type.value in LIVE
 
 
-def _settling(run_id, make_state):
-    """The settling as a sequence of client calls, (method name, kwargs) yielded and each
-    call's result sent back, so that one plan serves the sync and the async client.
+async def settle_children(client, run_id, make_state) -> int:
+    """Give the live subflow runs (at any depth) and the live task runs of a stopped run, and
+    of every one of its subflows whatever their state, the state `make_state()` (the run's own
+    ending): a process that is gone leaves them RUNNING otherwise, and a state sent before the
+    process died can arrive after an earlier settling. Async client; returns how many.
 
     Reads ask for at most PAGE rows (the server refuses a `limit` above its default of 200
     with 422): subflows are read page by page, and live task runs are read again after each
@@ -162,55 +164,27 @@ def _settling(run_id, make_state):
     subs_f, tasks_f = _filters()
     every, todo = [], [run_id]
     while todo and len(every) < MAX_SUBFLOWS:
-        found, offset = [], 0
+        found: list = []
         while True:
-            page = yield "read_flow_runs", dict(flow_run_filter=subs_f(todo), limit=PAGE,
-                                                offset=offset)
+            page = await client.read_flow_runs(flow_run_filter=subs_f(todo), limit=PAGE,
+                                               offset=len(found))
             found += page
-            offset += len(page)
             if len(page) < PAGE:
                 break
         every += found
         todo = [r.id for r in found]
-    n = 0
-    for sub in every:
-        if _is_live(sub):
-            yield "set_flow_run_state", dict(flow_run_id=sub.id, state=make_state(), force=True)
-            n += 1
-    ids = [run_id, *(s.id for s in every)]
+    live = [sub for sub in every if _is_live(sub)]
+    for sub in live:
+        await client.set_flow_run_state(flow_run_id=sub.id, state=make_state(), force=True)
+    n, ids = len(live), [run_id, *(sub.id for sub in every)]
     for _ in range(MAX_TASK_PAGES):
-        tasks = yield "read_task_runs", dict(task_run_filter=tasks_f(ids), limit=PAGE)
+        tasks = await client.read_task_runs(task_run_filter=tasks_f(ids), limit=PAGE)
         for t in tasks:
-            yield "set_task_run_state", dict(task_run_id=t.id, state=make_state(), force=True)
+            await client.set_task_run_state(task_run_id=t.id, state=make_state(), force=True)
         n += len(tasks)
         if len(tasks) < PAGE:
             break
     return n
-
-
-def settle_children(client, run_id, make_state) -> int:
-    """Give the live subflow runs (at any depth) and the live task runs of a stopped run, and
-    of every one of its subflows whatever their state, the state `make_state()` (the run's own
-    ending): a process that is gone leaves them RUNNING otherwise, and a state sent before the
-    process died can arrive after an earlier settling. Sync client; returns how many."""
-    plan, result = _settling(run_id, make_state), None
-    try:
-        while True:
-            method, kw = plan.send(result)
-            result = getattr(client, method)(**kw)
-    except StopIteration as done:
-        return done.value
-
-
-async def asettle_children(client, run_id, make_state) -> int:
-    """settle_children with an async client."""
-    plan, result = _settling(run_id, make_state), None
-    try:
-        while True:
-            method, kw = plan.send(result)
-            result = await getattr(client, method)(**kw)
-    except StopIteration as done:
-        return done.value
 
 
 # -- the sweep ---------------------------------------------------------------------------
@@ -222,7 +196,7 @@ async def _settle_or_say(client, run, make_state, log) -> None:
     """Settle a stopped run's children; a failure is logged (once per run and error) and the
     next round tries again. The run's own state is already right, so nothing else waits."""
     try:
-        await asettle_children(client, run.id, make_state)
+        await settle_children(client, run.id, make_state)
     except Exception as exc:  # noqa: BLE001 - logged; retried on the next round
         what = f"{type(exc).__name__}: {exc}"
         if (str(run.id), what) not in _settle_said:
@@ -252,24 +226,33 @@ async def _deployments(client, names: list[str]) -> dict[UUID, str]:
     return out
 
 
-async def _runs(client, dep_ids, states) -> list:
+def run_filters(dep_ids, states, **expected_start) -> dict:
+    """Filters for read_flow_runs and count_flow_runs: the runs of these deployments in these
+    state types ('RUNNING', ...), optionally by expected start time (e.g. before_=now)."""
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterId,
         FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+
+    by_time = ({"expected_start_time": FlowRunFilterExpectedStartTime(**expected_start)}
+               if expected_start else {})
+    return {"deployment_filter": DeploymentFilter(id=DeploymentFilterId(any_=list(dep_ids))),
+            "flow_run_filter": FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType(s) for s in states])), **by_time)}
+
+
+async def _runs(client, dep_ids, states) -> list:
     from prefect.client.schemas.sorting import FlowRunSort
 
     if not dep_ids:
         return []
-    return await client.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(dep_ids))),
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
-            any_=[StateType(s) for s in states]))),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
+    return await client.read_flow_runs(**run_filters(dep_ids, states), limit=200,
+                                       sort=FlowRunSort.EXPECTED_START_TIME_DESC)
 
 
 async def sweep(client, names: list[str], *, grace_s: float = GRACE_S, own: set | None = None,

@@ -107,7 +107,17 @@ async def apply_notifications(client, sites: Sites, say) -> None:
 
 
 def _make_runner(limit, say):
-    """A prefect Runner that waits out server outages and collapses late runs."""
+    """Prefect's Runner with two of its methods replaced, each for a fault of Prefect 3.8.8's:
+
+    - the poll for scheduled runs waits a server outage out. Prefect's poller runs in a
+      critical_service_loop that gives up after 3 failed polls in a row, and the runner stops
+      with it, so serve would exit minutes into an outage
+      (tests/test_schedule_faults.py, step 3: serve still running after the server restart);
+      its result goes through collapse_late (flows.runs; late runs collapse to one);
+    - SIGTERM stops the runner from its own event loop. Prefect's handler calls the sync
+      Runner.stop() from inside that loop, where the stop coroutine is never awaited, so serve
+      stays up and its run stays RUNNING (test_schedule_faults.py::
+      test_sigterm_stops_serve_and_ends_its_run_where_prefects_own_handler_leaves_it)."""
     import httpx
     from prefect.runner import Runner
 
@@ -117,8 +127,7 @@ def _make_runner(limit, say):
         outage: str | None = None
 
         def handle_sigterm(self, *_args) -> None:
-            # Prefect's handler calls the sync stop() from inside the running loop, where it
-            # cannot run; stop from the loop instead (wakes it through its self-pipe)
+            # from the loop (woken through its self-pipe): see above
             say("SIGTERM received: stopping (runs in progress are cancelled)")
             self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.astop()))
 

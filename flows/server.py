@@ -19,13 +19,13 @@ Two small pieces stay here, each for a fault of Prefect's own commands:
   mode pipes the server's output to the CLI process, which exits at once, so a server that fails
   to start leaves no log, a pid file naming a dead process, and exit code 0
   (tests/test_server_helper.py::test_prefects_background_start_leaves_no_log_of_a_failed_start).
-- ``stop`` signals only a process that is still this home's server: ``start`` records it in
-  HOME/seafloor-server.json (``{"pid", "port", "home", "started_utc"}``; a plain integer is read
-  too), and before signalling the pid must be a process running ``prefect server start`` (or
-  Prefect's ``uvicorn ... prefect.server.api.server:create_app``) on that port with, where its
-  environment is readable, that PREFECT_HOME. Anything else (a dead or reused pid, another home's
-  server) makes the file stale: it is removed and nothing is signalled. Prefect's
-  ``prefect server stop`` signals whatever pid its file names
+- ``stop`` signals only a process that is still this home's server. ``start`` records its pid
+  in Prefect's own pid file, HOME/server.pid; before signalling, the pid must be a process
+  running ``prefect server start`` (or Prefect's ``uvicorn ... prefect.server.api.server:
+  create_app``) on the port asked (without --port: the one it serves) with, where its
+  environment is readable, that PREFECT_HOME. Anything else (a dead or reused pid, another
+  home's server) makes the file stale: it is removed and nothing is signalled. Prefect's
+  ``prefect server stop`` signals whatever pid the file names
   (test_server_helper.py::test_prefects_own_stop_signals_whatever_its_pid_file_names).
 
 Exit codes: 0 done (for ``start``: also "already running"); 1 nothing to do (``stop``: no server
@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import json
 import os
 import shlex
 import signal
@@ -61,8 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO / ".prefect"
 DEFAULT_PORT = 4200
 PORT_ENV = "SEAFLOOR_PREFECT_PORT"
-# not server.pid: `prefect server start --background` writes and reads that one as an integer
-PID_FILE = "seafloor-server.json"
+PID_FILE = "server.pid"  # Prefect's own: the pid as a plain integer
 LOG_FILE = "server.log"
 CLIENT_AUTH_ENV = "PREFECT_API_AUTH_STRING"
 SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
@@ -247,22 +244,14 @@ def deployment_runs(url: str, name: str, states: list[str], limit: int = 20, *,
                     auth: str | None = None) -> list:
     """Flow runs (Prefect's FlowRun) of deployment `flow/deployment` in the given state types,
     newest first."""
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
     from prefect.client.schemas.sorting import FlowRunSort
+
+    from .runs import run_filters
 
     with api_client(url, auth) as client:
         dep = client.read_deployment_by_name(name)
-        return client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                type=FlowRunFilterStateType(any_=states))),
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
+        return client.read_flow_runs(**run_filters([dep.id], states), limit=limit,
+                                     sort=FlowRunSort.EXPECTED_START_TIME_DESC)
 
 
 def api_problem(url: str, timeout: float = 5.0) -> str | None:
@@ -441,20 +430,15 @@ def _resolve(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class PidRecord:
-    """HOME/seafloor-server.json: the server `start` left running. `pid` is None when the file holds
-    neither JSON with a pid nor an integer; `port`, `home`, `started_utc` are None in files
-    written as a plain integer."""
+    """HOME/server.pid, Prefect's pid file: `pid` None when it does not hold an integer."""
 
     path: Path
     pid: int | None
-    port: int | None = None
-    home: str | None = None
-    started_utc: str | None = None
     text: str = ""
 
 
 def read_pid_file(home: Path) -> PidRecord | None:
-    """The record in HOME/seafloor-server.json, or None when there is no such file."""
+    """The record in HOME/server.pid, or None when there is no such file."""
     path = Path(home) / PID_FILE
     try:
         text = path.read_text(errors="replace").strip()
@@ -462,31 +446,22 @@ def read_pid_file(home: Path) -> PidRecord | None:
         return None
     except OSError:
         text = ""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-
-    def num(value):
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    if isinstance(data, dict):
-        return PidRecord(path, num(data.get("pid")), num(data.get("port")),
-                         data.get("home") if isinstance(data.get("home"), str) else None,
-                         data.get("started_utc") if isinstance(data.get("started_utc"), str)
-                         else None, text)
-    return PidRecord(path, num(data), text=text)
+    return PidRecord(path, int(text) if text.isdigit() else None, text)
 
 
-def write_pid_file(home: Path, pid: int, port: int) -> Path:
-    """Record the server `pid` serving `port` from `home` (written whole, then renamed)."""
+def write_pid_file(home: Path, pid: int) -> Path:
+    """Record the server `pid` in HOME/server.pid (written whole, then renamed)."""
     path = Path(home) / PID_FILE
-    record = {"pid": pid, "port": port, "home": str(_resolve(home)),
-              "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     tmp = path.with_name(f".{PID_FILE}.{os.getpid()}")
-    tmp.write_text(json.dumps(record) + "\n")
+    tmp.write_text(f"{pid}\n")
     os.replace(tmp, path)
     return path
+
+
+def served_port(pid: int, default: int) -> int:
+    """The port the Prefect server `pid` serves (from its command line), else `default`."""
+    info = process_info(pid)
+    return info.port if info is not None and info.prefect else default
 
 
 # --- start / stop ----------------------------------------------------------------------------
@@ -585,22 +560,15 @@ def _stop_pid(pid: int, timeout: float = 20.0) -> None:
     """stop() for a verified server pid: its process group when it leads one (as servers started
     here do), else the process alone (e.g. the uvicorn of Prefect's own background mode)."""
     try:
-        leader = os.getpgid(pid) == pid
-    except ProcessLookupError:
-        return
-    if leader:
-        stop(pid, timeout)
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.2)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
+        if os.getpgid(pid) == pid:
+            stop(pid, timeout)
+            return
+        proc = psutil.Process(pid)
+        proc.terminate()
+        proc.wait(timeout)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    except (ProcessLookupError, psutil.NoSuchProcess):
         pass
 
 
@@ -644,7 +612,7 @@ def _fail(message: str, log_tail: str | None = None) -> int:
 
 
 def _cmd_stop(home: Path, port: int, port_given: bool) -> int:
-    """`stop`: signal the server HOME/seafloor-server.json names, once verified (module doc)."""
+    """`stop`: signal the server HOME/server.pid names, once verified (module doc)."""
     rec = read_pid_file(home)
     if rec is None:
         print(f"no server started by this tool ({home / PID_FILE} missing)")
@@ -654,7 +622,7 @@ def _cmd_stop(home: Path, port: int, port_given: bool) -> int:
         print(f"{rec.path} held no pid ({rec.text[:60]!r}); nothing was signalled; removed it",
               file=sys.stderr)
         return 1
-    recorded = rec.port if rec.port is not None else port
+    recorded = served_port(rec.pid, port)
     if port_given and recorded != port:
         ok, _ = verify_server(rec.pid, home, recorded)
         if ok:  # a live server of this home, on another port than asked: leave it and its record
@@ -686,7 +654,7 @@ def _cmd_start(args: argparse.Namespace, home: Path, port: int) -> int:
     server_auth = args.auth_string or os.environ.get(SERVER_AUTH_ENV) or None
     rec = read_pid_file(home)
     if rec is not None:
-        recorded = rec.port if rec.port is not None else port
+        recorded = served_port(rec.pid, port) if rec.pid is not None else port
         ok, why = verify_server(rec.pid, home, recorded) if rec.pid is not None else \
             (False, "")
         if ok and recorded == port:
@@ -717,7 +685,7 @@ def _cmd_start(args: argparse.Namespace, home: Path, port: int) -> int:
         proc = start(home, port, database_url=args.database_url, auth_string=server_auth)
     except ServerError as exc:
         return _fail(exc.message, exc.log_tail)
-    write_pid_file(home, proc.pid, port)
+    write_pid_file(home, proc.pid)
     print(f"prefect server healthy at {url} (pid {proc.pid}); UI at http://127.0.0.1:{port}",
           flush=True)
     if server_auth:
@@ -745,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=["start", "status", "stop"])
     ap.add_argument("--port", type=int, default=argparse.SUPPRESS,
                     help=f"default: ${PORT_ENV}, else {DEFAULT_PORT}; stop without either: the "
-                         "port in the pid file")
+                         "port the recorded server serves")
     ap.add_argument("--home", type=Path, default=DEFAULT_HOME, help="PREFECT_HOME")
     ap.add_argument("--database-url", default=None,
                     help="e.g. postgresql+asyncpg://user@host:5432/prefect (default: SQLite in "

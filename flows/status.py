@@ -55,11 +55,11 @@ from . import server
 # from the light flows.names, not flows.build_pairs/deployments: those load Prefect's flow
 # engine, Dask and the pipeline, which would double the time this command takes to answer
 from .names import FLOW_NAME, MANIFESTS_PUBLISHED, MAP_FLOW_NAME, catalog_files, catalogs_dir
+from .runs import LIVE, run_filters
 
 OK, PROBLEM, UNCHECKED = 0, 1, 2
 STUCK_AFTER_MIN = 5.0
 CAUSE_CHARS = 160
-LIVE = ("RUNNING", "PENDING", "CANCELLING")
 FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 BAD_ENDINGS = ("FAILED", "CRASHED")
 
@@ -139,37 +139,15 @@ def describe_schedule(schedule: Any) -> str:
 # reading the server
 
 
-def _run_filter(states: tuple[str, ...], **time_filter):
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterExpectedStartTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    kw: dict[str, Any] = {"state": FlowRunFilterState(
-        type=FlowRunFilterStateType(any_=[StateType(s) for s in states]))}
-    if time_filter:
-        kw["expected_start_time"] = FlowRunFilterExpectedStartTime(**time_filter)
-    return FlowRunFilter(**kw)
-
-
 def _runs(client, dep_id, states: tuple[str, ...], sort: str, limit: int, **time_filter) -> list:
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.client.schemas.sorting import FlowRunSort
 
-    return client.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
-        flow_run_filter=_run_filter(states, **time_filter), sort=FlowRunSort[sort], limit=limit)
+    return client.read_flow_runs(**run_filters([dep_id], states, **time_filter),
+                                 sort=FlowRunSort[sort], limit=limit)
 
 
 def _count(client, dep_id, states: tuple[str, ...], **time_filter) -> int:
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    return client.count_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
-        flow_run_filter=_run_filter(states, **time_filter))
+    return client.count_flow_runs(**run_filters([dep_id], states, **time_filter))
 
 
 def _state(run) -> tuple[str, str]:

@@ -1,6 +1,7 @@
 """The build-pairs flow on a real Dask cluster that fails: every worker lost mid-ingest, a
-scheduler address that accepts connections and never answers, a dive whose I/O fails once,
-and one worker killed while it ingests a dive.
+scheduler address that accepts connections and never answers, a dive that hangs on its worker,
+a dive whose I/O fails once, and one worker killed while it ingests a dive; and what distributed
+and Prefect alone do with a silent scheduler and a hung task (why the flow bounds them itself).
 
 Real processes throughout: a Prefect server (prefect_stack), `dask scheduler` and `dask worker`
 in their own sessions, and the flow run in a subprocess. Faults are injected in the workers by
@@ -9,6 +10,7 @@ a `--preload` module written here, which wraps pipeline.build.ingest_cached (FAU
     stall          every ingest blocks (until its worker is killed)
     ioerror-once   each dive's first ingest raises an I/O error (EIO)
     stall-dive01   dive01's first ingest blocks; everything else runs normally
+    none           no fault
 
 Every process is stopped with its process group, whatever the outcome.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -24,11 +27,11 @@ import threading
 import time
 from pathlib import Path
 
+import distributed
 import pyarrow.parquet as pq
 import pytest
 from prefect_stack import REPO, make_survey, prefect_stack, site_with, wait_for, write_catalog
 
-from flows.build_pairs import scheduler_identity
 from flows.server import free_port
 from pipeline.build import build
 from pipeline.catalog import CatalogError, load_catalog
@@ -67,6 +70,28 @@ def ingest_cached(cat, out, dive, fingerprint, *args, **kwargs):
 
 
 pb.ingest_cached = ingest_cached
+'''
+
+HUNG_TASK = '''
+import json, sys, time
+from prefect import flow, task
+from prefect_dask import DaskTaskRunner
+
+
+@task(timeout_seconds=1)
+def hang():
+    time.sleep(12)
+
+
+@flow(task_runner=DaskTaskRunner(address=sys.argv[1]))
+def hung_task():
+    t0 = time.monotonic()
+    future = hang.submit()
+    future.wait()
+    print(json.dumps({"seconds": time.monotonic() - t0, "state": future.state.name}))
+
+
+hung_task()
 '''
 
 RUN_FLOW = ("import json, sys; from flows.build_pairs import build_pairs; "
@@ -111,17 +136,34 @@ def dask_cluster(stack, tmp: Path, n_workers: int, mode: str, threads: int = 1):
                             "--preload", str(preload)], tmp / f"worker{i}.log", env=env)
                for i in range(n_workers)]
     try:
-        def registered():
-            try:
-                return scheduler_identity(address, 5)["n_workers"] >= n_workers
-            except (OSError, TimeoutError):
-                return False
-        wait_for(registered, 90, f"{n_workers} dask worker(s) to register", every=0.5)
+        with distributed.Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(n_workers, timeout=90)
         yield address, workers
     finally:
         for w in workers:
             stack.stop(w)
         stack.stop(sched)
+
+
+@contextlib.contextmanager
+def silent_listener():
+    """An address that accepts connections and never writes a byte; yields (address, the
+    accepted connections)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept():
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}", held
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
 
 
 @contextlib.contextmanager
@@ -193,27 +235,13 @@ def test_losing_every_worker_fails_the_run_within_worker_wait(stack, source, tmp
 
 def test_a_scheduler_that_never_answers_fails_the_run_within_connect_timeout(
         stack, source, tmp_path):
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-
-    def accept():  # accepts connections and never writes a byte
-        with contextlib.suppress(OSError):
-            while True:
-                held.append(listener.accept()[0])
-
-    threading.Thread(target=accept, daemon=True).start()
-    address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-    path = catalog(tmp_path, source, address, connect_timeout_s=4, worker_wait_s=8)
-    try:
+    with silent_listener() as (address, held):
+        path = catalog(tmp_path, source, address, connect_timeout_s=4, worker_wait_s=8)
         t0 = time.monotonic()
         with flow_run(stack, path, tmp_path / "flow.log") as proc:
             result, text = outcome(proc, tmp_path / "flow.log", 120)
         took = time.monotonic() - t0
-    finally:
-        listener.close()
-        for conn in held:
-            conn.close()
-    assert held, "the flow never connected to the address"
+        assert held, "the flow never connected to the address"
     assert result["state"] == "FAILED", result
     message = result["message"]
     assert f"the Dask scheduler at {address} did not answer within 4 s" in message, message
@@ -223,6 +251,57 @@ def test_a_scheduler_that_never_answers_fails_the_run_within_connect_timeout(
     assert took < 60, f"{took:.0f} s"
     logs = stack.logs(result["id"])
     assert sum(m == message for m in logs) == 1, logs
+
+
+def test_distributed_client_timeout_alone_does_not_bound_the_handshake():
+    """Why build_pairs puts an asyncio deadline around its distributed.Client: the Client's
+    timeout bounds the TCP connect, not the handshake after it. When this fails, distributed
+    bounds the handshake itself and the deadline can go."""
+    with silent_listener() as (address, held):
+        code = f"import distributed; distributed.Client({address!r}, timeout=2)"
+        with pytest.raises(subprocess.TimeoutExpired):
+            subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                           timeout=12)
+        assert held
+
+
+def test_a_hung_dive_fails_the_run_within_its_bound(stack, source, tmp_path):
+    bound = 12
+    with dask_cluster(stack, tmp_path, 1, "stall", threads=2) as (address, _):
+        path = catalog(tmp_path, source, address, connect_timeout_s=5, worker_wait_s=8,
+                       seconds_per_image=0.1, min_dive_timeout_s=bound)
+        with flow_run(stack, path, tmp_path / "flow.log") as proc:
+            wait_for(lambda: len(list((tmp_path / "faults").glob("started-*"))) >= 2, 120,
+                     "both dives to start on the worker")
+            started = time.monotonic()
+            result, text = outcome(proc, tmp_path / "flow.log", 120)
+            took = time.monotonic() - started
+    assert result["state"] == "FAILED", result
+    message = result["message"]
+    assert re.match(rf"dive dive0[12] has been ingesting for \d+ s on the Dask cluster at "
+                    rf"{address}, over its bound of {bound} s: ", message), message
+    assert "dask.min_dive_timeout_s" in message and "dask.seconds_per_image" in message
+    # the bound, a poll and the teardown; the worker would hang for 600 s
+    assert took < bound + 25, f"{took:.0f} s after both dives started"
+    assert "Traceback" not in text
+    logs = stack.logs(result["id"])
+    assert sum(m == message for m in logs) == 1, logs
+
+
+def test_prefect_task_timeout_does_not_stop_a_hung_task_on_a_dask_worker(
+        stack, tmp_path):
+    """Why build_pairs bounds each dive itself: a task's timeout_seconds on a Dask worker takes
+    effect only once the blocking call returns (the task runs in a worker thread). When this
+    fails, Prefect stops such a task and the dives' bounds could be task timeouts."""
+    script = tmp_path / "hung_task.py"
+    script.write_text(HUNG_TASK)
+    with dask_cluster(stack, tmp_path, 1, "none") as (address, _):
+        res = subprocess.run([sys.executable, str(script), address], cwd=REPO, env=stack.env,
+                             capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    result = json.loads(next(line for line in res.stdout.splitlines()
+                             if line.startswith('{"seconds"')))
+    assert result["seconds"] > 11, result  # ran its 12 s despite its 1 s timeout
 
 
 def test_a_retried_dive_is_logged_and_the_run_completes(stack, source, tmp_path):

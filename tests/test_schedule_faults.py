@@ -9,6 +9,7 @@ scheduled runs keep completing with no manual step."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -297,9 +298,21 @@ def test_settling_a_stopped_run_reaches_every_live_task_past_the_servers_page_li
     """More live task runs than one read may return (the server refuses a limit above 200):
     every one of them, and the subflow's, ends with the run."""
     from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
     from prefect.states import Crashed, Running
 
     from flows.runs import LIVE, PAGE, settle_children, task_runs_by_id
+
+    def settle(stack, run_id, message: str) -> int:
+        async def go() -> int:
+            async with get_client() as client:
+                return await settle_children(client, run_id, lambda: Crashed(message=message))
+
+        updates = {PREFECT_API_URL: stack.url, **({PREFECT_API_AUTH_STRING: stack.auth}
+                                                  if stack.auth else {})}
+        with temporary_settings(updates):
+            return asyncio.run(go())
 
     @flow(name="settle-probe")
     def probe():
@@ -319,7 +332,7 @@ def test_settling_a_stopped_run_reaches_every_live_task_past_the_servers_page_li
         sub_tasks = [c.create_task_run(step, sub.id, dynamic_key=f"s{i}", state=Running())
                      for i in range(5)]
         c.set_flow_run_state(run.id, Crashed(message="probe"), force=True)
-        n = settle_children(c, run.id, lambda: Crashed(message="its flow run ended"))
+        n = settle(stack, run.id, "its flow run ended")
         states = [c.read_task_run(t.id).state for t in (*parent_tasks, *sub_tasks)]
         assert [s.type.value for s in states if s.type.value in LIVE] == []
         assert {s.message for s in states} == {"its flow run ended"}
@@ -330,4 +343,66 @@ def test_settling_a_stopped_run_reaches_every_live_task_past_the_servers_page_li
         ids = [t.id for t in parent_tasks]
         assert sorted(r.id for r in task_runs_by_id(c, ids)) == sorted(ids)
         # a second round finds nothing left to do
-        assert settle_children(c, run.id, lambda: Crashed(message="again")) == 0
+        assert settle(stack, run.id, "again") == 0
+
+
+NAP_FLOW = '''
+import time
+
+from prefect import flow
+
+
+@flow
+def nap():
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    nap.serve(name="plain")
+'''
+
+
+def test_sigterm_stops_serve_and_ends_its_run_where_prefects_own_handler_leaves_it(stack,
+                                                                                  tmp_path):
+    """Why flows.serve replaces Runner.handle_sigterm: Prefect's handler calls the sync
+    Runner.stop() from inside the runner's own event loop, where the stop coroutine is never
+    awaited, so a plain `flow.serve()` given SIGTERM leaves its run RUNNING. flows.serve stops
+    from the loop: it exits and its run in progress ends. If the first half ever fails,
+    Prefect's handler works and the override can go."""
+    (tmp_path / "nap.py").write_text(NAP_FLOW)
+    plain = stack.spawn([sys.executable, str(tmp_path / "nap.py")], tmp_path / "plain.log")
+    try:
+        prefect_server.wait_for_deployment(stack.url, "nap/plain", proc=plain, auth=stack.auth)
+        with stack.client() as c:
+            run = c.create_flow_run_from_deployment(
+                c.read_deployment_by_name("nap/plain").id)
+        wait_for(lambda: state_name(read_run(stack, run.id)) == "RUNNING", 90,
+                 "the plain serve's run to start")
+        plain.send_signal(signal.SIGTERM)
+        time.sleep(20)
+        assert state_name(read_run(stack, run.id)) == "RUNNING", \
+            "Prefect's own SIGTERM handler now ends the run"
+        assert "was never awaited" in (tmp_path / "plain.log").read_text(errors="replace")
+    finally:
+        stack.stop(plain)
+
+    site = make_survey(tmp_path / "site", dives=1, images_per_dive=150)
+    catalogs = tmp_path / "catalogs"
+    write_catalog(catalogs, "sigterm", site, tmp_path / "out")
+    log = tmp_path / "serve.log"
+    ours = stack.spawn([sys.executable, "-m", "flows.serve", "--catalogs", str(catalogs),
+                        *HEARTBEAT], log)
+    try:
+        prefect_server.wait_for_deployment(stack.url, "build-pairs/sigterm", proc=ours,
+                                           auth=stack.auth)
+        run = start_run(stack, "sigterm")
+        ours.send_signal(signal.SIGTERM)
+        assert ours.wait(timeout=60) is not None
+        text = log.read_text(errors="replace")
+        assert "SIGTERM received: stopping" in text and "was never awaited" not in text, text
+        ended = wait_for(lambda: (r := read_run(stack, run.id)) and state_name(r) not in
+                         ("PENDING", "RUNNING") and r, 60, "the run to end with its serve")
+        assert state_name(ended) in ("CANCELLED", "CANCELLING", "CRASHED"), state_name(ended)
+        wait_for(lambda: not pid_alive(run_pid(run)), 30, "the run's process to exit")
+    finally:
+        stack.stop(ours)

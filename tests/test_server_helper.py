@@ -6,7 +6,6 @@ server of a home starts and stops. Real processes on 127.0.0.1, each stopped whe
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -66,7 +65,7 @@ def spawned(args: list[str], env: dict[str, str] | None = None, ready: bool = Fa
 def write_pid_file(home: Path, content) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     path = home / server.PID_FILE
-    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    path.write_text(f"{content}\n")
     return path
 
 
@@ -75,8 +74,7 @@ def write_pid_file(home: Path, content) -> Path:
 def test_stop_leaves_an_unrelated_process_a_stale_pid_file_names(tmp_path):
     port = server.free_port()
     with spawned(["sleep", "60"]) as sleeper:
-        pid_file = write_pid_file(tmp_path, {"pid": sleeper.pid, "port": port,
-                                             "home": str(tmp_path)})
+        pid_file = write_pid_file(tmp_path, sleeper.pid)
         res = cli("stop", tmp_path, port)
         assert sleeper.poll() is None, "the unrelated process was signalled"
     assert res.returncode == 1, res
@@ -127,10 +125,10 @@ def test_prefects_background_start_leaves_no_log_of_a_failed_start(tmp_path):
     assert "Connect call failed ('127.0.0.1', 9)" in ours.stderr  # the log's tail: the cause
 
 
-def test_stop_with_a_dead_pid_in_an_old_plain_pid_file(tmp_path):
+def test_stop_with_a_dead_pid_in_the_pid_file(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    pid_file = write_pid_file(tmp_path, f"{dead.pid}\n")  # the format older versions wrote
+    pid_file = write_pid_file(tmp_path, dead.pid)
     assert server.read_pid_file(tmp_path).pid == dead.pid
     res = cli("stop", tmp_path, server.free_port())
     assert res.returncode == 1, res
@@ -152,7 +150,7 @@ def test_stop_checks_the_home_of_a_prefect_server_command_line(tmp_path, whose):
                  ready=True) as proc:
         ok, why = server.verify_server(proc.pid, home, port)
         assert ok == (whose == "this home"), why
-        pid_file = write_pid_file(home, {"pid": proc.pid, "port": port, "home": str(home)})
+        pid_file = write_pid_file(home, proc.pid)
         res = cli("stop", home, port)
         if whose == "another home":
             assert proc.poll() is None, "another home's server was signalled"
@@ -250,17 +248,15 @@ def test_background_start_then_stop(tmp_path):
     res = cli("start", tmp_path, port, "--background")
     try:
         assert res.returncode == 0, res.stdout + res.stderr
-        record = json.loads((tmp_path / server.PID_FILE).read_text())
-        assert set(record) == {"pid", "port", "home", "started_utc"}, record
-        assert record["port"] == port and record["home"] == str(tmp_path.resolve())
+        pid = int((tmp_path / "server.pid").read_text())  # Prefect's own pid file
         assert server.healthy(url)
-        ok, why = server.verify_server(record["pid"], tmp_path, port)
+        ok, why = server.verify_server(pid, tmp_path, port)
         assert ok, why
     finally:
-        stopped = cli("stop", tmp_path, None)  # no --port: the one in the pid file
+        stopped = cli("stop", tmp_path, None)  # no --port: the one the recorded server serves
     assert stopped.returncode == 0, stopped
-    assert f"pid {record['pid']}" in stopped.stdout, stopped.stdout
-    assert not server.healthy(url) and server.process_info(record["pid"]) is None
+    assert f"pid {pid}" in stopped.stdout, stopped.stdout
+    assert not server.healthy(url) and server.process_info(pid) is None
     assert not (tmp_path / server.PID_FILE).exists()
 
 
