@@ -19,7 +19,7 @@ with a real server:
   that never reached its flow code sends no heartbeat at all; and it leaves the run's subflows
   and task runs RUNNING.
 - settle_children(): a stopped run's live subflows and task runs get the run's ending; Prefect
-  changes only the run named (test_schedule_faults.py::children_end, and
+  changes only the run named (test_schedule_faults.py, the checks after steps 1 and 2, and
   test_settling_a_stopped_run_reaches_every_live_task_past_the_servers_page_limit).
 - collapse_late(): a schedule keeps creating runs while nothing serves; when serve comes back
   every one falls due at once, and with one run at a time all but one would be cancelled in
