@@ -42,14 +42,9 @@ def _whose(home: Path, port: int) -> str:
 
 def _sweep(env: dict[str, str], deployment: str) -> list:
     """flows.runs.sweep against the demo's server (its settings are the child environment's)."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
     from .runs import sweep_now
 
-    updates = {PREFECT_API_URL: env["PREFECT_API_URL"]}
-    if env.get(server.CLIENT_AUTH_ENV):
-        updates[PREFECT_API_AUTH_STRING] = env[server.CLIENT_AUTH_ENV]
-    with temporary_settings(updates):
+    with server.client_settings(env["PREFECT_API_URL"], env.get(server.CLIENT_AUTH_ENV, "")):
         return sweep_now([deployment], log=lambda _msg: None)
 
 

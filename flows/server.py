@@ -168,13 +168,10 @@ def prefect_env(home: Path, port: int, database_url: str | None = None,
 # --- the API, through Prefect's own client ---------------------------------------------------
 
 @contextlib.contextmanager
-def api_client(url: str, auth: str | None = None, timeout: float = 10.0,
-               retries: int | None = 0) -> Iterator[SyncPrefectClient]:
-    """Prefect's synchronous client (``get_client``) for the API at `url`, sending the basic-auth
-    string `auth` as Prefect does (None: auth_from_env(); "": none). `retries` replaces
-    PREFECT_CLIENT_MAX_RETRIES (0 by default: a probe says at once that a server is down; None
-    keeps Prefect's). A 401 anywhere in the block becomes an AuthError with one line."""
-    from prefect.client.orchestration import get_client
+def client_settings(url: str, auth: str | None = None, retries: int | None = None):
+    """Prefect's settings for a client of the API at `url`, sending the basic-auth string `auth`
+    (None: auth_from_env(); "": none); `retries` replaces PREFECT_CLIENT_MAX_RETRIES (None keeps
+    Prefect's). Any client Prefect makes inside the block (get_client, sync or async) uses them."""
     from prefect.settings import (
         PREFECT_API_AUTH_STRING,
         PREFECT_API_URL,
@@ -188,9 +185,21 @@ def api_client(url: str, auth: str | None = None, timeout: float = 10.0,
         updates[PREFECT_API_AUTH_STRING] = auth
     if retries is not None:
         updates[PREFECT_CLIENT_MAX_RETRIES] = retries
+    with temporary_settings(updates, restore_defaults=[] if auth else [PREFECT_API_AUTH_STRING]):
+        yield
+
+
+@contextlib.contextmanager
+def api_client(url: str, auth: str | None = None, timeout: float = 10.0,
+               retries: int | None = 0) -> Iterator[SyncPrefectClient]:
+    """Prefect's synchronous client (``get_client``) for the API at `url` (client_settings();
+    `retries` 0 by default: a probe says at once that a server is down). A 401 anywhere in the
+    block becomes an AuthError with one line."""
+    from prefect.client.orchestration import get_client
+
+    auth = auth_from_env() if auth is None else auth
     try:
-        with temporary_settings(updates, restore_defaults=[] if auth else
-                                [PREFECT_API_AUTH_STRING]), \
+        with client_settings(url, auth, retries), \
                 get_client(sync_client=True, httpx_settings={"timeout": timeout}) as client:
             yield client
     except httpx.HTTPStatusError as exc:
